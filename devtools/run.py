@@ -1,0 +1,96 @@
+"""`make run`: migrate, then serve with gunicorn.
+
+Without STRIPE_SECRET_KEY this is demo mode: localstripe is started in this
+process on loopback as the Stripe backend, and a demo API key and dashboard
+user are created once and printed. Ctrl-C stops everything started here.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _start_localstripe(port: int):
+    from devtools.localstripe_server import LocalStripe
+
+    emulator = LocalStripe(port=port)
+    try:
+        emulator.start()
+    except OSError:
+        print(f"port {port} is taken; starting localstripe on a free port instead", flush=True)
+        emulator = LocalStripe(port=0)
+        emulator.start()
+    return emulator
+
+
+def _prepare(demo: bool) -> dict[str, str] | None:
+    """Migrate the database and (in demo mode) make sure the demo credentials exist."""
+    from flask_migrate import upgrade
+
+    from kamiyo import create_app
+    from kamiyo.cli import ensure_demo_credentials
+    from kamiyo.config import ConfigError
+
+    try:
+        app = create_app()
+    except ConfigError as exc:
+        sys.exit(f"kamiyo: configuration error: {exc}")
+    with app.app_context():
+        upgrade()
+        return ensure_demo_credentials(app.instance_path) if demo else None
+
+
+def _serve(env: dict[str, str]) -> int:
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    proc = subprocess.Popen(
+        [str(gunicorn), "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"], cwd=ROOT, env=env
+    )
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        # A terminal's Ctrl-C reaches gunicorn too; a lone SIGINT to us must be passed on.
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        try:
+            return proc.wait(timeout=25)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
+
+
+def main() -> int:
+    demo = not os.environ.get("STRIPE_SECRET_KEY")
+    port = os.environ.get("PORT", "8000")
+    emulator = None
+    if demo:
+        os.environ["KAMIYO_DEMO_MODE"] = "1"
+        emulator = _start_localstripe(int(os.environ.get("DEMO_STRIPE_PORT", "8420")))
+        os.environ["STRIPE_API_BASE"] = emulator.url
+    try:
+        creds = _prepare(demo)
+        print("", flush=True)
+        print(f"Kamiyo Payments on http://127.0.0.1:{port}  (health: http://127.0.0.1:{port}/health)")
+        if demo:
+            print(f"Demo mode: Stripe is localstripe at {emulator.url} (no real money, no keys needed)")
+            print(f"  API key:        {creds['api_key']}")
+            print(f"  dashboard user: {creds['email']} / {creds['password']}")
+            print(f"  try: curl -H 'Authorization: Bearer {creds['api_key']}' "
+                  f"http://127.0.0.1:{port}/api/v1/payments/health")
+        print("Press Ctrl-C to stop.", flush=True)
+        return _serve(dict(os.environ))
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if emulator:
+            emulator.stop()
+        print("Stopped.", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

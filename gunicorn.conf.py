@@ -1,0 +1,29 @@
+"""gunicorn settings: `gunicorn -c gunicorn.conf.py wsgi:app` (what `make run` starts)."""
+
+import os
+import sys
+
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# Stripe calls are I/O bound and may wait through retries: threads keep a
+# worker serving other requests meanwhile.
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+timeout = 60
+graceful_timeout = 20
+# The app logs one JSON line per request, with its correlation id.
+accesslog = None
+errorlog = "-"
+# gunicorn's control socket lives in $HOME and would clash between instances; we don't use it.
+control_socket_disable = True
+
+
+def on_starting(server):
+    from kamiyo import check_config
+    from kamiyo.config import ConfigError
+
+    try:
+        check_config()
+    except ConfigError as exc:
+        print(f"kamiyo: configuration error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)

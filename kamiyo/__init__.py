@@ -1,0 +1,97 @@
+"""Kamiyo Payments: the Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Mapping
+
+from flask import Flask
+
+from . import config as config_module
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "migrations"))
+
+
+def load_config(app: Flask, test_config: Mapping[str, Any] | None = None) -> None:
+    """defaults → instance/config.py → environment → test mapping, then validate."""
+    app.config.from_mapping(config_module.DEFAULTS)
+    app.config.from_pyfile("config.py", silent=True)
+    app.config.update(config_module.from_environment(os.environ))
+    if test_config:
+        app.config.update(test_config)
+    config_module.finalise(app.config, app.instance_path)
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        # sqlite3's own busy handler: writers wait instead of failing with "database is locked".
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"].setdefault(
+            "connect_args", {"timeout": app.config["SQLITE_BUSY_TIMEOUT_MS"] / 1000}
+        )
+
+
+def _new_flask() -> Flask:
+    return Flask(
+        __name__,
+        instance_path=os.environ.get("KAMIYO_INSTANCE_PATH") or None,
+        instance_relative_config=True,
+    )
+
+
+def check_config() -> None:
+    """Validate the configuration without building the app (gunicorn's master
+    calls this so a missing secret stops start-up before any worker forks)."""
+    load_config(_new_flask())
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    app = _new_flask()
+    load_config(app, test_config)
+
+    from .observability.logging import configure_logging
+
+    configure_logging(app.config["LOG_LEVEL"])
+    # Alembic announces each of its plugins at INFO whenever it is imported.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
+    # Extensions.
+    from .extensions import db, migrate
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=MIGRATIONS_DIR)
+    from . import models  # noqa: F401  (register the tables on the metadata)
+    from .observability import request_context
+    from .payments import gateway
+
+    request_context.init_app(app)
+    gateway.init_app(app)
+
+    # Blueprints.
+    from . import health
+    from .payments import views as payments_views
+
+    app.register_blueprint(health.bp)
+    app.register_blueprint(payments_views.bp)
+
+    # Error handlers, CLI, start-up checks.
+    from . import cli, http_errors
+
+    http_errors.init_app(app)
+    cli.init_app(app)
+    _startup_checks(app)
+    return app
+
+
+def _startup_checks(app: Flask) -> None:
+    # Local checks only: start-up never waits on the network.
+    log.info(
+        "kamiyo configured",
+        extra={
+            "demo_mode": bool(app.config["DEMO_MODE"]),
+            "database": app.config["SQLALCHEMY_DATABASE_URI"].split(":", 1)[0],
+            "stripe_api_base": app.config["STRIPE_API_BASE"],
+            "stripe_api_version": app.config["STRIPE_API_VERSION"],
+            "webhook_secrets": len(app.config["STRIPE_WEBHOOK_SECRETS"]),
+        },
+    )

@@ -1,0 +1,125 @@
+"""flask --app wsgi <command>: operator commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+from pathlib import Path
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+
+from . import api_keys, users
+
+DEMO_CREDENTIALS_FILE = "demo-credentials.json"
+DEMO_USER_EMAIL = "demo@kamiyo.local"
+
+
+def _fmt(value) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "-"
+
+
+@click.group("api-keys", cls=AppGroup, help="Create, list and revoke API keys for the JSON API.")
+def api_keys_cli() -> None:
+    pass
+
+
+@api_keys_cli.command("create")
+@click.argument("name")
+def api_keys_create(name: str) -> None:
+    """Create a key called NAME; the key is printed once, on the last line."""
+    try:
+        key, plaintext = api_keys.create_api_key(name)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"Created API key #{key.id} '{key.name}' ({key.prefix}...). Store it now: it is not shown again.")
+    click.echo(plaintext)
+
+
+@api_keys_cli.command("list")
+def api_keys_list() -> None:
+    """List keys (prefix only; the keys themselves are not stored)."""
+    keys = api_keys.list_api_keys()
+    if not keys:
+        click.echo("No API keys. Create one with: flask --app wsgi api-keys create NAME")
+        return
+    click.echo(f"{'ID':>4}  {'NAME':<24} {'PREFIX':<14} {'CREATED':<20} {'LAST USED':<20} STATUS")
+    for key in keys:
+        status = f"revoked {_fmt(key.revoked_at)}" if key.revoked else "active"
+        click.echo(
+            f"{key.id:>4}  {key.name[:24]:<24} {key.prefix:<14} {_fmt(key.created_at):<20} "
+            f"{_fmt(key.last_used_at):<20} {status}"
+        )
+
+
+@api_keys_cli.command("revoke")
+@click.argument("key")
+def api_keys_revoke(key: str) -> None:
+    """Revoke KEY, given as its numeric id or its prefix."""
+    try:
+        revoked = api_keys.revoke_api_key(key)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if revoked is None:
+        raise click.ClickException(f"no API key with id or prefix {key!r}")
+    click.echo(f"Revoked API key #{revoked.id} '{revoked.name}' ({revoked.prefix}...).")
+
+
+@click.group("users", cls=AppGroup, help="Dashboard users.")
+def users_cli() -> None:
+    pass
+
+
+@users_cli.command("create")
+@click.argument("email")
+@click.option("--role", type=click.Choice(users.ROLES), default="viewer", show_default=True)
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def users_create(email: str, role: str, password_stdin: bool) -> None:
+    """Create a dashboard user (the password is asked for, or read from stdin)."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        user = users.create_user(email, password, role)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Created {user.role} {user.email}.")
+
+
+@click.group("demo", cls=AppGroup, help="Demo mode helpers (used by `make run`).")
+def demo_cli() -> None:
+    pass
+
+
+def ensure_demo_credentials(instance_path: str) -> dict[str, str]:
+    """Create the demo API key and dashboard user once; later runs reuse them."""
+    path = Path(instance_path) / DEMO_CREDENTIALS_FILE
+    if path.exists():
+        return json.loads(path.read_text())
+    _, plaintext = api_keys.create_api_key("demo")
+    password = secrets.token_urlsafe(12)
+    users.create_user(DEMO_USER_EMAIL, password, "admin")
+    creds = {"api_key": plaintext, "email": DEMO_USER_EMAIL, "password": password}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(creds, fh)
+    return creds
+
+
+@demo_cli.command("setup")
+def demo_setup() -> None:
+    """Create (once) and print the demo API key and dashboard login."""
+    if not current_app.config.get("DEMO_MODE"):
+        raise click.ClickException("demo setup only runs in demo mode (KAMIYO_DEMO_MODE=1)")
+    creds = ensure_demo_credentials(current_app.instance_path)
+    click.echo(f"Demo API key:        {creds['api_key']}")
+    click.echo(f"Demo dashboard user: {creds['email']} / {creds['password']}")
+
+
+def init_app(app: Flask) -> None:
+    for group in (api_keys_cli, users_cli, demo_cli):
+        app.cli.add_command(group)

@@ -1,0 +1,123 @@
+"""Configuration: defaults → instance/config.py → environment → test mapping.
+
+Read by create_app(), never at import time, so tests and CLI commands each get
+the configuration they were started with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Mapping
+
+import stripe
+
+# Every setting the service knows, with its default. The README lists these;
+# an environment variable of the same name (or KAMIYO_<name>) overrides it.
+DEFAULTS: dict[str, Any] = {
+    "SECRET_KEY": None,
+    "DATABASE_URL": None,  # None → SQLite file in the instance folder
+    "REDIS_URL": None,
+    "STRIPE_SECRET_KEY": None,
+    "STRIPE_PUBLISHABLE_KEY": None,
+    "STRIPE_WEBHOOK_SECRET": None,  # comma-separated list during rotation
+    "STRIPE_API_VERSION": stripe.api_version,  # the version stripe-python pins
+    "STRIPE_API_BASE": "https://api.stripe.com",
+    "STRIPE_TIMEOUT_SECONDS": 30.0,
+    "STRIPE_HEALTH_TIMEOUT_SECONDS": 2.0,
+    "STRIPE_HEALTH_CACHE_SECONDS": 10.0,
+    "SCHEDULER_ENABLED": False,
+    "SCHEDULER_TIMEZONE": "UTC",
+    "SUPPORT_CONTACT": "support@kamiyo.ai",
+    "LOG_LEVEL": "INFO",
+    "MAX_CONTENT_LENGTH": 1024 * 1024,  # 1 MiB: larger bodies answer 413
+    "SQLITE_BUSY_TIMEOUT_MS": 5000,
+    "DEMO_MODE": False,
+    "DEMO_STRIPE_PORT": 8420,
+}
+
+# Without these the service cannot run safely outside demo mode and tests.
+REQUIRED_SECRETS = ("SECRET_KEY", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET")
+
+DEMO_SECRETS_FILE = "demo-secrets.json"
+
+
+class ConfigError(Exception):
+    """A configuration problem, reported as one line without a traceback."""
+
+
+def _coerce(raw: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        value = raw.strip().lower()
+        if value in ("1", "true", "yes", "on"):
+            return True
+        if value in ("0", "false", "no", "off", ""):
+            return False
+        raise ConfigError(f"expected true/false, got {raw!r}")
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    return raw
+
+
+def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Known settings from the environment: `NAME` or `KAMIYO_NAME` (the latter wins)."""
+    found: dict[str, Any] = {}
+    for name, default in DEFAULTS.items():
+        for var in (name, f"KAMIYO_{name}"):
+            if var in environ:
+                try:
+                    found[name] = _coerce(environ[var], default)
+                except (ValueError, ConfigError) as exc:
+                    raise ConfigError(f"{var} has an invalid value: {exc}") from None
+    return found
+
+
+def load_demo_secrets(instance_path: str) -> dict[str, str]:
+    """Random secrets for demo mode, made once and kept in the instance folder."""
+    path = Path(instance_path) / DEMO_SECRETS_FILE
+    if path.exists():
+        return json.loads(path.read_text())
+    values = {
+        "SECRET_KEY": secrets.token_hex(32),
+        # localstripe accepts any sk_test_ key; this one only ever reaches it.
+        "STRIPE_SECRET_KEY": "sk_test_demo" + secrets.token_hex(12),
+        "STRIPE_PUBLISHABLE_KEY": "pk_test_demo" + secrets.token_hex(12),
+        "STRIPE_WEBHOOK_SECRET": "whsec_demo" + secrets.token_hex(16),
+    }
+    Path(instance_path).mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(values, fh)
+    return values
+
+
+def finalise(config: dict[str, Any], instance_path: str) -> None:
+    """Derive dependent settings and validate; raises ConfigError with one line."""
+    if config.get("DEMO_MODE"):
+        for name, value in load_demo_secrets(instance_path).items():
+            if not config.get(name):
+                config[name] = value
+        if config.get("STRIPE_API_BASE") == DEFAULTS["STRIPE_API_BASE"]:
+            config["STRIPE_API_BASE"] = f"http://127.0.0.1:{config['DEMO_STRIPE_PORT']}"
+
+    if not config.get("TESTING") and not config.get("DEMO_MODE"):
+        for name in REQUIRED_SECRETS:
+            if not config.get(name):
+                raise ConfigError(
+                    f"{name} is not set: set it in the environment or instance/config.py "
+                    "(or unset STRIPE_SECRET_KEY and use `make run` for demo mode)"
+                )
+
+    url = config.get("SQLALCHEMY_DATABASE_URI") or config.get("DATABASE_URL")
+    if not url:
+        url = "sqlite:///" + str(Path(instance_path) / "kamiyo.db")
+    if url.startswith("postgres://"):  # Heroku-style alias SQLAlchemy no longer accepts
+        url = "postgresql://" + url[len("postgres://"):]
+    config["SQLALCHEMY_DATABASE_URI"] = url
+
+    secrets_raw = config.get("STRIPE_WEBHOOK_SECRET") or ""
+    config["STRIPE_WEBHOOK_SECRETS"] = [s.strip() for s in secrets_raw.split(",") if s.strip()]

@@ -1,0 +1,444 @@
+"""JSON logging with redaction in front of every handler.
+
+One JSON object per line (python-json-logger). Every record that reaches the
+Kamiyo handler -- including records propagated from the ``stripe`` logger --
+goes through :class:`RequestContextFilter` (adds the request's correlation id)
+and :class:`RedactionFilter` (removes Stripe keys, webhook secrets,
+Authorization values, card numbers and CVCs). Logs must never contain secret
+keys, webhook secrets, card numbers or raw correlation ids.
+
+Note: this module is ``kamiyo.observability.logging``; inside it the name
+``logging`` is the standard library (absolute imports).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import decimal
+import enum
+import logging
+import re
+import sys
+import uuid
+from typing import Any, TextIO
+
+from flask import g, has_request_context
+from pythonjsonlogger.json import JsonFormatter
+
+__all__ = [
+    "redact",
+    "RedactionFilter",
+    "RequestContextFilter",
+    "configure_logging",
+]
+
+REDACTED = "[REDACTED]"
+REDACTED_CARD = "[REDACTED CARD]"
+
+# --------------------------------------------------------------------------
+# Patterns -- compiled once; redact() runs on every log line.
+# --------------------------------------------------------------------------
+
+# sk_test_/sk_live_/rk_test_/rk_live_ + anything alnum, or bare sk_/rk_ + 8+
+# alnum. The look-behind keeps words such as "task_12345678" intact; the
+# prefix is kept so a log still says which kind of key was involved.
+_STRIPE_KEY_RE = re.compile(
+    r"(?<![A-Za-z0-9])((?:sk|rk)_(?:test|live)_)[A-Za-z0-9]+"
+    r"|(?<![A-Za-z0-9])((?:sk|rk)_)[A-Za-z0-9]{8,}"
+)
+
+_WHSEC_RE = re.compile(r"whsec_[A-Za-z0-9+/=_-]+")
+
+# A quoted value ('..' / ".." / b'..' / JSON-escaped \"..\") or a bare token.
+_VALUE = r"""
+    (?:
+        \\?b?(?P<vq>["'])(?:(?!\\?(?P=vq))[^\r\n])*\\?(?P=vq)
+      | (?!\[REDACTED)(?P<bare>{scheme}[^\s,;&"'<>{{}}\[\]()]+)
+    )
+"""
+
+# Authorization header values however they were rendered:
+#   Authorization: Bearer x | 'Authorization': 'Basic x' | "authorization": "x"
+#   authorization=Bearer x  | ('Authorization', 'x') | 'HTTP_AUTHORIZATION': 'x'
+# A comma separator is only accepted after a quoted key (header tuples), so
+# prose such as "authorization, then capture" is left alone.
+_AUTH_RE = re.compile(
+    r"""
+    (?P<key>
+        (?: \\?b?(?P<kq>["'])(?:http_|proxy-)?authorization\\?(?P=kq)
+          | (?<![A-Za-z0-9])(?:http_|proxy-)?authorization\\?["']? )
+        \s*(?:[:=]|(?(kq),|(?!)))\s*
+    )
+    """
+    + _VALUE.format(
+        scheme=r"(?:(?:bearer|basic|token|digest|negotiate|hmac|apikey)\s+)?"
+    ),
+    re.IGNORECASE | re.VERBOSE,
+)
+
+# cvc/cvv fields: cvc=123, "cvc": "123", 'cvv': 1234, card[cvc]=123,
+# card%5Bcvc%5D=123 (stripe's form encoding), cvc: 123. Not matched:
+# "cvc_check" (a Stripe result field) and "param": "cvc", "code": ... (no
+# comma separator here, unlike Authorization header tuples).
+_CVC_RE = re.compile(
+    r"""
+    (?P<key>
+        (?: \\?b?(?P<kq>["'])
+          | (?<![A-Za-z0-9]) | (?<=%5B) )
+        (?:cvc|cvv)2?(?![A-Za-z0-9_])
+        (?:\]|%5D)?
+        (?(kq)\\?(?P=kq)|\\?["']?)
+        \s*[:=]\s*
+    )
+    """
+    + _VALUE.format(scheme=""),
+    re.IGNORECASE | re.VERBOSE,
+)
+
+# Pre-check for the card scan: a stretch of 13+ digits/spaces/dashes. A
+# superset of what can hold a card, but one cheap C-level scan that ordinary
+# lines (timestamps, status codes, durations) fail.
+_CARD_HINT_RE = re.compile(r"[0-9][0-9 -]{11,}[0-9]")
+# A maximal run of digit groups joined by single spaces or dashes.
+_DIGIT_RUN_RE = re.compile(r"[0-9]+(?:[ -][0-9]+)*")
+_GROUP_SPLIT_RE = re.compile(r"([ -])")
+
+
+def _luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i & 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def _is_card_digits(digits: str) -> bool:
+    return 13 <= len(digits) <= 19 and _luhn_ok(digits)
+
+
+def _redact_card_run(match: re.Match) -> str:
+    run = match.group(0)
+    parts = _GROUP_SPLIT_RE.split(run)  # [group, sep, group, sep, ...]
+    groups = parts[0::2]
+    if sum(map(len, groups)) < 13:
+        return run
+    # Cards are printed in whole groups (4242 4242 ... or one block), so
+    # candidates are runs of whole groups holding 13-19 digits. A single
+    # 20+ digit block can never be part of a candidate: it is not a card.
+    # Being group-aligned also means a card next to another number
+    # ("2024-01-15 4242424242424242") is still found.
+    n = len(groups)
+    card_of = [-1] * n  # which candidate (if any) each group belongs to
+    i = 0
+    while i < n:
+        best = -1
+        total = 0
+        for j in range(i, n):
+            total += len(groups[j])
+            if total > 19:
+                break
+            if total >= 13 and _luhn_ok("".join(groups[i : j + 1])):
+                best = j  # prefer the longest valid candidate
+        if best >= 0:
+            for k in range(i, best + 1):
+                card_of[k] = i
+            i = best + 1
+        else:
+            i += 1
+    if max(card_of) < 0:
+        return run
+    out: list[str] = []
+    for k in range(n):
+        same_card_as_next = k < n - 1 and card_of[k] >= 0 and card_of[k] == card_of[k + 1]
+        if card_of[k] < 0:
+            out.append(groups[k])
+        elif k == 0 or card_of[k - 1] != card_of[k]:
+            out.append(REDACTED_CARD)  # one marker per card
+        if k < n - 1 and not same_card_as_next:
+            out.append(parts[2 * k + 1])
+    return "".join(out)
+
+
+def _keep_key_redact_value(match: re.Match) -> str:
+    quote = match.group("vq")
+    if quote is not None:
+        # keep the quoting style so JSON-ish/repr-ish text stays readable
+        raw = match.group(0)[len(match.group("key")) :]
+        opener = raw[: raw.index(quote) + 1]
+        closer = "\\" + quote if raw.endswith("\\" + quote) else quote
+        return match.group("key") + opener + REDACTED + closer
+    return match.group("key") + REDACTED
+
+
+def _stripe_key_sub(match: re.Match) -> str:
+    return (match.group(1) or match.group(2)) + REDACTED
+
+
+def redact(text: str) -> str:
+    """Return ``text`` with secrets, card numbers and CVCs replaced.
+
+    Idempotent: redacting already-redacted text changes nothing.
+    """
+    if not isinstance(text, str):
+        text = str(text)
+    # One replacement can expose another match (in "4242...4242rk_test_x" the
+    # key only starts a word once the card is gone), so repeat until stable;
+    # ordinary lines take a single pass.
+    for _ in range(4):
+        cleaned = _redact_once(text)
+        if cleaned == text:
+            break
+        text = cleaned
+    return text
+
+
+def _redact_once(text: str) -> str:
+    if not text:
+        return text
+    # Fast path: substring tests (much cheaper than the regexes) decide which
+    # substitutions can apply at all; most lines need none of them.
+    if "sk_" in text or "rk_" in text:
+        text = _STRIPE_KEY_RE.sub(_stripe_key_sub, text)
+    if "whsec_" in text:
+        text = _WHSEC_RE.sub("whsec_" + REDACTED, text)
+    lowered = text.lower()
+    if "authorization" in lowered:
+        text = _AUTH_RE.sub(_keep_key_redact_value, text)
+    if "cvc" in lowered or "cvv" in lowered:
+        text = _CVC_RE.sub(_keep_key_redact_value, text)
+    if _CARD_HINT_RE.search(text) is not None:
+        text = _DIGIT_RUN_RE.sub(_redact_card_run, text)
+    return text
+
+
+# --------------------------------------------------------------------------
+# Structured values (extra=..., dict messages)
+# --------------------------------------------------------------------------
+
+# Keys whose value is secret whatever it looks like (e.g. a headers dict
+# {"Authorization": "Bearer x"} where the value alone has no marker).
+_SENSITIVE_KEY_RE = re.compile(
+    r"(?:http_|proxy-)?authorization|(?:.*[\[_.-])?(?:cvc|cvv)2?\]?",
+    re.IGNORECASE,
+)
+_PASSTHROUGH_TYPES = (
+    bool,
+    float,
+    type(None),
+    _dt.date,
+    _dt.time,
+    _dt.timedelta,
+    enum.Enum,
+    uuid.UUID,
+    decimal.Decimal,
+)
+_MAX_DEPTH = 8
+
+
+def _redact_value(value: Any, key: Any = None, depth: int = 0) -> Any:
+    if (
+        isinstance(key, str)
+        and value is not None
+        and _SENSITIVE_KEY_RE.fullmatch(key.strip()) is not None
+    ):
+        return REDACTED
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, _PASSTHROUGH_TYPES):
+        return value
+    if isinstance(value, int):
+        # json would print a card number stored as an int verbatim
+        return REDACTED_CARD if _is_card_digits(str(abs(value))) else value
+    if depth < _MAX_DEPTH:
+        # Copies, never in-place: the caller may still hold the object.
+        if type(value) is dict:
+            return {
+                (redact(k) if isinstance(k, str) else k): _redact_value(v, k, depth + 1)
+                for k, v in value.items()
+            }
+        if type(value) in (list, tuple, set, frozenset):
+            return type(value)(_redact_value(v, None, depth + 1) for v in value)
+    # Anything else would be serialised through str() by the JSON encoder:
+    # replace it by its redacted text only if redaction changed something,
+    # so ordinary objects keep their normal rendering.
+    try:
+        rendered = str(value)
+    except Exception:
+        return value
+    cleaned = redact(rendered)
+    if cleaned == rendered:
+        return value
+    if isinstance(value, BaseException):
+        return f"{type(value).__name__}: {cleaned}"
+    return cleaned
+
+
+# Attributes every LogRecord has; anything else on a record came from
+# extra={...} (or a filter) and is logged as a JSON field, so it is redacted.
+_STANDARD_ATTRS = frozenset(
+    vars(logging.LogRecord("x", logging.INFO, __file__, 0, "x", None, None))
+) | {"message", "asctime", "taskName"}
+
+_EXC_FORMATTER = logging.Formatter()
+
+
+class RedactionFilter(logging.Filter):
+    """Redact the message, extras, exception and stack text of a record.
+
+    Put it on handlers, not loggers: handler filters also see records
+    propagated from child loggers such as ``stripe``.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            self._redact_record(record)
+        except Exception:
+            # Never break logging, and never let an unredacted message out.
+            record.msg = "[log record withheld: redaction failed]"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+            record.stack_info = None
+        return True
+
+    @staticmethod
+    def _redact_record(record: logging.LogRecord) -> None:
+        if isinstance(record.msg, dict) and not record.args:
+            # python-json-logger merges a dict message into the JSON object
+            record.msg = _redact_value(record.msg)
+        else:
+            # Render once so secrets passed as %-args are caught too.
+            try:
+                rendered = record.getMessage()
+            except Exception:
+                # logging.Handler.handleError would print msg and args
+                # verbatim to stderr; render them ourselves instead.
+                rendered = f"{record.msg!r} (unformattable args: {record.args!r})"
+            record.msg = redact(rendered)
+            record.args = None
+            if "message" in vars(record):
+                record.message = record.msg
+
+        for key, value in list(vars(record).items()):
+            if key in _STANDARD_ATTRS:
+                continue
+            cleaned = _redact_value(value, key)
+            if cleaned is not value:
+                setattr(record, key, cleaned)
+
+        if record.exc_info:
+            if record.exc_info[0] is not None and not record.exc_text:
+                record.exc_text = _EXC_FORMATTER.formatException(record.exc_info)
+            # Formatters would re-render the traceback from exc_info
+            # unredacted; exc_text (redacted below) is what gets logged.
+            record.exc_info = None
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+
+
+class RequestContextFilter(logging.Filter):
+    """Attach the current request's correlation id as ``record.request_id``.
+
+    The id in ``g.request_id`` was sanitised when the request started; we
+    only read it, so raw client-supplied ids never reach the log.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request_id = None
+        if has_request_context():
+            try:
+                request_id = g.get("request_id")
+            except RuntimeError:  # request context without app context
+                request_id = None
+        if request_id:
+            record.request_id = request_id
+        elif not hasattr(record, "request_id"):
+            record.request_id = None
+        return True
+
+
+class _KamiyoJsonFormatter(JsonFormatter):
+    """Fixed field order, ISO-8601 UTC timestamp, no null request_id."""
+
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        ordered: dict[str, Any] = {}
+        ts = log_data.pop("timestamp", None)
+        if isinstance(ts, _dt.datetime):
+            ordered["timestamp"] = (
+                ts.astimezone(_dt.timezone.utc)
+                .isoformat(timespec="milliseconds")
+                .replace("+00:00", "Z")
+            )
+        elif ts is not None:
+            ordered["timestamp"] = ts
+        for field in ("level", "logger", "message"):
+            if field in log_data:
+                ordered[field] = log_data.pop(field)
+        request_id = log_data.pop("request_id", None)
+        if request_id is not None:
+            ordered["request_id"] = request_id
+        ordered.update(log_data)
+        return ordered
+
+
+def _make_formatter() -> logging.Formatter:
+    return _KamiyoJsonFormatter(
+        "{levelname}{name}{message}",
+        style="{",
+        rename_fields={"levelname": "level", "name": "logger"},
+        timestamp=True,
+    )
+
+
+def _coerce_level(level: str | int) -> int:
+    if isinstance(level, int):
+        return level
+    name = str(level).strip().upper()
+    if name.isdigit():
+        return int(name)
+    mapping = logging.getLevelNamesMapping()
+    if name not in mapping:
+        raise ValueError(f"unknown log level: {level!r}")
+    return mapping[name]
+
+
+HANDLER_NAME = "kamiyo"
+
+
+def configure_logging(level: str | int = "INFO", stream: TextIO | None = None) -> logging.Handler:
+    """Install the Kamiyo JSON handler on the root logger and return it.
+
+    Idempotent: a previously installed Kamiyo handler is replaced (tests and
+    app factories call this many times).
+    """
+    numeric_level = _coerce_level(level)
+    root = logging.getLogger()
+
+    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
+    handler.set_name(HANDLER_NAME)
+    handler._kamiyo = True  # type: ignore[attr-defined]  # marker for replacement
+    handler.setFormatter(_make_formatter())
+    # Filters on the handler, not on loggers: logger filters do not run for
+    # records propagated from child loggers (stripe, werkzeug, sqlalchemy).
+    # Context first, so the id is present; redaction last, just before output.
+    handler.addFilter(RequestContextFilter())
+    handler.addFilter(RedactionFilter())
+
+    for old in list(root.handlers):
+        if getattr(old, "_kamiyo", False):
+            root.removeHandler(old)
+            old.close()  # does not close the stream, which we do not own
+    root.addHandler(handler)
+    root.setLevel(numeric_level)
+
+    # stripe-python logs whole request bodies at DEBUG: never go below INFO.
+    # (stripe.log / STRIPE_LOG="debug" additionally prints to stderr directly,
+    # bypassing logging entirely -- keep those unset.)
+    logging.getLogger("stripe").setLevel(max(numeric_level, logging.INFO))
+    return handler

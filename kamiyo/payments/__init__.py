@@ -1,0 +1,1 @@
+"""Stripe customers and subscriptions: the gateway, errors and the JSON API."""

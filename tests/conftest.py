@@ -1,0 +1,122 @@
+"""Shared fixtures: an app on a temp SQLite, its client and CLI runner, and a
+real localstripe on a free loopback port. Later features reuse these."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from devtools.localstripe_server import LocalStripe  # noqa: E402
+from kamiyo import create_app  # noqa: E402
+from kamiyo.config import DEFAULTS  # noqa: E402
+from kamiyo.extensions import db  # noqa: E402
+
+TEST_SECRETS = {
+    "SECRET_KEY": "test-secret-key",
+    "STRIPE_SECRET_KEY": "sk_test_kamiyo_tests",
+    "STRIPE_PUBLISHABLE_KEY": "pk_test_kamiyo_tests",
+    "STRIPE_WEBHOOK_SECRET": "whsec_kamiyo_tests",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def closed_port_url() -> str:
+    """A loopback URL nobody listens on (connection refused at once)."""
+    return f"http://127.0.0.1:{free_port()}"
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(monkeypatch, tmp_path):
+    """The developer's shell settings and instance/config.py never leak into a test."""
+    for name in DEFAULTS:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(f"KAMIYO_{name}", raising=False)
+    instance = tmp_path / "instance"
+    instance.mkdir()
+    monkeypatch.setenv("KAMIYO_INSTANCE_PATH", str(instance))
+    return instance
+
+
+@pytest.fixture(scope="session")
+def localstripe_url():
+    """A real, stateful Stripe emulator on a free loopback port."""
+    emulator = LocalStripe()
+    url = emulator.start()
+    yield url
+    emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory):
+    """Run the migrations once; each test gets a copy of the resulting file."""
+    from flask_migrate import upgrade
+
+    path = tmp_path_factory.mktemp("db") / "template.db"
+    app = create_app({"TESTING": True, **TEST_SECRETS, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{path}"})
+    with app.app_context():
+        upgrade()
+        db.engine.dispose()
+    return path
+
+
+@pytest.fixture
+def app_config(tmp_path, migrated_template):
+    db_path = tmp_path / "kamiyo.db"
+    shutil.copy(migrated_template, db_path)
+    return {
+        "TESTING": True,
+        **TEST_SECRETS,
+        "SQLALCHEMY_DATABASE_URI": f"sqlite:///{db_path}",
+        # Unreachable unless a test asks for localstripe: no test calls Stripe by accident.
+        "STRIPE_API_BASE": closed_port_url(),
+    }
+
+
+@pytest.fixture
+def make_app(app_config):
+    apps = []
+
+    def factory(**overrides):
+        app = create_app({**app_config, **overrides})
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        with app.app_context():
+            db.engine.dispose()
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def stripe_app(make_app, localstripe_url):
+    """An app whose Stripe is the real localstripe emulator."""
+    return make_app(STRIPE_API_BASE=localstripe_url)
