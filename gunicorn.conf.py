@@ -27,3 +27,11 @@ def on_starting(server):
     except ConfigError as exc:
         print(f"kamiyo: configuration error: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
+
+
+def child_exit(server, worker):
+    # Multi-process Prometheus: drop a dead worker's live gauges.
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

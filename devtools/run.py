@@ -46,7 +46,20 @@ def _prepare(demo: bool) -> dict[str, str] | None:
         return ensure_demo_credentials(app.instance_path) if demo else None
 
 
+def _metrics_dir() -> str:
+    """A fresh folder where every gunicorn worker writes its Prometheus samples."""
+    import shutil
+
+    from kamiyo import _new_flask
+
+    path = Path(_new_flask().instance_path) / "prometheus-multiproc"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return str(path)
+
+
 def _serve(env: dict[str, str]) -> int:
+    env.setdefault("PROMETHEUS_MULTIPROC_DIR", _metrics_dir())
     gunicorn = Path(sys.executable).with_name("gunicorn")
     proc = subprocess.Popen(
         [str(gunicorn), "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"], cwd=ROOT, env=env

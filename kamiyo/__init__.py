@@ -69,9 +69,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     # Blueprints.
     from . import health
+    from .observability import metrics
     from .payments import views as payments_views
 
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(payments_views.bp)
 
     # Error handlers, CLI, start-up checks.

@@ -32,6 +32,9 @@ DEFAULTS: dict[str, Any] = {
     "SCHEDULER_TIMEZONE": "UTC",
     "SUPPORT_CONTACT": "support@kamiyo.ai",
     "LOG_LEVEL": "INFO",
+    "METRICS_TOKEN": None,  # when set, GET /metrics needs 'Authorization: Bearer <token>'
+    "ALERT_WEBHOOK_URL": None,  # Slack-compatible incoming webhook
+    "ALERT_TIMEOUT_SECONDS": 5.0,
     "MAX_CONTENT_LENGTH": 1024 * 1024,  # 1 MiB: larger bodies answer 413
     "SQLITE_BUSY_TIMEOUT_MS": 5000,
     "DEMO_MODE": False,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Optional
 
-from sqlalchemy import CheckConstraint, DateTime, ForeignKey, String, TypeDecorator
+from sqlalchemy import CheckConstraint, DateTime, ForeignKey, String, TypeDecorator, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
@@ -99,3 +99,15 @@ class DashboardUser(db.Model):
     password_hash: Mapped[str] = mapped_column(String(255), nullable=False)
     role: Mapped[str] = mapped_column(String(16), nullable=False, default="viewer")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+
+
+class AlertSent(db.Model):
+    """One row per alert key and hour: the cross-process alert de-duplication."""
+
+    __tablename__ = "alerts_sent"
+    __table_args__ = (UniqueConstraint("dedup_key", "period"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dedup_key: Mapped[str] = mapped_column(String(255), nullable=False)
+    period: Mapped[str] = mapped_column(String(16), nullable=False)  # UTC hour, e.g. 2026-11-22T09
+    sent_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)

@@ -1,0 +1,59 @@
+"""Alerts to the team: a CRITICAL/WARNING log line, plus a Slack-compatible
+POST to ALERT_WEBHOOK_URL when set.
+
+An alert with a `dedup_key` goes out at most once per key and hour across all
+processes: the first process to insert (key, hour) into `alerts_sent` sends it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import requests
+from flask import current_app
+from sqlalchemy.exc import IntegrityError
+
+from ..extensions import db
+from ..models import AlertSent, utcnow
+from .logging import redact
+
+log = logging.getLogger("kamiyo.alerts")
+
+LEVELS = {"critical": logging.CRITICAL, "warning": logging.WARNING, "info": logging.INFO}
+
+
+def _claim(dedup_key: str, now: dt.datetime) -> bool:
+    period = now.strftime("%Y-%m-%dT%H")
+    try:
+        with db.session.begin_nested():
+            db.session.add(AlertSent(dedup_key=dedup_key[:255], period=period, sent_at=now))
+        db.session.commit()
+        return True
+    except IntegrityError:
+        db.session.rollback()
+        return False
+
+
+def send_alert(title: str, text: str, *, severity: str = "critical", dedup_key: str | None = None,
+               fields: dict[str, object] | None = None) -> bool:
+    """Raise an alert. Returns False when it was a duplicate within the hour."""
+    if dedup_key and not _claim(dedup_key, utcnow()):
+        return False
+    title, text = redact(title), redact(text)
+    log.log(LEVELS.get(severity, logging.CRITICAL), "ALERT %s: %s", title, text,
+            extra={"alert_severity": severity, **(fields or {})})
+    url = current_app.config.get("ALERT_WEBHOOK_URL")
+    if url:
+        payload = {
+            "text": f"[{severity.upper()}] {title}",
+            "attachments": [{"color": "danger" if severity == "critical" else "warning", "text": text,
+                             "fields": [{"title": k, "value": str(v), "short": True}
+                                        for k, v in (fields or {}).items()]}],
+        }
+        try:
+            requests.post(url, json=payload, timeout=current_app.config["ALERT_TIMEOUT_SECONDS"])
+        except requests.RequestException as exc:
+            # The log line above already carries the alert; delivery is best effort.
+            log.error("alert delivery failed: %s", type(exc).__name__)
+    return True

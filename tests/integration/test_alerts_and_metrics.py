@@ -1,0 +1,81 @@
+"""The alerts module and GET /metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from flask import request
+from prometheus_client import Counter
+
+from conftest import closed_port_url
+from kamiyo.observability.alerts import send_alert
+
+ALERT_TEST_COUNTER = Counter("kamiyo_test_alerts_metric_total", "A counter only the tests increment")
+
+
+@pytest.fixture
+def slack(make_app, serve_app):
+    """A real HTTP receiver standing in for Slack's incoming webhook."""
+    from flask import Flask
+
+    received = []
+    receiver = Flask("slack")
+
+    @receiver.post("/hook")
+    def hook():
+        received.append(request.get_json())
+        return "ok"
+
+    return serve_app(receiver) + "/hook", received
+
+
+def test_alert_is_logged_posted_and_deduplicated_per_key_and_hour(make_app, slack, caplog):
+    url, received = slack
+    app = make_app(ALERT_WEBHOOK_URL=url)
+    with app.app_context(), caplog.at_level(logging.WARNING, logger="kamiyo.alerts"):
+        assert send_alert("Rate limit", "203.0.113.9 sent 150 bad webhooks (sk_test_abcdefgh123)",
+                          dedup_key="rate-limit:203.0.113.9", fields={"client_ip": "203.0.113.9"})
+        assert not send_alert("Rate limit", "again", dedup_key="rate-limit:203.0.113.9")
+        assert send_alert("Rate limit", "another ip", dedup_key="rate-limit:198.51.100.1", severity="warning")
+    assert len(received) == 2
+    assert received[0]["text"] == "[CRITICAL] Rate limit"
+    assert "sk_test_abcdefgh123" not in json.dumps(received)
+    assert received[0]["attachments"][0]["fields"] == [{"title": "client_ip", "value": "203.0.113.9", "short": True}]
+    levels = [r.levelno for r in caplog.records if r.name == "kamiyo.alerts"]
+    assert levels == [logging.CRITICAL, logging.WARNING]
+
+
+def test_alert_delivery_failure_is_logged_not_raised(make_app, caplog):
+    app = make_app(ALERT_WEBHOOK_URL=closed_port_url() + "/hook")
+    with app.app_context(), caplog.at_level(logging.WARNING, logger="kamiyo.alerts"):
+        assert send_alert("Version", "critical", severity="critical")
+    messages = [r.getMessage() for r in caplog.records if r.name == "kamiyo.alerts"]
+    assert messages == ["ALERT Version: critical", "alert delivery failed: ConnectionError"]
+
+
+def test_metrics_endpoint_serves_prometheus_text(client):
+    before = ALERT_TEST_COUNTER._value.get()
+    ALERT_TEST_COUNTER.inc()
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.mimetype == "text/plain"
+    assert f"kamiyo_test_alerts_metric_total {before + 1}" in response.get_data(as_text=True)
+
+
+def test_metrics_token(make_app):
+    client = make_app(METRICS_TOKEN="scrape-secret").test_client()
+    denied = client.get("/metrics")
+    assert denied.status_code == 401 and denied.get_json()["error"]["code"] == "unauthorized"
+    assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.get("/metrics", headers={"Authorization": "Bearer scrape-secret"}).status_code == 200
+
+
+def test_redis_fixture_is_a_real_server(redis_url):
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    assert client.ping() is True
+    client.set("kamiyo-test", "1")
+    assert client.get("kamiyo-test") == b"1"
