@@ -30,5 +30,9 @@ system-deps:
 test: $(VENV)/.dev system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+## bench: run the benchmarks (ratios against a baseline measured in the same run)
+bench: $(VENV)/.dev system-deps
+	$(BIN)/python -m bench $(BENCH)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
