@@ -61,6 +61,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS_DIR)
     from . import models  # noqa: F401  (register the tables on the metadata)
+    from .payments import models as payments_models  # noqa: F401
     from .observability import request_context
     from .payments import gateway
 
@@ -81,6 +82,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     http_errors.init_app(app)
     cli.init_app(app)
+    from .payments.cli import payments_cli
+
+    app.cli.add_command(payments_cli)
     _startup_checks(app)
     return app
 

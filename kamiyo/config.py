@@ -28,6 +28,15 @@ DEFAULTS: dict[str, Any] = {
     "STRIPE_TIMEOUT_SECONDS": 30.0,
     "STRIPE_HEALTH_TIMEOUT_SECONDS": 2.0,
     "STRIPE_HEALTH_CACHE_SECONDS": 10.0,
+    # --- payments: retries, circuit breaker, idempotency
+    "STRIPE_RETRY_ATTEMPTS": 3,
+    "STRIPE_RETRY_MIN_WAIT": 1.0,
+    "STRIPE_RETRY_MAX_WAIT": 10.0,
+    "BREAKER_FAIL_MAX": 5,
+    "BREAKER_RESET_TIMEOUT": 60.0,
+    "IDEMPOTENCY_WAIT_SECONDS": 5.0,  # how long a concurrent twin waits for the first request's result
+    "OPERATION_LEASE_SECONDS": 120.0,  # a claimed operation is retaken after this (crashed worker)
+    "IDEMPOTENCY_KEY_TTL_HOURS": 24,  # client Idempotency-Key records
     "SCHEDULER_ENABLED": False,
     "SCHEDULER_TIMEZONE": "UTC",
     "SUPPORT_CONTACT": "support@kamiyo.ai",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from typing import Any, Iterable
 
-import pybreaker
 import stripe
 from flask import Flask, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
@@ -142,5 +141,4 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(ApiError, handle_api_error)
     app.register_error_handler(stripe.StripeError, handle_stripe_error)
     app.register_error_handler(CircuitOpenError, handle_stripe_error)
-    app.register_error_handler(pybreaker.CircuitBreakerError, handle_stripe_error)
     app.register_error_handler(Exception, handle_unexpected)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Optional
 
-from sqlalchemy import CheckConstraint, DateTime, ForeignKey, String, TypeDecorator, UniqueConstraint
+from sqlalchemy import CheckConstraint, DateTime, ForeignKey, Index, String, TypeDecorator, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
@@ -56,8 +56,18 @@ class Customer(TimestampMixin, db.Model):
     subscriptions: Mapped[list["Subscription"]] = relationship(back_populates="customer")
 
 
+# Statuses in which a subscription still holds its customer and price: at most
+# one such subscription per customer and price (the database enforces it).
+LIVE_SUBSCRIPTION_STATUSES = ("active", "trialing", "past_due", "unpaid", "incomplete")
+_LIVE = text("status IN ('active', 'trialing', 'past_due', 'unpaid', 'incomplete')")
+
+
 class Subscription(TimestampMixin, db.Model):
     __tablename__ = "subscriptions"
+    __table_args__ = (
+        Index("uq_subscriptions_live_customer_price", "customer_id", "price_id", unique=True,
+              sqlite_where=_LIVE, postgresql_where=_LIVE),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), nullable=False, index=True)

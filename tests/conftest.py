@@ -22,6 +22,7 @@ from devtools.localstripe_server import LocalStripe  # noqa: E402
 from kamiyo import create_app  # noqa: E402
 from kamiyo.config import DEFAULTS  # noqa: E402
 from kamiyo.extensions import db  # noqa: E402
+from tests.support import closed_port_url, free_port  # noqa: E402
 
 TEST_SECRETS = {
     "SECRET_KEY": "test-secret-key",
@@ -29,17 +30,6 @@ TEST_SECRETS = {
     "STRIPE_PUBLISHABLE_KEY": "pk_test_kamiyo_tests",
     "STRIPE_WEBHOOK_SECRET": "whsec_kamiyo_tests",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def closed_port_url() -> str:
-    """A loopback URL nobody listens on (connection refused at once)."""
-    return f"http://127.0.0.1:{free_port()}"
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from typing import Callable, NamedTuple, Union
 
-import pybreaker
 import stripe
 
 from ..observability.correlation import sanitize_correlation_id
@@ -103,7 +102,6 @@ Rule = Union[ErrorSpec, Callable[[BaseException], ErrorSpec]]
 # catch-all has to be last. tests/unit/test_errors.py checks the order.
 ERROR_RULES: tuple[tuple[type[BaseException], Rule], ...] = (
     (CircuitOpenError, BREAKER_OPEN),
-    (pybreaker.CircuitBreakerError, BREAKER_OPEN),
     (stripe.CardError, _card_spec),
     (stripe.InvalidRequestError, _invalid_request_spec),
     (stripe.IdempotencyError, ErrorSpec(

@@ -3,23 +3,49 @@
 It holds a `stripe.StripeClient` built from the app's configuration (never the
 module-global `stripe.api_key`), with stripe-python's own retries switched off:
 our retry policy owns retries so that one idempotency key is reused on every
-attempt.
+attempt. Every call goes circuit breaker → retries → one attempt, and every
+attempt is recorded (stripe_calls table, metrics).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import stripe
-from flask import Flask, current_app
+from flask import Flask, current_app, g, has_app_context, has_request_context
+from sqlalchemy import insert
 
+from ..extensions import db
 from ..models import utcnow
+from . import metrics
+from .breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, MemoryState, RedisState
+from .errors import CircuitOpenError
+from .models import StripeCall
+from .retry import call_with_retries
+
+log = logging.getLogger(__name__)
+
+BREAKER_GAUGE = {CLOSED: 0, OPEN: 1, HALF_OPEN: 2}
+
+
+def _response_meta(obj: Any) -> tuple[int | None, str | None]:
+    response = getattr(obj, "last_response", None)
+    if response is None:
+        return None, None
+    return response.code, response.request_id
+
+
+def _error_meta(exc: Exception) -> tuple[int | None, str | None]:
+    headers = getattr(exc, "headers", None) or {}
+    request_id = getattr(exc, "request_id", None) or headers.get("Request-Id") or headers.get("request-id")
+    return getattr(exc, "http_status", None), request_id
 
 
 class StripeGateway:
-    def __init__(self, config) -> None:
+    def __init__(self, config, breaker: CircuitBreaker) -> None:
         self.api_version = config["STRIPE_API_VERSION"]
         self.api_base = config["STRIPE_API_BASE"]
         self._api_key = config["STRIPE_SECRET_KEY"] or ""
@@ -29,6 +55,12 @@ class StripeGateway:
         self._health_ttl = float(config["STRIPE_HEALTH_CACHE_SECONDS"])
         self._health_lock = threading.Lock()
         self._health_cached: tuple[float, dict[str, Any]] | None = None
+        self.breaker = breaker
+        self._retry = {
+            "attempts": int(config["STRIPE_RETRY_ATTEMPTS"]),
+            "min_wait": float(config["STRIPE_RETRY_MIN_WAIT"]),
+            "max_wait": float(config["STRIPE_RETRY_MAX_WAIT"]),
+        }
 
     def _build_client(self, timeout: float) -> stripe.StripeClient:
         return stripe.StripeClient(
@@ -38,6 +70,99 @@ class StripeGateway:
             max_network_retries=0,
             http_client=stripe.RequestsClient(timeout=timeout),
         )
+
+    # -- the one path every Stripe request takes ---------------------------------
+
+    def call(self, operation: str, func: Callable[[dict], Any], idempotency_key: str | None = None) -> Any:
+        """breaker → retries → attempt; `func(options)` makes one request."""
+        options = {"idempotency_key": idempotency_key} if idempotency_key else {}
+
+        def attempt(number: int) -> Any:
+            started = time.perf_counter()
+            try:
+                result = func(options)
+            except stripe.StripeError as exc:
+                status, request_id = _error_meta(exc)
+                self._record(operation, number, "error", started, idempotency_key, status, request_id,
+                             type(exc).__name__)
+                raise
+            status, request_id = _response_meta(result)
+            self._record(operation, number, "success", started, idempotency_key, status, request_id)
+            # Plain dicts from here on: callers need data, not stripe-python's object tree.
+            return result.to_dict()
+
+        try:
+            result = self.breaker.call(lambda: call_with_retries(operation, attempt, **self._retry))
+        except CircuitOpenError:
+            self._record(operation, 0, "breaker_open", time.perf_counter(), idempotency_key)
+            metrics.PAYMENT_OPERATIONS.labels(operation=operation, outcome="breaker_open").inc()
+            raise
+        return result
+
+    def _record(self, operation: str, attempt: int, outcome: str, started: float, key: str | None,
+                http_status: int | None = None, stripe_request_id: str | None = None,
+                error_type: str | None = None) -> None:
+        duration = time.perf_counter() - started
+        if outcome != "breaker_open":
+            metrics.STRIPE_REQUEST_SECONDS.labels(operation=operation).observe(duration)
+        row = {
+            "operation": operation, "attempt": attempt, "outcome": outcome, "error_type": error_type,
+            "http_status": http_status, "stripe_request_id": stripe_request_id,
+            "duration_ms": round(duration * 1000, 2),
+            "request_id": g.get("request_id") if has_request_context() else None,
+            "idempotency_key_prefix": key[:8] if key else None, "created_at": utcnow(),
+        }
+        try:
+            # Own connection and transaction: the record survives the caller's rollback.
+            with db.engine.begin() as connection:
+                connection.execute(insert(StripeCall), row)
+        except Exception as exc:  # never fail a payment because its record could not be written
+            log.error("could not record a Stripe attempt: %s", type(exc).__name__)
+
+    # -- operations ---------------------------------------------------------------
+
+    def create_customer(self, params: dict, idempotency_key: str):
+        return self.call("customer.create",
+                         lambda o: self.client.v1.customers.create(params=params, options=o), idempotency_key)
+
+    def retrieve_customer(self, customer_id: str):
+        return self.call("customer.retrieve", lambda o: self.client.v1.customers.retrieve(customer_id, options=o))
+
+    def attach_payment_method(self, payment_method: str, customer_id: str, idempotency_key: str):
+        return self.call(
+            "payment_method.attach",
+            lambda o: self.client.v1.payment_methods.attach(payment_method, params={"customer": customer_id},
+                                                            options=o),
+            idempotency_key,
+        )
+
+    def set_default_payment_method(self, customer_id: str, payment_method: str, idempotency_key: str):
+        params = {"invoice_settings": {"default_payment_method": payment_method}}
+        return self.call("customer.update",
+                         lambda o: self.client.v1.customers.update(customer_id, params=params, options=o),
+                         idempotency_key)
+
+    def create_subscription(self, params: dict, idempotency_key: str):
+        return self.call("subscription.create",
+                         lambda o: self.client.v1.subscriptions.create(params=params, options=o), idempotency_key)
+
+    def cancel_subscription(self, subscription_id: str, idempotency_key: str):
+        return self.call("subscription.cancel",
+                         lambda o: self.client.v1.subscriptions.cancel(subscription_id, options=o), idempotency_key)
+
+    def iter_customers(self) -> Iterator[Any]:
+        page = self.call("customer.list", lambda o: self.client.v1.customers.list(params={"limit": 100}, options=o))
+        while True:
+            yield from page["data"]
+            if not page["has_more"] or not page["data"]:
+                return
+            last = page["data"][-1]["id"]
+            page = self.call(
+                "customer.list",
+                lambda o: self.client.v1.customers.list(params={"limit": 100, "starting_after": last}, options=o),
+            )
+
+    # -- health -------------------------------------------------------------------
 
     def reachability(self) -> dict[str, Any]:
         """Is Stripe answering? Cached for a few seconds: the health route is
@@ -67,11 +192,32 @@ class StripeGateway:
         return result
 
 
+def _breaker_changed(old: str, new: str) -> None:
+    metrics.BREAKER_STATE.set(BREAKER_GAUGE[new])
+    level = logging.CRITICAL if new == OPEN else logging.WARNING
+    log.log(level, "circuit breaker %s -> %s", old, new, extra={"breaker_from": old, "breaker_to": new})
+    if new == OPEN and has_app_context():
+        from ..observability.alerts import send_alert
+
+        send_alert("Stripe circuit breaker open",
+                   "Stripe calls failed repeatedly; payments answer 503 until a probe succeeds.",
+                   dedup_key="stripe-breaker-open")
+
+
+def build_breaker(config) -> CircuitBreaker:
+    redis_url = config.get("REDIS_URL")
+    state = RedisState(redis_url, "stripe") if redis_url else MemoryState()
+    return CircuitBreaker(state, fail_max=int(config["BREAKER_FAIL_MAX"]),
+                          reset_timeout=float(config["BREAKER_RESET_TIMEOUT"]),
+                          probe_lease=float(config["STRIPE_TIMEOUT_SECONDS"]) * 2,
+                          on_change=_breaker_changed)
+
+
 def init_app(app: Flask) -> None:
     # STRIPE_LOG / stripe.log make stripe-python print request details straight
     # to stderr, past our redaction filter; its standard logger is enough.
     stripe.log = None
-    app.extensions["stripe_gateway"] = StripeGateway(app.config)
+    app.extensions["stripe_gateway"] = StripeGateway(app.config, build_breaker(app.config))
 
 
 def get_gateway() -> StripeGateway:

@@ -1,16 +1,28 @@
-"""The payments JSON API."""
+"""The payments JSON API: parse and validate, call the service, serialise."""
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable
 
-from flask import Blueprint, Flask, current_app, jsonify
+from flask import Blueprint, Flask, current_app, jsonify, request
 
+from ..api_keys import require_api_key
+from ..http_errors import ApiError
+from ..models import Customer, Subscription
+from ..users import EMAIL_RE
+from . import service
 from .gateway import get_gateway
+from .idempotency import client_idempotent
 
 bp = Blueprint("payments", __name__, url_prefix="/api/v1/payments")
 
 HEALTH_CHECKS = "payments_health_checks"
+
+USER_ID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
+STRIPE_ID_RE = re.compile(r"^[A-Za-z0-9_]{1,255}$")
+PAYMENT_METHOD_RE = re.compile(r"^pm_[A-Za-z0-9_]{1,250}$")
+TIER_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 def register_health_check(app: Flask, name: str, check: Callable[[], dict[str, Any]]) -> None:
@@ -19,12 +31,120 @@ def register_health_check(app: Flask, name: str, check: Callable[[], dict[str, A
     app.extensions.setdefault(HEALTH_CHECKS, {})[name] = check
 
 
+# -- input ------------------------------------------------------------------------
+
+def _json_body(allowed: set[str]) -> dict[str, Any]:
+    if not request.is_json:
+        raise ApiError(415, "unsupported_media_type", "The request body must be JSON.",
+                       "Send 'Content-Type: application/json'.")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "The request body must be a JSON object.", "Send a JSON object.")
+    unknown = set(body) - allowed
+    if unknown:
+        raise ApiError(400, "unknown_fields", "The request has fields this endpoint does not take.",
+                       f"Remove them; allowed: {', '.join(sorted(allowed))}.", fields=unknown)
+    return body
+
+
+def _check(body: dict, rules: dict[str, tuple[bool, Callable[[Any], bool]]]) -> None:
+    bad = [name for name, (required, valid) in rules.items()
+           if (name in body and not valid(body[name])) or (required and name not in body)]
+    if bad:
+        raise ApiError(400, "validation_failed", "Some fields are missing or invalid.",
+                       "Fix the listed fields and retry.", fields=bad)
+
+
+def _matches(pattern: re.Pattern) -> Callable[[Any], bool]:
+    return lambda value: isinstance(value, str) and bool(pattern.match(value))
+
+
+# -- output -----------------------------------------------------------------------
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value else None
+
+
+def customer_json(customer: Customer) -> dict[str, Any]:
+    return {"id": customer.id, "user_id": customer.user_id, "stripe_customer_id": customer.stripe_customer_id,
+            "email": customer.email, "name": customer.name, "created_at": _iso(customer.created_at)}
+
+
+def subscription_json(sub: Subscription) -> dict[str, Any]:
+    return {"id": sub.id, "customer_id": sub.customer_id, "price_id": sub.price_id, "tier": sub.tier,
+            "status": sub.status, "stripe_subscription_id": sub.stripe_subscription_id,
+            "current_period_end": _iso(sub.current_period_end), "created_at": _iso(sub.created_at)}
+
+
+def _answer(result: service.Result, serialise):
+    response = jsonify(serialise(result.value))
+    response.status_code = 201 if result.created else 200
+    if not result.created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+# -- routes -----------------------------------------------------------------------
+
+@bp.post("/customers")
+@require_api_key
+@client_idempotent
+def create_customer():
+    body = _json_body({"user_id", "email", "name"})
+    _check(body, {
+        "user_id": (True, _matches(USER_ID_RE)),
+        "email": (True, lambda v: isinstance(v, str) and len(v) <= 254 and bool(EMAIL_RE.match(v))),
+        "name": (False, lambda v: v is None or (isinstance(v, str) and 0 < len(v) <= 256)),
+    })
+    result = service.create_customer(body["user_id"], body["email"].strip(), body.get("name"))
+    return _answer(result, customer_json)
+
+
+@bp.get("/customers/<int:customer_id>")
+@require_api_key
+def get_customer(customer_id: int):
+    return jsonify(customer_json(service.get_customer(customer_id)))
+
+
+@bp.post("/subscriptions")
+@require_api_key
+@client_idempotent
+def create_subscription():
+    body = _json_body({"customer_id", "price_id", "tier", "payment_method"})
+    _check(body, {
+        "customer_id": (True, lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0),
+        "price_id": (True, _matches(STRIPE_ID_RE)),
+        "tier": (True, _matches(TIER_RE)),
+        "payment_method": (False, lambda v: v is None or bool(isinstance(v, str) and PAYMENT_METHOD_RE.match(v))),
+    })
+    result = service.create_subscription(body["customer_id"], body["price_id"], body["tier"],
+                                         body.get("payment_method"))
+    return _answer(result, subscription_json)
+
+
+@bp.get("/subscriptions/<int:subscription_id>")
+@require_api_key
+def get_subscription(subscription_id: int):
+    return jsonify(subscription_json(service.get_subscription(subscription_id)))
+
+
+@bp.post("/subscriptions/<int:subscription_id>/cancel")
+@require_api_key
+@client_idempotent
+def cancel_subscription(subscription_id: int):
+    result = service.cancel_subscription(subscription_id)
+    return jsonify(subscription_json(result.value))
+
+
 @bp.get("/health")
 def payments_health():
     gateway = get_gateway()
     sections: dict[str, Any] = {
         "stripe": gateway.reachability(),
         "api_version": {"ok": True, "configured": gateway.api_version},
+        "circuit_breaker": {"ok": gateway.breaker.current_state != "open",
+                            "state": gateway.breaker.current_state,
+                            "consecutive_failures": gateway.breaker.failures()},
     }
     for name, check in current_app.extensions.get(HEALTH_CHECKS, {}).items():
         sections[name] = check()

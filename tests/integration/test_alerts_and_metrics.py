@@ -9,7 +9,7 @@ import pytest
 from flask import request
 from prometheus_client import Counter
 
-from conftest import closed_port_url
+from tests.support import closed_port_url
 from kamiyo.observability.alerts import send_alert
 
 ALERT_TEST_COUNTER = Counter("kamiyo_test_alerts_metric_total", "A counter only the tests increment")

@@ -1,0 +1,75 @@
+"""Tables of the payments feature: claimed operations, client idempotency keys
+and the record of every Stripe attempt."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Optional
+
+from sqlalchemy import Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ..extensions import db
+from ..models import TimestampMixin, UTCDateTime, utcnow
+
+
+class PaymentOperation(TimestampMixin, db.Model):
+    """A Stripe-side effect we intend to cause, claimed *before* Stripe is called.
+
+    `scope` is unique (e.g. `customer.create:<user_id>`), so N concurrent
+    identical requests produce one row and one Stripe call. The Stripe
+    idempotency key is derived from this row (its stored params and
+    `generation`), so it is the same on every retry and after a restart.
+    """
+
+    __tablename__ = "payment_operations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    operation: Mapped[str] = mapped_column(String(64), nullable=False)
+    scope: Mapped[str] = mapped_column(String(255), unique=True, nullable=False)
+    user_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    params_json: Mapped[str] = mapped_column(Text, nullable=False)  # canonical JSON of what we send
+    generation: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # pending: claimed, the Stripe call may be under way (until lease_expires_at);
+    # succeeded: result_id holds our row; failed: a permanent (4xx) failure.
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")
+    lease_expires_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
+    result_id: Mapped[Optional[int]] = mapped_column(Integer)
+    error_code: Mapped[Optional[str]] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+
+class ClientIdempotencyKey(db.Model):
+    """The caller's `Idempotency-Key` (IETF httpapi draft semantics), per API key."""
+
+    __tablename__ = "client_idempotency_keys"
+    __table_args__ = (UniqueConstraint("api_key_id", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    api_key_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    key: Mapped[str] = mapped_column(String(255), nullable=False)
+    fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="in_flight")
+    response_status: Mapped[Optional[int]] = mapped_column(Integer)
+    response_body: Mapped[Optional[str]] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class StripeCall(db.Model):
+    """One row per attempt at a Stripe request, for the dashboard and alerts."""
+
+    __tablename__ = "stripe_calls"
+    __table_args__ = (Index("ix_stripe_calls_created_at", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    operation: Mapped[str] = mapped_column(String(64), nullable=False)
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False)
+    outcome: Mapped[str] = mapped_column(String(16), nullable=False)  # success | error | breaker_open
+    error_type: Mapped[Optional[str]] = mapped_column(String(64))
+    http_status: Mapped[Optional[int]] = mapped_column(Integer)
+    stripe_request_id: Mapped[Optional[str]] = mapped_column(String(64))
+    duration_ms: Mapped[float] = mapped_column(nullable=False, default=0.0)
+    request_id: Mapped[Optional[str]] = mapped_column(String(64))  # our (sanitised) correlation id
+    idempotency_key_prefix: Mapped[Optional[str]] = mapped_column(String(8))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)

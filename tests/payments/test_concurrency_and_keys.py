@@ -1,0 +1,97 @@
+"""Concurrent identical requests, the caller's Idempotency-Key, and reconcile."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+from sqlalchemy import func, select
+
+from devtools.localstripe_server import LocalStripe
+from kamiyo.api_keys import authenticate
+from kamiyo.extensions import db
+from kamiyo.models import Customer, utcnow
+from kamiyo.payments.idempotency import _fingerprint, derive_key
+from kamiyo.payments.models import ClientIdempotencyKey, PaymentOperation
+from tests.payments.conftest import stripe_customers_for
+
+
+def test_twenty_concurrent_identical_creates_make_one_customer(payments_app, auth, serve_app, localstripe):
+    base = serve_app(payments_app)
+    user = f"race-{uuid.uuid4().hex[:10]}"
+    body = {"user_id": user, "email": "race@example.com", "name": "Race"}
+
+    def create(_):
+        return requests.post(f"{base}/api/v1/payments/customers", json=body, headers=auth, timeout=30)
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        responses = list(pool.map(create, range(20)))
+
+    assert sorted(r.status_code for r in responses) == [200] * 19 + [201]
+    assert len({r.json()["stripe_customer_id"] for r in responses}) == 1
+    assert len(stripe_customers_for(localstripe, user)) == 1
+    with payments_app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Customer).where(Customer.user_id == user)) == 1
+        assert db.session.scalar(select(func.count()).select_from(PaymentOperation)
+                                 .where(PaymentOperation.scope == f"customer.create:{user}")) == 1
+
+
+def test_client_idempotency_key_replays_and_refuses_other_bodies(api):
+    key = str(uuid.uuid4())
+    body = {"user_id": f"ik-{uuid.uuid4().hex[:8]}", "email": "ik@example.com"}
+    first = api.post("/customers", json=body, headers={"Idempotency-Key": key})
+    assert first.status_code == 201 and "Idempotent-Replayed" not in first.headers
+    again = api.post("/customers", json=body, headers={"Idempotency-Key": key})
+    assert again.status_code == 201  # the stored response, status included
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_json() == first.get_json()
+
+    other = api.post("/customers", json={**body, "email": "other@example.com"}, headers={"Idempotency-Key": key})
+    assert other.status_code == 422
+    assert other.get_json()["error"]["code"] == "idempotency_key_reused"
+
+    bad = api.post("/customers", json=body, headers={"Idempotency-Key": "has space"})
+    assert bad.status_code == 400 and bad.get_json()["error"]["code"] == "invalid_idempotency_key"
+
+
+def test_client_idempotency_key_in_flight_is_409(api, payments_app, auth):
+    body = {"user_id": "inflight-user", "email": "f@example.com"}
+    # The first request is still running: its record is in flight (as written before its view runs).
+    with payments_app.test_request_context("/api/v1/payments/customers", method="POST", json=body):
+        fingerprint = _fingerprint()
+    with payments_app.app_context():
+        key_row = authenticate(auth["Authorization"].split()[1])
+        db.session.add(ClientIdempotencyKey(api_key_id=key_row.id, key="k-inflight", fingerprint=fingerprint,
+                                            status="in_flight", expires_at=utcnow() + dt.timedelta(hours=1)))
+        db.session.commit()
+    response = api.post("/customers", json=body, headers={"Idempotency-Key": "k-inflight"})
+    assert response.status_code == 409 and response.headers["Retry-After"] == "1"
+    assert response.get_json()["error"]["code"] == "idempotency_key_in_flight"
+
+
+def test_stripe_key_is_deterministic_without_dates_or_pii():
+    key = derive_key("customer.create", "user-1", '{"email":"a@b.co"}', 0)
+    assert key == derive_key("customer.create", "user-1", '{"email":"a@b.co"}', 0)
+    assert len(key) == 32 and int(key, 16) >= 0
+    assert "a@b.co" not in key and "user-1" not in key
+    assert key != derive_key("customer.create", "user-1", '{"email":"a@b.co"}', 1)  # next generation
+    assert key != derive_key("customer.create", "user-1", '{"email":"c@b.co"}', 0)  # other params
+
+
+def test_reconcile_adopts_orphaned_stripe_customers(payments_app, localstripe):
+    LocalStripe.flush()  # other tests' customers would be orphans of this test's database too
+    user = f"orphan-{uuid.uuid4().hex[:8]}"
+    orphan = localstripe.v1.customers.create(params={"email": "o@example.com", "metadata": {"kamiyo_user_id": user}})
+    localstripe.v1.customers.create(params={"email": "not-ours@example.com"})
+
+    result = payments_app.test_cli_runner().invoke(args=["payments", "reconcile"])
+    assert result.exit_code == 0, result.output
+    assert "Scanned 2 Stripe customers: 1 ours, 0 already known, 1 adopted, 0 conflicts" in result.output
+    with payments_app.app_context():
+        row = db.session.scalar(select(Customer).where(Customer.user_id == user))
+        assert row is not None and row.stripe_customer_id == orphan.id
+
+    again = payments_app.test_cli_runner().invoke(args=["payments", "reconcile"])
+    assert "0 adopted" in again.output
