@@ -54,6 +54,33 @@ def localstripe_url():
 
 
 @pytest.fixture(scope="session")
+def stripe_proxy(localstripe_url):
+    """The Stripe emulator proxy (faults, idempotency, recording) in front of localstripe."""
+    from devtools.stripe_proxy import StripeProxy
+
+    proxy = StripeProxy(localstripe_url)
+    proxy.start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def proxy(stripe_proxy):
+    """The session's proxy with no faults, recorded requests or idempotency keys left over."""
+    stripe_proxy.clear()
+    yield stripe_proxy
+    stripe_proxy.clear()
+
+
+@pytest.fixture(scope="session")
+def stripe_contract():
+    """Stripe's OpenAPI spec (../shared/stripe-openapi), parsed once per session."""
+    from devtools.stripe_contract import StripeContract
+
+    return StripeContract.load()
+
+
+@pytest.fixture(scope="session")
 def migrated_template(tmp_path_factory):
     """Run the migrations once; each test gets a copy of the resulting file."""
     from flask_migrate import upgrade

@@ -1,0 +1,503 @@
+"""The Stripe emulator proxy: a small HTTP server in front of localstripe.
+
+It adds what localstripe lacks so that tests and `make run`'s demo can show
+retries and the circuit breaker against something that behaves like Stripe:
+
+- a FIFO queue of injected faults (status codes with Stripe error bodies,
+  connection drops before or after forwarding, delays);
+- Stripe's idempotency semantics for POSTs: replay of the stored response with
+  `Idempotent-Replayed: true`, `idempotency_error` (400) when a key is reused
+  with other parameters, 409 `idempotency_key_in_use` while the first request
+  with that key is still running;
+- a record of every request (the form as the client sent it, for contract checks);
+- `Request-Id` and `Stripe-Version` headers on every response;
+- today's Stripe speaks of `price` where localstripe only knows `plan`: subscription
+  items' `price` is renamed to `plan` on the way upstream.
+
+A control API under `/_proxy/` (JSON, loopback clients only) manages faults and
+recorded requests; every other path is forwarded to the upstream unchanged.
+The server runs in its own thread with its own event loop, on loopback only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import ipaddress
+import json
+import logging
+import re
+import secrets
+import socket
+import string
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import aiohttp
+import stripe
+import yarl
+from aiohttp import web
+
+from .stripe_form import decode
+
+log = logging.getLogger(__name__)
+
+FAULT_KINDS = ("status", "drop_before", "drop_after", "delay")
+CONTROL_PREFIX = "/_proxy/"
+
+# Hop-by-hop and framing headers are re-made by each side; Request-Id and
+# Stripe-Version are ours to set.
+_SKIP_REQUEST_HEADERS = {"host", "content-length", "connection", "keep-alive", "transfer-encoding",
+                         "te", "upgrade", "proxy-connection", "accept-encoding"}
+_SKIP_RESPONSE_HEADERS = {"content-length", "content-encoding", "transfer-encoding", "connection",
+                          "keep-alive", "date", "server", "request-id", "stripe-version"}
+
+# Upstream answers that mean "rejected before the endpoint ran": Stripe stores no
+# result for those, so a retry with the same key runs again.
+_NOT_EXECUTED = {400, 401, 403, 429}
+
+_PRICE_TO_PLAN_PATHS = re.compile(r"^/v1/(subscriptions|subscription_items)(/[^/]+)?$")
+_ITEM_PRICE = re.compile(r"^items\[(\d+)\]\[price\]$")
+_SECRET = re.compile(r"\b(sk|rk)_(test|live)_[A-Za-z0-9_]+")
+
+
+@dataclass
+class Fault:
+    kind: str            # "status" | "drop_before" | "drop_after" | "delay"
+    status: int = 500    # for kind="status": 500, 502, 503, 429, 402 ...
+    should_retry: bool | None = None   # when not None, send header Stripe-Should-Retry: true/false
+    delay: float = 0.0   # for kind="delay": sleep then forward normally
+    method: str | None = None          # only requests with this method consume the fault (None: any)
+    path: str | None = None            # regex matched (re.search) against the path; None: any
+    error_type: str | None = None      # Stripe error type for status faults (default by status)
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r} (one of {', '.join(FAULT_KINDS)})")
+        if self.kind == "status" and not 400 <= int(self.status) <= 599:
+            raise ValueError(f"a status fault needs a 4xx/5xx status, not {self.status!r}")
+        if self.delay < 0:
+            raise ValueError("delay must be >= 0")
+        if self.path is not None:
+            re.compile(self.path)  # fail when queued, not when a request arrives
+        if self.method is not None:
+            self.method = self.method.upper()
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.method is None or self.method == method) and (
+            self.path is None or re.search(self.path, path) is not None)
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]   # as received, with secret keys masked
+    body: bytes
+    form: dict                # POST: the body; GET/DELETE: the query string; decoded (a[b][0]=x)
+    idempotency_key: str | None
+    status: int | None        # what the client got (None when the connection was dropped)
+    outcome: str              # "forwarded" | "replayed" | "fault:<kind>" | "idempotency_error" | "in_flight_conflict"
+    request_id: str           # the Request-Id we added
+    started_at: float         # time.time() on arrival
+    duration: float           # seconds until answered (or dropped)
+    fault: str | None = None          # kind of the fault this request consumed, if any
+    reached_upstream: bool = False    # did localstripe execute it (True for drop_after too)
+
+
+@dataclass
+class _Stored:
+    """One idempotency key: in flight until `response` is set."""
+    fingerprint: str
+    response: tuple[int, list[tuple[str, str]], bytes] | None = None
+    request_id: str | None = None
+
+
+def new_request_id() -> str:
+    alphabet = string.ascii_letters + string.digits
+    return "req_" + "".join(secrets.choice(alphabet) for _ in range(14))
+
+
+def _mask(value: str) -> str:
+    return _SECRET.sub(lambda m: f"{m.group(1)}_{m.group(2)}_***", value)
+
+
+def _masked_headers(headers) -> dict[str, str]:
+    out = {}
+    for name, value in headers.items():
+        if name.lower() == "authorization":
+            value = _mask(value) if not value.lower().startswith("basic ") else "Basic ***"
+        out[name] = value
+    return out
+
+
+def _error_body(type_: str, message: str, code: str | None = None) -> bytes:
+    error: dict[str, Any] = {"type": type_, "message": message}
+    if code:
+        error["code"] = code
+    return json.dumps({"error": error}).encode()
+
+
+def _default_error(status: int) -> tuple[str, str | None]:
+    if status == 429:
+        return "rate_limit_error", "rate_limit"
+    if status == 402:
+        return "card_error", "card_declined"
+    if status >= 500:
+        return "api_error", None
+    return "invalid_request_error", None
+
+
+def translate_price_to_plan(method: str, path: str, body: bytes) -> bytes:
+    """localstripe has no Prices: send subscription items' `price` as `plan`."""
+    match = _PRICE_TO_PLAN_PATHS.match(path)
+    if method != "POST" or not match or not body:
+        return body
+    pairs = parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+    renamed = []
+    for key, value in pairs:
+        if _ITEM_PRICE.match(key):
+            key = _ITEM_PRICE.sub(r"items[\1][plan]", key)
+        elif key == "price" and match.group(1) == "subscription_items":
+            key = "plan"
+        renamed.append((key, value))
+    return urlencode(renamed).encode() if renamed != pairs else body
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class StripeProxy:
+    def __init__(self, upstream: str, host: str = "127.0.0.1", port: int = 0,
+                 stripe_version: str | None = None) -> None:
+        if not _is_loopback(host):
+            raise ValueError(f"the Stripe proxy serves loopback only, not {host!r}")
+        self.upstream = upstream.rstrip("/")
+        self.host = host
+        self.port = port
+        self.stripe_version = stripe_version or stripe.api_version
+        self._lock = threading.Lock()
+        self._faults: deque[Fault] = deque()
+        self._requests: list[RecordedRequest] = []
+        self._idempotency: dict[tuple[str, str], _Stored] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> str:
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))  # raises OSError when the port is taken
+        self.port = sock.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, args=(sock,), name="stripe-proxy", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise RuntimeError("the Stripe proxy did not start in time")
+        if self._error:
+            raise RuntimeError(f"the Stripe proxy failed to start: {self._error}")
+        return self.url
+
+    def _serve(self, sock: socket.socket) -> None:
+        self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._setup(sock))
+        except BaseException as exc:  # reported to start()
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+        self._loop.close()
+
+    async def _setup(self, sock: socket.socket) -> None:
+        # Upstream is loopback too; a generous limit so 20+ concurrent requests never queue here.
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=200), timeout=aiohttp.ClientTimeout(total=60),
+            auto_decompress=True)
+        app = web.Application(client_max_size=4 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        await web.SockSite(self._runner, sock).start()
+
+    async def _shutdown(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+        if self._session:
+            await self._session.close()
+
+    def stop(self) -> None:
+        loop = self._loop
+        if loop and loop.is_running():
+            try:
+                asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=10)
+            except Exception:  # stopping anyway
+                log.exception("stripe proxy: unclean shutdown")
+            loop.call_soon_threadsafe(loop.stop)
+        if self._thread:
+            self._thread.join(timeout=10)
+
+    # -- the Python interface ----------------------------------------------------
+
+    def add_faults(self, *faults: Fault) -> None:
+        with self._lock:
+            self._faults.extend(faults)
+
+    def pending_faults(self) -> int:
+        with self._lock:
+            return len(self._faults)
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def clear_requests(self) -> None:
+        with self._lock:
+            self._requests.clear()
+
+    def clear(self) -> None:
+        """Forget faults, recorded requests and idempotency keys."""
+        with self._lock:
+            self._faults.clear()
+            self._requests.clear()
+            self._idempotency.clear()
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        with self._lock:
+            return [dataclasses.replace(r, headers=dict(r.headers)) for r in self._requests]
+
+    def requests_to(self, method: str, path_regex: str) -> list[RecordedRequest]:
+        pattern = re.compile(path_regex)
+        return [r for r in self.requests if r.method == method.upper() and pattern.search(r.path)]
+
+    def _take_fault(self, method: str, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.matches(method, path):
+                    self._faults.remove(fault)
+                    return fault
+        return None
+
+    def _finish(self, rec: RecordedRequest, started: float, status: int | None, outcome: str) -> None:
+        with self._lock:
+            rec.status = status
+            rec.outcome = rec.outcome if rec.fault else outcome
+            rec.duration = time.perf_counter() - started
+
+    # -- HTTP --------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.path.startswith(CONTROL_PREFIX):
+            return await self._control(request)
+        started = time.perf_counter()
+        body = await request.read()
+        method = request.method.upper()
+        rec = RecordedRequest(
+            method=method, path=request.path, query=request.query_string,
+            headers=_masked_headers(request.headers), body=body,
+            form=decode(body) if method == "POST" or body else decode(request.query_string),
+            idempotency_key=request.headers.get("Idempotency-Key"), status=None, outcome="forwarded",
+            request_id=new_request_id(), started_at=time.time(), duration=0.0)
+        with self._lock:
+            self._requests.append(rec)
+        try:
+            return await self._process(request, rec, started)
+        except BaseException:
+            self._finish(rec, started, None, "error")
+            raise
+
+    async def _process(self, request: web.Request, rec: RecordedRequest, started: float) -> web.StreamResponse:
+        ours = {"Request-Id": rec.request_id,
+                "Stripe-Version": request.headers.get("Stripe-Version") or self.stripe_version}
+
+        fault = self._take_fault(rec.method, rec.path)
+        if fault:
+            rec.fault, rec.outcome = fault.kind, f"fault:{fault.kind}"
+            if fault.kind == "status":
+                self._finish(rec, started, fault.status, rec.outcome)
+                return self._fault_response(fault, ours)
+            if fault.kind == "drop_before":
+                self._finish(rec, started, None, rec.outcome)
+                return self._drop(request)
+
+        # Stripe ignores idempotency keys on GET and DELETE.
+        key = rec.idempotency_key if rec.method == "POST" else None
+        scope: tuple[str, str] | None = None
+        entry: _Stored | None = None
+        if key:
+            if len(key) > 255:
+                return self._answer(rec, started, 400, ours, "idempotency_error", _error_body(
+                    "invalid_request_error", "Idempotency-Key must be at most 255 characters long."))
+            account = request.headers.get("Authorization", "") + "|" + request.headers.get("Stripe-Account", "")
+            scope = (hashlib.sha256(account.encode()).hexdigest(), key)
+            fingerprint = json.dumps([rec.method, rec.path, rec.form], sort_keys=True)
+            with self._lock:
+                stored = self._idempotency.get(scope)
+                if stored is None:
+                    entry = self._idempotency[scope] = _Stored(fingerprint)
+            if stored is not None:
+                if fault and fault.kind == "delay":
+                    await asyncio.sleep(fault.delay)
+                if stored.fingerprint != fingerprint:
+                    return self._answer(rec, started, 400, ours, "idempotency_error", _error_body(
+                        "idempotency_error",
+                        "Keys for idempotent requests can only be used with the same parameters they were "
+                        f"first used with. Try using a key other than '{key}' if you meant to execute a "
+                        "different request."))
+                if stored.response is None:
+                    return self._answer(rec, started, 409, ours, "in_flight_conflict", _error_body(
+                        "invalid_request_error",
+                        "There is currently another in-progress request using this Idempotency-Key "
+                        f"('{key}'): it is probably a duplicate submission still going through. "
+                        "Please try again later.",
+                        code="idempotency_key_in_use"))
+                status, headers, data = stored.response
+                replay_headers = {**ours, "Idempotency-Key": key, "Idempotent-Replayed": "true",
+                                  "Original-Request": stored.request_id or ""}
+                if fault and fault.kind == "drop_after":
+                    self._finish(rec, started, None, rec.outcome)
+                    return self._drop(request)
+                self._finish(rec, started, status, "replayed")
+                return self._response(status, headers, data, replay_headers)
+
+        try:
+            if fault and fault.kind == "delay":
+                await asyncio.sleep(fault.delay)
+            status, headers, data = await self._forward(request, rec)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            self._forget(scope, entry)
+            return self._answer(rec, started, 502, ours, "upstream_error", _error_body(
+                "api_error", f"The Stripe emulator proxy could not reach {self.upstream}: {type(exc).__name__}"))
+        except BaseException:
+            self._forget(scope, entry)
+            raise
+        rec.reached_upstream = True
+        if entry is not None:
+            if status in _NOT_EXECUTED:
+                self._forget(scope, entry)
+            else:
+                entry.request_id = rec.request_id
+                entry.response = (status, headers, data)
+        if key:
+            ours["Idempotency-Key"] = key
+        if fault and fault.kind == "drop_after":
+            self._finish(rec, started, None, rec.outcome)
+            return self._drop(request)
+        self._finish(rec, started, status, "forwarded")
+        return self._response(status, headers, data, ours)
+
+    def _forget(self, scope: tuple[str, str] | None, entry: _Stored | None) -> None:
+        if scope is None or entry is None:
+            return
+        with self._lock:
+            if self._idempotency.get(scope) is entry:
+                del self._idempotency[scope]
+
+    async def _forward(self, request: web.Request, rec: RecordedRequest) -> tuple[int, list[tuple[str, str]], bytes]:
+        assert self._session is not None
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _SKIP_REQUEST_HEADERS]
+        body = translate_price_to_plan(rec.method, rec.path, rec.body)
+        url = yarl.URL(self.upstream + request.raw_path, encoded=True)
+        async with self._session.request(rec.method, url, headers=headers, data=body or None,
+                                         allow_redirects=False) as resp:
+            data = await resp.read()
+            kept = [(k, v) for k, v in resp.headers.items() if k.lower() not in _SKIP_RESPONSE_HEADERS]
+            return resp.status, kept, data
+
+    def _answer(self, rec: RecordedRequest, started: float, status: int, ours: dict[str, str],
+                outcome: str, body: bytes) -> web.Response:
+        self._finish(rec, started, status, outcome)
+        return self._response(status, [("Content-Type", "application/json")], body, ours)
+
+    @staticmethod
+    def _response(status: int, headers: list[tuple[str, str]], body: bytes, ours: dict[str, str]) -> web.Response:
+        response = web.Response(status=status, body=body)
+        response.headers.popall("Content-Type", None)
+        for name, value in headers:
+            response.headers.add(name, value)
+        for name, value in ours.items():
+            response.headers[name] = value
+        return response
+
+    def _fault_response(self, fault: Fault, ours: dict[str, str]) -> web.Response:
+        type_, code = _default_error(fault.status)
+        if fault.error_type:
+            type_ = fault.error_type
+        headers = [("Content-Type", "application/json")]
+        if fault.should_retry is not None:
+            headers.append(("Stripe-Should-Retry", "true" if fault.should_retry else "false"))
+        message = f"Injected fault: HTTP {fault.status} from the Stripe emulator proxy."
+        return self._response(fault.status, headers, _error_body(type_, message, code), ours)
+
+    @staticmethod
+    def _drop(request: web.Request) -> web.Response:
+        """Close the client's connection without an answer: the client sees a connection error."""
+        if request.transport is not None:
+            request.transport.close()
+        raise asyncio.CancelledError()
+
+    # -- control API (/_proxy/...) -------------------------------------------------
+
+    async def _control(self, request: web.Request) -> web.Response:
+        if not request.remote or not _is_loopback(request.remote):
+            return web.json_response({"error": "the proxy control API is loopback only"}, status=403)
+        route = request.path[len(CONTROL_PREFIX):].rstrip("/")
+        method = request.method.upper()
+        if route == "faults" and method == "POST":
+            try:
+                payload = await request.json()
+                items = payload if isinstance(payload, list) else [payload]
+                faults = [Fault(**item) for item in items]
+            except (ValueError, TypeError, re.error) as exc:
+                return web.json_response({"error": f"bad faults: {exc}"}, status=400)
+            self.add_faults(*faults)
+            return web.json_response({"queued": len(faults), "pending": self.pending_faults()}, status=201)
+        if route == "faults" and method == "GET":
+            with self._lock:
+                faults = [dataclasses.asdict(f) for f in self._faults]
+            return web.json_response(faults)
+        if route == "faults" and method == "DELETE":
+            self.clear_faults()
+            return web.json_response({"pending": 0})
+        if route == "requests" and method == "GET":
+            records = self.requests
+            limit = request.query.get("limit")
+            if limit:
+                if not limit.isdigit():
+                    return web.json_response({"error": "limit must be a whole number"}, status=400)
+                records = records[-int(limit):] if int(limit) else []
+            return web.json_response([_as_json(r) for r in records])
+        if route == "requests" and method == "DELETE":
+            self.clear_requests()
+            return web.json_response({"recorded": 0})
+        return web.json_response({"error": f"no control route {method} {request.path}"}, status=404)
+
+
+def _as_json(rec: RecordedRequest) -> dict[str, Any]:
+    data = dataclasses.asdict(rec)
+    data["body"] = _mask(rec.body.decode("utf-8", errors="replace"))
+    return data
