@@ -9,8 +9,9 @@ FAST_RETRIES = {"STRIPE_RETRY_MIN_WAIT": 0.01, "STRIPE_RETRY_MAX_WAIT": 0.02, "S
 
 
 @pytest.fixture
-def payments_app(make_app, localstripe_url):
-    return make_app(STRIPE_API_BASE=localstripe_url, **FAST_RETRIES)
+def payments_app(make_app, proxy):
+    """The app, talking to localstripe through the emulator proxy (faults, Stripe's idempotency)."""
+    return make_app(STRIPE_API_BASE=proxy.url, **FAST_RETRIES)
 
 
 def make_key(app) -> dict[str, str]:
@@ -50,3 +51,13 @@ def localstripe(localstripe_url):
 def stripe_customers_for(localstripe, user_id: str) -> list:
     return [c for c in localstripe.v1.customers.list(params={"limit": 100}).auto_paging_iter()
             if (c.to_dict().get("metadata") or {}).get("kamiyo_user_id") == user_id]
+
+
+@pytest.fixture(scope="session")
+def plan_id(localstripe_url):
+    """A recurring plan in localstripe (its stand-in for a Price)."""
+    client = stripe.StripeClient("sk_test_setup", base_addresses={"api": localstripe_url}, max_network_retries=0)
+    product = client.v1.products.create(params={"name": "Kamiyo Pro"})
+    plan = client.v1.plans.create(params={"product": product.id, "amount": 2900, "currency": "usd",
+                                          "interval": "month", "id": "price_kamiyo_pro_monthly"})
+    return plan.id
