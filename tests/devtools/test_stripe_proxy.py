@@ -382,7 +382,7 @@ def test_localstripe_config_paths_are_forwarded(proxy):
 
 
 def test_unreachable_upstream_is_a_502_api_error(proxy):
-    from conftest import closed_port_url
+    from tests.support import closed_port_url
 
     dead = StripeProxy(closed_port_url())
     dead.start()
