@@ -1,0 +1,38 @@
+"""The payments metrics move when the behaviour they count happens."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from devtools.stripe_proxy import Fault
+
+
+def sample(client, name: str, labels: str = "") -> float:
+    text = client.get("/metrics").get_data(as_text=True)
+    match = re.search(rf"^{re.escape(name)}{re.escape(labels)} (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_dedup_retry_operation_and_duration_metrics(api, proxy, payments_app):
+    client = payments_app.test_client()
+    before = {
+        "dedup": sample(client, "stripe_idempotency_dedup_total"),
+        "retry": sample(client, "stripe_api_retry_total", '{error_type="api_error"}'),
+        "created": sample(client, "payment_operations_total", '{operation="customer.create",outcome="created"}'),
+        "keys": sample(client, "stripe_idempotency_key_generation_duration_seconds_count"),
+        "calls": sample(client, "stripe_api_request_duration_seconds_count", '{operation="customer.create"}'),
+    }
+    body = {"user_id": f"m-{uuid.uuid4().hex[:8]}", "email": "m@example.com"}
+    proxy.add_faults(Fault("status", 500, path=r"^/v1/customers$"))
+    assert api.post("/customers", json=body).status_code == 201
+    assert api.post("/customers", json=body).status_code == 200
+
+    assert sample(client, "stripe_idempotency_dedup_total") == before["dedup"] + 1
+    assert sample(client, "stripe_api_retry_total", '{error_type="api_error"}') == before["retry"] + 1
+    assert sample(client, "payment_operations_total",
+                  '{operation="customer.create",outcome="created"}') == before["created"] + 1
+    assert sample(client, "stripe_idempotency_key_generation_duration_seconds_count") >= before["keys"] + 1
+    assert sample(client, "stripe_api_request_duration_seconds_count",
+                  '{operation="customer.create"}') == before["calls"] + 2
+    assert "payment_circuit_breaker_state" in client.get("/metrics").get_data(as_text=True)
