@@ -82,7 +82,17 @@ def create_customer(user_id: str, email: str, name: str | None) -> Result[Custom
     stored = json.loads(op.params_json)
     stripe_customer = _stripe_step(op, "customer.create",
                                    lambda: gateway.create_customer(stored, idempotency.stripe_key(op)))
-    customer = _adopt_customer(op, stripe_customer, user_id)
+    try:
+        customer = _adopt_customer(op, stripe_customer, user_id)
+    except IntegrityError:
+        # `payments reconcile` adopted the same Stripe customer meanwhile: use its row.
+        db.session.rollback()
+        customer = db.session.scalar(select(Customer).where(Customer.stripe_customer_id == stripe_customer["id"]))
+        if customer is None:
+            raise
+        idempotency.succeed(db.session.get(PaymentOperation, op.id), customer.id)
+        db.session.commit()
+        return Result(customer, created=False)
     metrics.PAYMENT_OPERATIONS.labels(operation="customer.create", outcome="created").inc()
     log.info("customer created", extra={"customer_id": customer.id, "stripe_customer_id": customer.stripe_customer_id})
     return Result(customer, created=True)
