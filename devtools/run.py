@@ -1,8 +1,11 @@
 """`make run`: migrate, then serve with gunicorn.
 
 Without STRIPE_SECRET_KEY this is demo mode: localstripe is started in this
-process on loopback as the Stripe backend, and a demo API key and dashboard
-user are created once and printed. Ctrl-C stops everything started here.
+process on loopback as the Stripe backend, behind the Stripe emulator proxy
+(devtools/stripe_proxy.py: Stripe's idempotency semantics, Request-Id headers,
+and a fault queue at /_proxy/faults so the demo can show retries and the
+breaker). A demo API key and dashboard user are created once and printed.
+Ctrl-C stops everything started here.
 """
 
 from __future__ import annotations
@@ -27,6 +30,19 @@ def _start_localstripe(port: int):
         emulator = LocalStripe(port=0)
         emulator.start()
     return emulator
+
+
+def _start_proxy(upstream: str, port: int):
+    from devtools.stripe_proxy import StripeProxy
+
+    proxy = StripeProxy(upstream, port=port)
+    try:
+        proxy.start()
+    except OSError:
+        print(f"port {port} is taken; starting the Stripe proxy on a free port instead", flush=True)
+        proxy = StripeProxy(upstream, port=0)
+        proxy.start()
+    return proxy
 
 
 def _prepare(demo: bool) -> dict[str, str] | None:
@@ -80,17 +96,21 @@ def _serve(env: dict[str, str]) -> int:
 def main() -> int:
     demo = not os.environ.get("STRIPE_SECRET_KEY")
     port = os.environ.get("PORT", "8000")
-    emulator = None
+    emulator = proxy = None
     if demo:
         os.environ["KAMIYO_DEMO_MODE"] = "1"
         emulator = _start_localstripe(int(os.environ.get("DEMO_STRIPE_PORT", "8420")))
-        os.environ["STRIPE_API_BASE"] = emulator.url
+        proxy = _start_proxy(emulator.url, int(os.environ.get("DEMO_STRIPE_PROXY_PORT", "8421")))
+        os.environ["STRIPE_API_BASE"] = proxy.url
     try:
         creds = _prepare(demo)
         print("", flush=True)
         print(f"Kamiyo Payments on http://127.0.0.1:{port}  (health: http://127.0.0.1:{port}/health)")
         if demo:
-            print(f"Demo mode: Stripe is localstripe at {emulator.url} (no real money, no keys needed)")
+            print(f"Demo mode: Stripe is the emulator proxy at {proxy.url} in front of localstripe at "
+                  f"{emulator.url} (no real money, no keys needed)")
+            print(f"  inject a fault: curl -X POST {proxy.url}/_proxy/faults "
+                  """-d '[{"kind": "status", "status": 503}]'""")
             print(f"  API key:        {creds['api_key']}")
             print(f"  dashboard user: {creds['email']} / {creds['password']}")
             print(f"  try: curl -H 'Authorization: Bearer {creds['api_key']}' "
@@ -100,6 +120,8 @@ def main() -> int:
     except KeyboardInterrupt:
         return 130
     finally:
+        if proxy:
+            proxy.stop()
         if emulator:
             emulator.stop()
         print("Stopped.", flush=True)

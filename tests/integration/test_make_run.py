@@ -19,10 +19,10 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-def start_runner(instance: Path, port: int, stripe_port: int) -> subprocess.Popen:
+def start_runner(instance: Path, port: int, stripe_port: int, proxy_port: int) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "KAMIYO_"))}
     env.update(KAMIYO_INSTANCE_PATH=str(instance), PORT=str(port), DEMO_STRIPE_PORT=str(stripe_port),
-               WEB_CONCURRENCY="1")
+               DEMO_STRIPE_PROXY_PORT=str(proxy_port), WEB_CONCURRENCY="1")
     return subprocess.Popen(
         [sys.executable, "-m", "devtools.run"], cwd=ROOT, env=env, start_new_session=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -52,8 +52,8 @@ def ctrl_c(proc: subprocess.Popen) -> str:
 
 def test_demo_mode_starts_serves_and_stops_cleanly(tmp_path):
     instance = tmp_path / "instance"
-    port, stripe_port = free_port(), free_port()
-    proc = start_runner(instance, port, stripe_port)
+    port, stripe_port, proxy_port = free_port(), free_port(), free_port()
+    proc = start_runner(instance, port, stripe_port, proxy_port)
     try:
         assert wait_healthy(port, proc) == {"status": "ok", "database": "ok"}
         payments = requests.get(f"http://127.0.0.1:{port}/api/v1/payments/health", timeout=5)
@@ -61,6 +61,18 @@ def test_demo_mode_starts_serves_and_stops_cleanly(tmp_path):
         # localstripe answers on loopback, as the Stripe backend of the demo.
         assert requests.get(f"http://127.0.0.1:{stripe_port}/v1/customers",
                             auth=("sk_test_x", ""), timeout=5).status_code == 200
+        # The app's Stripe is the emulator proxy in front of it: Stripe's headers, a fault queue.
+        proxied = requests.get(f"http://127.0.0.1:{proxy_port}/v1/customers", auth=("sk_test_x", ""), timeout=5)
+        assert proxied.status_code == 200 and proxied.headers["Request-Id"].startswith("req_")
+        fault = requests.post(f"http://127.0.0.1:{proxy_port}/_proxy/faults",
+                              data='[{"kind": "status", "status": 503}]', timeout=5)
+        assert fault.status_code == 201
+        assert requests.get(f"http://127.0.0.1:{proxy_port}/v1/customers", auth=("sk_test_x", ""),
+                            timeout=5).status_code == 503
+        recorded = requests.get(f"http://127.0.0.1:{proxy_port}/_proxy/requests", timeout=5).json()
+        # The app's health probe (customers.list(limit=1)) went through the proxy.
+        assert any(r["path"] == "/v1/customers" and r["query"] == "limit=1" and r["status"] == 200
+                   for r in recorded), recorded
     finally:
         output = ctrl_c(proc)
     key_line = [line for line in output.splitlines() if "API key:" in line]
@@ -68,12 +80,14 @@ def test_demo_mode_starts_serves_and_stops_cleanly(tmp_path):
     first_key = key_line[0].split()[-1]
     assert first_key.startswith("kmy_")
     assert "Stopped." in output and "Traceback" not in output
-    for p in (port, stripe_port):
+    assert f"emulator proxy at http://127.0.0.1:{proxy_port}" in output
+    assert f"localstripe at http://127.0.0.1:{stripe_port}" in output
+    for p in (port, stripe_port, proxy_port):
         with pytest.raises(requests.ConnectionError):
             requests.get(f"http://127.0.0.1:{p}/health", timeout=1)
 
     # A second start migrates nothing new and shows the same demo credentials.
-    proc = start_runner(instance, port, stripe_port)
+    proc = start_runner(instance, port, stripe_port, proxy_port)
     try:
         wait_healthy(port, proc)
     finally:
