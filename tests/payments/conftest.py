@@ -9,9 +9,21 @@ FAST_RETRIES = {"STRIPE_RETRY_MIN_WAIT": 0.01, "STRIPE_RETRY_MAX_WAIT": 0.02, "S
 
 
 @pytest.fixture
-def payments_app(make_app, proxy):
-    """The app, talking to localstripe through the emulator proxy (faults, Stripe's idempotency)."""
-    return make_app(STRIPE_API_BASE=proxy.url, **FAST_RETRIES)
+def payments_app(make_app, proxy, stripe_contract):
+    """The app, talking to localstripe through the emulator proxy (faults, Stripe's idempotency).
+
+    Afterwards every request the gateway sent must validate against Stripe's
+    published OpenAPI spec (the contract of what we send)."""
+    yield make_app(STRIPE_API_BASE=proxy.url, **FAST_RETRIES)
+    assert_contract(proxy, stripe_contract)
+
+
+def assert_contract(proxy, contract) -> None:
+    problems = []
+    for sent in proxy.requests:
+        if sent.method == "POST":
+            problems += [f"{sent.method} {sent.path}: {p}" for p in contract.validate(sent.method, sent.path, sent.form)]
+    assert not problems, "requests that break Stripe's API contract:\n" + "\n".join(problems)
 
 
 def make_key(app) -> dict[str, str]:

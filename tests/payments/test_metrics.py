@@ -36,3 +36,20 @@ def test_dedup_retry_operation_and_duration_metrics(api, proxy, payments_app):
     assert sample(client, "stripe_api_request_duration_seconds_count",
                   '{operation="customer.create"}') == before["calls"] + 2
     assert "payment_circuit_breaker_state" in client.get("/metrics").get_data(as_text=True)
+
+
+def test_the_contract_check_catches_a_request_stripe_would_reject(stripe_contract):
+    import pytest
+
+    from devtools.stripe_proxy import RecordedRequest
+    from tests.payments.conftest import assert_contract
+
+    bad = RecordedRequest(method="POST", path="/v1/customers", query="", headers={}, body=b"",
+                          form={"email": "a@b.co", "kamiyo_user_id": "u-1"}, idempotency_key=None, status=200,
+                          outcome="forwarded", request_id="req_x", started_at=0.0, duration=0.0)
+
+    class Recorded:
+        requests = [bad]
+
+    with pytest.raises(AssertionError, match="kamiyo_user_id"):
+        assert_contract(Recorded(), stripe_contract)
