@@ -399,3 +399,25 @@ def test_unreachable_upstream_is_a_502_api_error(proxy):
         assert [r.outcome for r in dead.requests] == ["upstream_error", "upstream_error"]
     finally:
         dead.stop()
+
+
+def test_stop_with_a_request_in_flight_closes_it(localstripe_url):
+    proxy = StripeProxy(localstripe_url)
+    proxy.start()
+    proxy.add_faults(Fault("delay", delay=30))
+    outcome = {}
+
+    def slow():
+        try:
+            outcome["status"] = requests.get(f"{proxy.url}/v1/customers", auth=(API_KEY, ""), timeout=20).status_code
+        except requests.ConnectionError as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not proxy.requests and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proxy.stop()
+    thread.join(15)
+    assert not thread.is_alive() and "error" in outcome, outcome
