@@ -59,7 +59,7 @@ def test_status_faults_raise_the_matching_stripe_error(proxy, sc, status, exc_cl
     assert proxy.pending_faults() == 0
     # Consumed once: the next request goes through.
     sc.v1.customers.list()
-    assert [r.outcome for r in proxy.requests] == [f"fault:status", "forwarded"]
+    assert [r.outcome for r in proxy.requests] == ["fault:status", "forwarded"]
     assert [r.status for r in proxy.requests] == [status, 200]
 
 
@@ -421,3 +421,10 @@ def test_stop_with_a_request_in_flight_closes_it(localstripe_url):
     proxy.stop()
     thread.join(15)
     assert not thread.is_alive() and "error" in outcome, outcome
+
+
+def test_form_decoding_follows_stripes_encoding():
+    assert decode(b"a[b][0][c]=x&a[b][1][c]=y&e[]=1&e[]=2&m[k]=&n=") == {
+        "a": {"b": [{"c": "x"}, {"c": "y"}]}, "e": ["1", "2"], "m": {"k": ""}, "n": ""}
+    assert decode("metadata[2]=x") == {"metadata": {"2": "x"}}  # not 0..n-1: stays a dict
+    assert decode(b"") == {}
