@@ -59,7 +59,7 @@ def test_status_faults_raise_the_matching_stripe_error(proxy, sc, status, exc_cl
     assert proxy.pending_faults() == 0
     # Consumed once: the next request goes through.
     sc.v1.customers.list()
-    assert [r.outcome for r in proxy.requests] == [f"fault:status", "forwarded"]
+    assert [r.outcome for r in proxy.requests] == ["fault:status", "forwarded"]
     assert [r.status for r in proxy.requests] == [status, 200]
 
 
@@ -399,3 +399,32 @@ def test_unreachable_upstream_is_a_502_api_error(proxy):
         assert [r.outcome for r in dead.requests] == ["upstream_error", "upstream_error"]
     finally:
         dead.stop()
+
+
+def test_stop_with_a_request_in_flight_closes_it(localstripe_url):
+    proxy = StripeProxy(localstripe_url)
+    proxy.start()
+    proxy.add_faults(Fault("delay", delay=30))
+    outcome = {}
+
+    def slow():
+        try:
+            outcome["status"] = requests.get(f"{proxy.url}/v1/customers", auth=(API_KEY, ""), timeout=20).status_code
+        except requests.ConnectionError as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not proxy.requests and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proxy.stop()
+    thread.join(15)
+    assert not thread.is_alive() and "error" in outcome, outcome
+
+
+def test_form_decoding_follows_stripes_encoding():
+    assert decode(b"a[b][0][c]=x&a[b][1][c]=y&e[]=1&e[]=2&m[k]=&n=") == {
+        "a": {"b": [{"c": "x"}, {"c": "y"}]}, "e": ["1", "2"], "m": {"k": ""}, "n": ""}
+    assert decode("metadata[2]=x") == {"metadata": {"2": "x"}}  # not 0..n-1: stays a dict
+    assert decode(b"") == {}

@@ -34,11 +34,11 @@ def wait_healthy(port: int, proc: subprocess.Popen, limit: float = 60) -> dict:
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stdout.read()
         try:
-            response = requests.get(f"http://127.0.0.1:{port}/health", timeout=5)
+            response = requests.get(f"http://127.0.0.1:{port}/health", timeout=1)
             if response.status_code == 200:
                 return response.json()
         except (requests.ConnectionError, requests.Timeout):
-            pass  # still booting
+            pass  # gunicorn's socket accepts before a worker has booted: slow on a busy machine
         time.sleep(0.2)
     raise AssertionError("the service did not answer /health within a minute")
 
