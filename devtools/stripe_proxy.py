@@ -43,6 +43,7 @@ import stripe
 import yarl
 from aiohttp import web
 
+from .loop_server import LoopbackServer
 from .stripe_form import decode
 
 log = logging.getLogger(__name__)
@@ -179,58 +180,24 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-class StripeProxy:
+class StripeProxy(LoopbackServer):
+    name = "stripe-proxy"
+
     def __init__(self, upstream: str, host: str = "127.0.0.1", port: int = 0,
                  stripe_version: str | None = None) -> None:
         if not _is_loopback(host):
             raise ValueError(f"the Stripe proxy serves loopback only, not {host!r}")
+        super().__init__(host, port)
         self.upstream = upstream.rstrip("/")
-        self.host = host
-        self.port = port
         self.stripe_version = stripe_version or stripe.api_version
         self._lock = threading.Lock()
         self._faults: deque[Fault] = deque()
         self._requests: list[RecordedRequest] = []
         self._idempotency: dict[tuple[str, str], _Stored] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    # -- lifecycle -------------------------------------------------------------
-
-    def start(self, timeout: float = 10.0) -> str:
-        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))  # raises OSError when the port is taken
-        self.port = sock.getsockname()[1]
-        self._thread = threading.Thread(target=self._serve, args=(sock,), name="stripe-proxy", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise RuntimeError("the Stripe proxy did not start in time")
-        if self._error:
-            raise RuntimeError(f"the Stripe proxy failed to start: {self._error}")
-        return self.url
-
-    def _serve(self, sock: socket.socket) -> None:
-        self._loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_until_complete(self._setup(sock))
-        except BaseException as exc:  # reported to start()
-            self._error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        self._loop.run_forever()
-        self._loop.run_until_complete(self._loop.shutdown_asyncgens())
-        self._loop.close()
+    # -- lifecycle (start/stop come from LoopbackServer) ---------------------------
 
     async def _setup(self, sock: socket.socket) -> None:
         # Upstream is loopback too; a generous limit so 20+ concurrent requests never queue here.
@@ -248,17 +215,6 @@ class StripeProxy:
             await self._runner.cleanup()
         if self._session:
             await self._session.close()
-
-    def stop(self) -> None:
-        loop = self._loop
-        if loop and loop.is_running():
-            try:
-                asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=10)
-            except Exception:  # stopping anyway
-                log.exception("stripe proxy: unclean shutdown")
-            loop.call_soon_threadsafe(loop.stop)
-        if self._thread:
-            self._thread.join(timeout=10)
 
     # -- the Python interface ----------------------------------------------------
 

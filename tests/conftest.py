@@ -3,7 +3,6 @@ real localstripe on a free loopback port. Later features reuse these."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess

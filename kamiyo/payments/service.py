@@ -31,6 +31,13 @@ class Result(Generic[T]):
     created: bool  # False: an existing record was returned (idempotent replay)
 
 
+def _existing(operation: str, value: T, **fields: Any) -> Result[T]:
+    """An idempotent replay: the record we already have, not a new Stripe call."""
+    idempotency.log_dedup(operation, **fields)
+    metrics.PAYMENT_OPERATIONS.labels(operation=operation, outcome="existing").inc()
+    return Result(value, created=False)
+
+
 def _stripe_step(op: PaymentOperation, operation: str, call):
     """Run one Stripe step of a claimed operation, settling the claim on failure."""
     try:
@@ -61,9 +68,7 @@ def get_customer(customer_id: int) -> Customer:
 def create_customer(user_id: str, email: str, name: str | None) -> Result[Customer]:
     existing = db.session.scalar(select(Customer).where(Customer.user_id == user_id))
     if existing is not None:
-        idempotency.log_dedup("customer.create", customer_id=existing.id)
-        metrics.PAYMENT_OPERATIONS.labels(operation="customer.create", outcome="existing").inc()
-        return Result(existing, created=False)
+        return _existing("customer.create", existing, customer_id=existing.id)
 
     params: dict[str, Any] = {"email": email, "metadata": {"kamiyo_user_id": user_id}}
     if name:
@@ -71,9 +76,7 @@ def create_customer(user_id: str, email: str, name: str | None) -> Result[Custom
     claim = idempotency.acquire("customer.create", f"customer.create:{user_id}", user_id, params)
     if not claim.owned:
         customer = db.session.get(Customer, claim.op.result_id)
-        idempotency.log_dedup("customer.create", customer_id=customer.id)
-        metrics.PAYMENT_OPERATIONS.labels(operation="customer.create", outcome="existing").inc()
-        return Result(customer, created=False)
+        return _existing("customer.create", customer, customer_id=customer.id)
 
     op = claim.op
     gateway = get_gateway()
@@ -177,9 +180,7 @@ def create_subscription(customer_id: int, price_id: str, tier: str,
         raise ApiError(409, "customer_not_ready", "This customer is still being created.", "Retry in a moment.")
     existing = _live_subscription(customer.id, price_id)
     if existing is not None:
-        idempotency.log_dedup("subscription.create", subscription_id=existing.id)
-        metrics.PAYMENT_OPERATIONS.labels(operation="subscription.create", outcome="existing").inc()
-        return Result(existing, created=False)
+        return _existing("subscription.create", existing, subscription_id=existing.id)
 
     params = {"customer": customer.stripe_customer_id, "items": [{"price": price_id}],
               "metadata": {"kamiyo_customer_id": str(customer.id), "kamiyo_tier": tier}}
@@ -193,9 +194,7 @@ def create_subscription(customer_id: int, price_id: str, tier: str,
                                 {**params, "payment_method": payment_method}, reopen=no_longer_live)
     if not claim.owned:
         subscription = db.session.get(Subscription, claim.op.result_id)
-        idempotency.log_dedup("subscription.create", subscription_id=subscription.id)
-        metrics.PAYMENT_OPERATIONS.labels(operation="subscription.create", outcome="existing").inc()
-        return Result(subscription, created=False)
+        return _existing("subscription.create", subscription, subscription_id=subscription.id)
 
     op = claim.op
     gateway = get_gateway()
@@ -232,8 +231,7 @@ def create_subscription(customer_id: int, price_id: str, tier: str,
 def cancel_subscription(subscription_id: int) -> Result[Subscription]:
     subscription = get_subscription(subscription_id)
     if subscription.status == "canceled":
-        idempotency.log_dedup("subscription.cancel", subscription_id=subscription.id)
-        return Result(subscription, created=False)
+        return _existing("subscription.cancel", subscription, subscription_id=subscription.id)
     key = idempotency.derive_key("subscription.cancel", subscription.customer.user_id,
                                  subscription.stripe_subscription_id or "", 0)
     stripe_sub = get_gateway().cancel_subscription(subscription.stripe_subscription_id, key)

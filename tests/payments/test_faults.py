@@ -10,7 +10,6 @@ from sqlalchemy import select
 
 from devtools.stripe_proxy import Fault
 from kamiyo.extensions import db
-from kamiyo.models import Customer
 from kamiyo.payments.models import PaymentOperation, StripeCall
 from tests.payments.conftest import FAST_RETRIES, make_key, stripe_customers_for
 
