@@ -66,6 +66,24 @@ class StripeGateway:
         result["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
         return result
 
+    def list_webhook_endpoints(self) -> list[dict[str, Any]] | None:
+        """Every webhook endpoint and the API version it is pinned to (for the
+        version check); None when this Stripe has no such API (localstripe: 404)."""
+        from ..versioning.observed import record_response_version
+
+        try:
+            page = self.client.v1.webhook_endpoints.list(params={"limit": 100})
+        except stripe.StripeError as exc:
+            if exc.http_status == 404:
+                return None
+            raise
+        headers = page.last_response.headers if page.last_response else {}
+        record_response_version(next((v for k, v in headers.items() if k.lower() == "stripe-version"), None))
+        # Only what the check needs: never the signing secret, nor the URL's query string.
+        return [{"id": e.id, "url": (e.get("url") or "").split("?", 1)[0],
+                 "api_version": e.get("api_version"), "status": e.get("status")}
+                for e in page.auto_paging_iter()]
+
 
 def init_app(app: Flask) -> None:
     # STRIPE_LOG / stripe.log make stripe-python print request details straight
