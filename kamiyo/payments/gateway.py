@@ -80,9 +80,9 @@ class StripeGateway:
         headers = page.last_response.headers if page.last_response else {}
         record_response_version(next((v for k, v in headers.items() if k.lower() == "stripe-version"), None))
         # Only what the check needs: never the signing secret, nor the URL's query string.
-        return [{"id": e.id, "url": (e.get("url") or "").split("?", 1)[0],
-                 "api_version": e.get("api_version"), "status": e.get("status")}
-                for e in page.auto_paging_iter()]
+        endpoints = (e.to_dict() for e in page.auto_paging_iter())
+        return [{"id": e["id"], "url": (e.get("url") or "").split("?", 1)[0],
+                 "api_version": e.get("api_version"), "status": e.get("status")} for e in endpoints]
 
 
 def init_app(app: Flask) -> None:

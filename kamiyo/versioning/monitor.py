@@ -73,7 +73,7 @@ def parse_version(raw: str | None) -> ParsedVersion:
     text = (raw or "").strip()
     match = _VERSION_RE.fullmatch(text)
     if not match:
-        raise VersionFormatError("expected YYYY-MM-DD or YYYY-MM-DD.codename")
+        raise VersionFormatError("unrecognised format")
     try:
         date = dt.date.fromisoformat(match["date"])
     except ValueError:
@@ -149,7 +149,8 @@ class VersionMonitor:
             released = self._parse_version_date()
         except VersionFormatError as exc:
             result["message"] = (f"UNKNOWN: API version {_shown(self.version)!r} is not a Stripe API "
-                                 f"version ({exc}, optionally with '.preview' or '; x_beta=...').")
+                                 f"version ({exc}). Expected YYYY-MM-DD or YYYY-MM-DD.codename, "
+                                 "optionally with '.preview' or '; x_beta=...'.")
             return result
         age_days = (now.astimezone(dt.timezone.utc).date() - released.date()).days
         result.update(version_date=parsed.date.isoformat(), age_days=age_days,
