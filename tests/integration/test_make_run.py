@@ -37,7 +37,7 @@ def wait_healthy(port: int, proc: subprocess.Popen, limit: float = 60) -> dict:
             response = requests.get(f"http://127.0.0.1:{port}/health", timeout=1)
             if response.status_code == 200:
                 return response.json()
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # a worker still booting answers late
             pass
         time.sleep(0.2)
     raise AssertionError("the service did not answer /health within a minute")
@@ -68,6 +68,8 @@ def test_demo_mode_starts_serves_and_stops_cleanly(tmp_path):
     first_key = key_line[0].split()[-1]
     assert first_key.startswith("kmy_")
     assert "Stopped." in output and "Traceback" not in output
+    # One scheduler process beside the workers (weekly version check, alert evaluation).
+    assert "Scheduler running (UTC)" in output and "Scheduler stopped." in output
     for p in (port, stripe_port):
         with pytest.raises(requests.ConnectionError):
             requests.get(f"http://127.0.0.1:{p}/health", timeout=1)
