@@ -18,7 +18,9 @@ import threading
 from typing import Any, Callable
 
 from flask import Flask, current_app, has_app_context
+from sqlalchemy import Table, func, select
 
+from ..extensions import db
 from ..models import utcnow
 
 RESPONSES_KEY = "versioning_response_versions"
@@ -74,6 +76,16 @@ def response_versions() -> dict[str, dict[str, Any]]:
 def register_event_version_source(app: Flask, source: EventVersionSource) -> None:
     """Add a source of webhook events' API versions: source(since) -> {api_version: count}."""
     app.extensions.setdefault(EVENT_SOURCES_KEY, []).append(source)
+
+
+def table_event_version_source(table: Table) -> EventVersionSource:
+    """A source reading any table with `api_version` and `received_at` (UTC) columns,
+    e.g. the webhook inbox: `table_event_version_source(WebhookEvent.__table__)`."""
+    def source(since: dt.datetime) -> dict[str, int]:
+        query = (select(table.c.api_version, func.count()).where(table.c.received_at >= since)
+                 .group_by(table.c.api_version))
+        return {version: count for version, count in db.session.execute(query)}
+    return source
 
 
 def webhook_event_versions(since: dt.datetime) -> dict[str, int] | None:

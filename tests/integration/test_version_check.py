@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 import time_machine
 from flask import Flask, jsonify, request
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
+from sqlalchemy import Column, Integer, MetaData, String, Table
 
 from kamiyo.extensions import db
 from kamiyo.models import UTCDateTime
 from kamiyo.versioning.jobs import run_version_check, version_alert_check
 from kamiyo.versioning.models import VersionCheck
 from kamiyo.versioning.monitor import LIBRARY_API_VERSION, parse_version
-from kamiyo.versioning.observed import register_event_version_source
+from kamiyo.versioning.observed import register_event_version_source, table_event_version_source
 
 ROOT = Path(__file__).resolve().parents[2]
 UTC = dt.timezone.utc
@@ -101,13 +101,7 @@ def events_table_source(app):
     with app.app_context():
         meta.create_all(db.engine)
 
-    def source(since):
-        query = (select(events.c.api_version, func.count()).where(events.c.received_at >= since)
-                 .group_by(events.c.api_version))
-        with db.engine.connect() as connection:
-            return {version: count for version, count in connection.execute(query)}
-
-    register_event_version_source(app, source)
+    register_event_version_source(app, table_event_version_source(events))
 
     def add(event_id: str, api_version: str, days_ago: int) -> None:
         with app.app_context(), db.engine.begin() as connection:
@@ -261,3 +255,31 @@ def test_cron_script_appends_to_log_file_and_keeps_the_exit_code(app_config, tmp
     text = log_file.read_text()
     assert text.count("stripe-version check exit=2") == 2
     assert "CRITICAL: API version 2023-10-16 is " in text and "sk_test_cron" not in text
+
+
+# --- observed versions ------------------------------------------------------------------------
+
+def test_event_sources_are_summed_and_none_means_unverified(make_app):
+    app = make_app()
+    since = dt.datetime(2026, 11, 1, tzinfo=UTC)
+    with app.app_context():
+        from kamiyo.versioning.observed import webhook_event_versions
+
+        assert webhook_event_versions(since) is None
+        register_event_version_source(app, lambda s: {"2024-09-30.acacia": 2} if s == since else {})
+        register_event_version_source(app, lambda s: {"2024-09-30.acacia": 1, LIBRARY_API_VERSION: 4})
+        assert webhook_event_versions(since) == {"2024-09-30.acacia": 3, LIBRARY_API_VERSION: 4}
+
+
+def test_response_versions_are_counted_per_app(make_app):
+    from kamiyo.versioning.observed import record_response_version, response_versions
+
+    first, second = make_app(), make_app()
+    with first.app_context():
+        for _ in range(3):
+            record_response_version("2024-09-30.acacia")
+        record_response_version(None)
+        assert {v: e["count"] for v, e in response_versions().items()} == {"2024-09-30.acacia": 3}
+    with second.app_context():
+        assert response_versions() == {}
+    record_response_version("outside any app: ignored")
