@@ -50,6 +50,8 @@ JOBS_KEY = "scheduler_jobs"
 ALERT_CHECKS_KEY = "scheduler_alert_checks"
 ALERT_EVALUATION_JOB = "alert-evaluation"
 ALERT_EVALUATION_MINUTES = 5
+PRUNE_JOB = "job-runs-prune"
+JOB_RUNS_KEPT = dt.timedelta(days=30)  # the alert evaluation alone adds 288 rows a day
 
 
 class JobRun(db.Model):
@@ -154,7 +156,7 @@ def run_once(app: Flask, name: str, period: str | None = None) -> bool:
         period = spec.period_fn(dt.datetime.now(timezone_of(app)))
     with app.app_context():
         if not _claim(name, period):
-            log.info("job %s for %s already claimed by another process; skipped", name, period,
+            log.debug("job %s for %s already claimed by another process; skipped", name, period,
                      extra={"job": name, "period": period})
             return False
         status = "ok"
@@ -244,7 +246,13 @@ def start_in_process(app: Flask) -> BackgroundScheduler | None:
     return start_scheduler(app)
 
 
-# --- the alert-evaluation job and the CLI -----------------------------------------
+# --- built-in jobs and the CLI ------------------------------------------------------
+
+def prune_job_runs() -> int:
+    """Forget job runs older than JOB_RUNS_KEPT (their periods will not come again)."""
+    result = db.session.execute(db.delete(JobRun).where(JobRun.started_at < utcnow() - JOB_RUNS_KEPT))
+    db.session.commit()
+    return result.rowcount
 
 def init_app(app: Flask) -> None:
     try:
@@ -255,6 +263,10 @@ def init_app(app: Flask) -> None:
     register_job(app, ALERT_EVALUATION_JOB,
                  CronTrigger(minute=f"*/{ALERT_EVALUATION_MINUTES}", timezone=app.config["SCHEDULER_TIMEZONE"]),
                  evaluate_alert_checks, every_minutes(ALERT_EVALUATION_MINUTES))
+    register_job(app, PRUNE_JOB, daily_trigger(app.config["SCHEDULER_TIMEZONE"], hour=4, minute=15),
+                 prune_job_runs, day)
+    # APScheduler announces every job it adds and runs at INFO; run_once logs what matters.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     app.cli.add_command(scheduler_cli)
 
 

@@ -133,6 +133,19 @@ def test_a_daily_job_registered_by_another_feature_runs_once_a_day(app):
     assert purged == [1]
 
 
+def test_old_job_runs_are_pruned(app):
+    import time_machine
+
+    with time_machine.travel(dt.datetime(2026, 10, 1, 12, tzinfo=dt.timezone.utc), tick=True):
+        assert scheduler.run_once(app, scheduler.ALERT_EVALUATION_JOB, "2026-10-01T12:00")
+    with time_machine.travel(dt.datetime(2026, 11, 1, 12, tzinfo=dt.timezone.utc), tick=True):
+        assert scheduler.run_once(app, scheduler.ALERT_EVALUATION_JOB, "2026-11-01T12:00")
+        assert scheduler.run_once(app, scheduler.PRUNE_JOB, "2026-11-01")
+    with app.app_context():
+        left = db.session.execute(db.select(scheduler.JobRun.period).order_by(scheduler.JobRun.id)).scalars().all()
+    assert left == ["2026-11-01T12:00", "2026-11-01"]
+
+
 def test_alert_checks_run_even_when_one_fails(app):
     ran = []
     scheduler.register_alert_check(app, "broken", lambda: 1 / 0)
@@ -154,7 +167,8 @@ def test_never_twice_in_one_process(make_app):
     first = make_app(SCHEDULER_ENABLED=True)
     assert os.getpid() in scheduler._started
     running = scheduler._started[os.getpid()]
-    assert running.running and {j.id for j in running.get_jobs()} == {VERSION_CHECK_JOB, scheduler.ALERT_EVALUATION_JOB}
+    assert running.running and {j.id for j in running.get_jobs()} == {
+        VERSION_CHECK_JOB, scheduler.ALERT_EVALUATION_JOB, scheduler.PRUNE_JOB}
     make_app(SCHEDULER_ENABLED=True)
     assert scheduler.start_in_process(first) is None
     assert scheduler._started[os.getpid()] is running
@@ -187,7 +201,7 @@ def test_flask_scheduler_run_starts_and_stops_cleanly(app_config, tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().startswith("Scheduler running (Europe/Copenhagen)")
-        lines = [proc.stdout.readline() for _ in range(2)]
+        lines = [proc.stdout.readline() for _ in range(3)]  # one line per job
         assert any(line.split()[0] == VERSION_CHECK_JOB and "T09:00:00+0" in line for line in lines), lines
     finally:
         proc.send_signal(signal.SIGTERM)
