@@ -146,7 +146,8 @@ def run_version_check(source: str, *, remote: bool = True, now: dt.datetime | No
     """check(), then store the row, publish the metrics and send the alerts."""
     now = now or utcnow()
     result = check(remote=remote, now=now)
-    metrics.publish(result["status"], result["age_days"])
+    metrics.publish(result["age_status"], result["age_days"])
+    metrics.VERSION_MISMATCHES.set(len(result["mismatches"]))
     if not store:
         return result
     try:

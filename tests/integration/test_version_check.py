@@ -167,6 +167,7 @@ def test_webhook_endpoint_on_an_old_version_is_a_mismatch(make_app, stripe_with_
     assert endpoints["endpoints"][0] == {"id": "we_old", "url": "https://example.com/hooks/stripe",
                                          "api_version": "2020-08-27", "status": "enabled"}
     assert "hunter2" not in json.dumps(result)
+    assert "stripe_api_version_mismatches 1.0" in app.test_client().get("/metrics").get_data(as_text=True)
     assert [m["key"] for m in result["mismatches"]] == ["webhook_endpoint:we_old:2020-08-27"]
     # The listing's own response header was recorded as a version in use.
     assert result["observed"]["responses"]["versions"][LIBRARY_API_VERSION]["count"] == 1
