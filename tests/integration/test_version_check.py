@@ -284,3 +284,18 @@ def test_response_versions_are_counted_per_app(make_app):
     with second.app_context():
         assert response_versions() == {}
     record_response_version("outside any app: ignored")
+
+
+def test_a_broken_event_source_leaves_events_unverified(make_app):
+    app = make_app()
+
+    def missing_table(since):
+        from sqlalchemy import text
+
+        return dict(db.session.execute(text("SELECT api_version, count(*) FROM webhook_events GROUP BY 1")).all())
+
+    register_event_version_source(app, missing_table)
+    with travel(30), app.app_context():
+        result = run_version_check("cli", remote=False)
+    assert result["stored"] is True and result["status"] == "healthy"
+    assert result["observed"]["webhook_events"] == {"status": "unverified", "reason": "error: OperationalError"}
