@@ -223,7 +223,9 @@ def _in_process_start_refused() -> str | None:
     ctx = click.get_current_context(silent=True)
     if ctx is None:
         return None  # gunicorn worker, python -c, tests
-    if ctx.command.name != "run":
+    from flask.cli import run_command
+
+    if ctx.command is not run_command:  # `flask run` serves; every other command is one-off
         return "one-off CLI command"
     reload = ctx.params.get("reload")
     if reload is None:
@@ -241,7 +243,7 @@ def start_in_process(app: Flask) -> BackgroundScheduler | None:
         return None
     reason = _in_process_start_refused()
     if reason:
-        log.info("scheduler not started in this process: %s", reason)
+        log.debug("scheduler not started in this process: %s", reason)
         return None
     return start_scheduler(app)
 
