@@ -74,8 +74,30 @@ def _metrics_dir() -> str:
     return str(path)
 
 
+def _start_scheduler(env: dict[str, str]) -> subprocess.Popen:
+    """One scheduler process beside the workers (`flask scheduler run`), as in a
+    multi-worker deployment; the workers keep SCHEDULER_ENABLED off, so the
+    weekly version check and the alert evaluation fire in one place (each job
+    would still run once per period with more: see kamiyo/scheduler.py)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "flask", "--app", "wsgi", "scheduler", "run"], cwd=ROOT, env=env
+    )
+
+
+def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        return proc.wait(timeout=25)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
 def _serve(env: dict[str, str]) -> int:
     env.setdefault("PROMETHEUS_MULTIPROC_DIR", _metrics_dir())
+    env["SCHEDULER_ENABLED"] = "false"  # for the workers: the scheduler runs in its own process
+    scheduler = _start_scheduler(env)
     gunicorn = Path(sys.executable).with_name("gunicorn")
     proc = subprocess.Popen(
         [str(gunicorn), "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"], cwd=ROOT, env=env
@@ -84,13 +106,9 @@ def _serve(env: dict[str, str]) -> int:
         return proc.wait()
     except KeyboardInterrupt:
         # A terminal's Ctrl-C reaches gunicorn too; a lone SIGINT to us must be passed on.
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-        try:
-            return proc.wait(timeout=25)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            return proc.wait()
+        return _stop(proc, signal.SIGINT)
+    finally:
+        _stop(scheduler)
 
 
 def main() -> int:

@@ -62,6 +62,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     migrate.init_app(app, db, directory=MIGRATIONS_DIR)
     from . import models  # noqa: F401  (register the tables on the metadata)
     from .payments import models as payments_models  # noqa: F401
+    from . import scheduler
+    from .versioning import models as versioning_models  # noqa: F401
     from .observability import request_context
     from .payments import gateway
 
@@ -85,7 +87,12 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from .payments.cli import payments_cli
 
     app.cli.add_command(payments_cli)
+    scheduler.init_app(app)  # job registry, alert evaluation, `flask scheduler run`
+    from . import versioning
+
+    versioning.init_app(app)  # weekly version check, health section, `flask stripe-version`
     _startup_checks(app)
+    scheduler.start_in_process(app)  # only when SCHEDULER_ENABLED (see kamiyo/scheduler.py)
     return app
 
 
@@ -101,3 +108,8 @@ def _startup_checks(app: Flask) -> None:
             "webhook_secrets": len(app.config["STRIPE_WEBHOOK_SECRETS"]),
         },
     )
+    from .versioning.metrics import publish
+    from .versioning.monitor import log_startup_version
+
+    health = log_startup_version(app.config)  # [STRIPE VERSION] ... (local only)
+    publish(health["status"], health["age_days"])

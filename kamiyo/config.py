@@ -48,6 +48,9 @@ DEFAULTS: dict[str, Any] = {
     "SQLITE_BUSY_TIMEOUT_MS": 5000,
     "DEMO_MODE": False,
     "DEMO_STRIPE_PORT": 8420,
+    # Stripe API version monitor (kamiyo/versioning): age thresholds in days.
+    "VERSION_WARNING_DAYS": 180,
+    "VERSION_CRITICAL_DAYS": 365,
 }
 
 # Without these the service cannot run safely outside demo mode and tests.

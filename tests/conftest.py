@@ -43,6 +43,15 @@ def isolated_environment(monkeypatch, tmp_path):
     return instance
 
 
+@pytest.fixture(autouse=True)
+def no_scheduler_left_running():
+    """A test that turns SCHEDULER_ENABLED on must not leave its scheduler thread behind."""
+    yield
+    from kamiyo.scheduler import stop_scheduler
+
+    stop_scheduler()
+
+
 @pytest.fixture(scope="session")
 def localstripe_url():
     """A real, stateful Stripe emulator on a free loopback port."""

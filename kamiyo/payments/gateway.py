@@ -20,6 +20,7 @@ from sqlalchemy import insert
 
 from ..extensions import db
 from ..models import utcnow
+from ..versioning.observed import record_response_version
 from . import metrics
 from .breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, MemoryState, RedisState
 from .errors import CircuitOpenError
@@ -36,6 +37,13 @@ def _response_meta(obj: Any) -> tuple[int | None, str | None]:
     if response is None:
         return None, None
     return response.code, response.request_id
+
+
+def _response_version(obj: Any) -> str | None:
+    """The Stripe-Version Stripe answered with (what is really in use)."""
+    response = getattr(obj, "last_response", None)
+    headers = response.headers if response is not None else {}
+    return next((v for k, v in (headers or {}).items() if k.lower() == "stripe-version"), None)
 
 
 def _error_meta(exc: Exception) -> tuple[int | None, str | None]:
@@ -88,6 +96,7 @@ class StripeGateway:
                 raise
             status, request_id = _response_meta(result)
             self._record(operation, number, "success", started, idempotency_key, status, request_id)
+            record_response_version(_response_version(result))
             # Plain dicts from here on: callers need data, not stripe-python's object tree.
             return result.to_dict()
 
@@ -150,17 +159,17 @@ class StripeGateway:
         return self.call("subscription.cancel",
                          lambda o: self.client.v1.subscriptions.cancel(subscription_id, options=o), idempotency_key)
 
-    def iter_customers(self) -> Iterator[Any]:
-        page = self.call("customer.list", lambda o: self.client.v1.customers.list(params={"limit": 100}, options=o))
+    def iter_customers(self) -> Iterator[dict]:
+        return self._iter_list("customer.list", self.client.v1.customers.list)
+
+    def _iter_list(self, operation: str, list_method) -> Iterator[dict]:
+        params: dict[str, Any] = {"limit": 100}
         while True:
+            page = self.call(operation, lambda o: list_method(params=dict(params), options=o))
             yield from page["data"]
             if not page["has_more"] or not page["data"]:
                 return
-            last = page["data"][-1]["id"]
-            page = self.call(
-                "customer.list",
-                lambda o: self.client.v1.customers.list(params={"limit": 100, "starting_after": last}, options=o),
-            )
+            params["starting_after"] = page["data"][-1]["id"]
 
     # -- health -------------------------------------------------------------------
 
@@ -179,7 +188,8 @@ class StripeGateway:
         started = time.perf_counter()
         result: dict[str, Any] = {"checked_at": utcnow().isoformat()}
         try:
-            self._health_client.v1.customers.list(params={"limit": 1})
+            page = self._health_client.v1.customers.list(params={"limit": 1})
+            record_response_version(_response_version(page))
             result.update(reachable=True, ok=True)
         except stripe.AuthenticationError:
             # Stripe answered, but refuses our key: reachable, yet not usable.
@@ -190,6 +200,19 @@ class StripeGateway:
             result.update(reachable=True, ok=False, error=f"http_{exc.http_status or 'error'}")
         result["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
         return result
+
+    def list_webhook_endpoints(self) -> list[dict[str, Any]] | None:
+        """Every webhook endpoint and the API version it is pinned to (for the
+        version check); None when this Stripe has no such API (localstripe: 404)."""
+        try:
+            endpoints = list(self._iter_list("webhook_endpoint.list", self.client.v1.webhook_endpoints.list))
+        except stripe.StripeError as exc:
+            if exc.http_status == 404:
+                return None
+            raise
+        # Only what the check needs: never the signing secret, nor the URL's query string.
+        return [{"id": e["id"], "url": (e.get("url") or "").split("?", 1)[0],
+                 "api_version": e.get("api_version"), "status": e.get("status")} for e in endpoints]
 
 
 def _breaker_changed(old: str, new: str) -> None:

@@ -141,7 +141,6 @@ def payments_health():
     gateway = get_gateway()
     sections: dict[str, Any] = {
         "stripe": gateway.reachability(),
-        "api_version": {"ok": True, "configured": gateway.api_version},
         "circuit_breaker": {"ok": gateway.breaker.current_state != "open",
                             "state": gateway.breaker.current_state,
                             "consecutive_failures": gateway.breaker.failures()},

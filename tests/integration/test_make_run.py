@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -23,18 +24,31 @@ def start_runner(instance: Path, port: int, stripe_port: int, proxy_port: int) -
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "KAMIYO_"))}
     env.update(KAMIYO_INSTANCE_PATH=str(instance), PORT=str(port), DEMO_STRIPE_PORT=str(stripe_port),
                DEMO_STRIPE_PROXY_PORT=str(proxy_port), WEB_CONCURRENCY="1")
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "devtools.run"], cwd=ROOT, env=env, start_new_session=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
+    # Read as it comes: a full pipe would block the runner, and tests wait for lines.
+    proc.lines = []
+    proc.reader = threading.Thread(target=lambda: proc.lines.extend(proc.stdout), daemon=True)
+    proc.reader.start()
+    return proc
+
+
+def wait_for_output(proc: subprocess.Popen, text: str, limit: float = 60) -> None:
+    deadline = time.monotonic() + limit
+    while not any(text in line for line in list(proc.lines)):
+        assert time.monotonic() < deadline, f"{text!r} not printed:\n" + "".join(proc.lines)
+        assert proc.poll() is None, "".join(proc.lines)
+        time.sleep(0.1)
 
 
 def wait_healthy(port: int, proc: subprocess.Popen, limit: float = 60) -> dict:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stdout.read()
+        assert proc.poll() is None, "".join(proc.lines)
         try:
-            response = requests.get(f"http://127.0.0.1:{port}/health", timeout=1)
+            response = requests.get(f"http://127.0.0.1:{port}/health", timeout=5)
             if response.status_code == 200:
                 return response.json()
         except (requests.ConnectionError, requests.Timeout):
@@ -46,8 +60,9 @@ def wait_healthy(port: int, proc: subprocess.Popen, limit: float = 60) -> dict:
 def ctrl_c(proc: subprocess.Popen) -> str:
     # What a terminal does on Ctrl-C: SIGINT to the whole foreground process group.
     os.killpg(proc.pid, signal.SIGINT)
-    output, _ = proc.communicate(timeout=30)
-    return output
+    proc.wait(timeout=30)
+    proc.reader.join(timeout=10)
+    return "".join(proc.lines)
 
 
 def test_demo_mode_starts_serves_and_stops_cleanly(tmp_path):
@@ -73,6 +88,7 @@ def test_demo_mode_starts_serves_and_stops_cleanly(tmp_path):
         # The app's health probe (customers.list(limit=1)) went through the proxy.
         assert any(r["path"] == "/v1/customers" and r["query"] == "limit=1" and r["status"] == 200
                    for r in recorded), recorded
+        wait_for_output(proc, "Scheduler running (UTC)")
     finally:
         output = ctrl_c(proc)
     key_line = [line for line in output.splitlines() if "API key:" in line]
@@ -82,6 +98,8 @@ def test_demo_mode_starts_serves_and_stops_cleanly(tmp_path):
     assert "Stopped." in output and "Traceback" not in output
     assert f"emulator proxy at http://127.0.0.1:{proxy_port}" in output
     assert f"localstripe at http://127.0.0.1:{stripe_port}" in output
+    # One scheduler process beside the workers (weekly version check, alert evaluation).
+    assert "Scheduler running (UTC)" in output and "Scheduler stopped." in output
     for p in (port, stripe_port, proxy_port):
         with pytest.raises(requests.ConnectionError):
             requests.get(f"http://127.0.0.1:{p}/health", timeout=1)

@@ -1,0 +1,299 @@
+"""Scheduled jobs (APScheduler 3) that run once per period across all processes.
+
+Every feature registers its jobs with `register_job(app, name, trigger, func,
+period_fn)`. Whatever starts the scheduler (one web process, several gunicorn
+workers, several hosts, `flask scheduler run`), each run first claims the row
+(job, period) in `job_runs`, unique on both: the first process to insert it
+runs the job body, every other one skips. `period_fn(now)` names the period
+from the current time in SCHEDULER_TIMEZONE (an ISO week for a weekly job, a
+date for a daily one), so processes that fire a little apart agree on it.
+
+Where the scheduler runs:
+- `flask --app wsgi scheduler run`: a dedicated process (what `make run` and a
+  multi-worker deployment use);
+- in the web process itself when SCHEDULER_ENABLED is true (a single-process
+  deployment or `flask run`): never twice in one process, never in the
+  reloader's parent, never in a one-off CLI command (`db upgrade`, ...).
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime as dt
+import logging
+import os
+import signal
+import socket
+import threading
+import zoneinfo
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import click
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from flask import Flask, current_app
+from flask.cli import AppGroup
+from sqlalchemy import Integer, String, UniqueConstraint
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, mapped_column
+from werkzeug.serving import is_running_from_reloader
+
+from .config import ConfigError
+from .extensions import db
+from .models import UTCDateTime, utcnow
+
+log = logging.getLogger("kamiyo.scheduler")
+
+JOBS_KEY = "scheduler_jobs"
+ALERT_CHECKS_KEY = "scheduler_alert_checks"
+ALERT_EVALUATION_JOB = "alert-evaluation"
+ALERT_EVALUATION_MINUTES = 5
+PRUNE_JOB = "job-runs-prune"
+JOB_RUNS_KEPT = dt.timedelta(days=30)  # the alert evaluation alone adds 288 rows a day
+
+
+class JobRun(db.Model):
+    """One row per job and period: the single-run guard."""
+
+    __tablename__ = "job_runs"
+    __table_args__ = (UniqueConstraint("job", "period"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job: Mapped[str] = mapped_column(String(64), nullable=False)
+    period: Mapped[str] = mapped_column(String(32), nullable=False)
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="running")  # running|ok|failed
+    host: Mapped[str] = mapped_column(String(255), nullable=False)
+    pid: Mapped[int] = mapped_column(Integer(), nullable=False)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str
+    trigger: BaseTrigger
+    func: Callable[[], Any]  # runs inside an app context
+    period_fn: Callable[[dt.datetime], str]
+
+
+# --- periods and triggers ---------------------------------------------------------
+
+def iso_week(now: dt.datetime) -> str:
+    year, week, _ = now.isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def day(now: dt.datetime) -> str:
+    return now.date().isoformat()
+
+
+def every_minutes(minutes: int) -> Callable[[dt.datetime], str]:
+    def period(now: dt.datetime) -> str:
+        slot = now.replace(minute=now.minute - now.minute % minutes, second=0, microsecond=0)
+        return slot.strftime("%Y-%m-%dT%H:%M")
+    return period
+
+
+def weekly_trigger(timezone: str, day_of_week: str = "mon", hour: int = 9, minute: int = 0) -> CronTrigger:
+    # Day names, not numbers: APScheduler 3 counts 0 = Monday, unlike crontab's 0 = Sunday.
+    return CronTrigger(day_of_week=day_of_week, hour=hour, minute=minute, timezone=timezone)
+
+
+def daily_trigger(timezone: str, hour: int = 3, minute: int = 30) -> CronTrigger:
+    return CronTrigger(hour=hour, minute=minute, timezone=timezone)
+
+
+# --- registries -------------------------------------------------------------------
+
+def register_job(app: Flask, name: str, trigger: BaseTrigger, func: Callable[[], Any],
+                 period_fn: Callable[[dt.datetime], str]) -> None:
+    app.extensions.setdefault(JOBS_KEY, {})[name] = JobSpec(name, trigger, func, period_fn)
+
+
+def register_alert_check(app: Flask, name: str, check: Callable[[], Any]) -> None:
+    """A check the alert-evaluation job runs every few minutes (it sends its own alerts)."""
+    app.extensions.setdefault(ALERT_CHECKS_KEY, {})[name] = check
+
+
+def evaluate_alert_checks() -> dict[str, str]:
+    """Run every registered alert check; one failing check does not stop the others."""
+    results: dict[str, str] = {}
+    for name, check in current_app.extensions.get(ALERT_CHECKS_KEY, {}).items():
+        try:
+            check()
+            results[name] = "ok"
+        except Exception:
+            log.exception("alert check %s failed", name)
+            db.session.rollback()
+            results[name] = "failed"
+    return results
+
+
+def timezone_of(app: Flask) -> zoneinfo.ZoneInfo:
+    return zoneinfo.ZoneInfo(app.config["SCHEDULER_TIMEZONE"])
+
+
+# --- the single-run guard ---------------------------------------------------------
+
+def _claim(name: str, period: str) -> bool:
+    try:
+        db.session.add(JobRun(job=name, period=period, started_at=utcnow(), status="running",
+                              host=socket.gethostname()[:255], pid=os.getpid()))
+        db.session.commit()
+        return True
+    except IntegrityError:
+        db.session.rollback()
+        return False
+
+
+def run_once(app: Flask, name: str, period: str | None = None) -> bool:
+    """Run job `name` for `period` (default: the current one) unless some process
+    already claimed it. Returns whether this call ran the body."""
+    spec: JobSpec = app.extensions[JOBS_KEY][name]
+    if period is None:
+        period = spec.period_fn(dt.datetime.now(timezone_of(app)))
+    with app.app_context():
+        if not _claim(name, period):
+            log.debug("job %s for %s already claimed by another process; skipped", name, period,
+                     extra={"job": name, "period": period})
+            return False
+        status = "ok"
+        try:
+            spec.func()
+        except Exception:
+            log.exception("job %s for %s failed", name, period, extra={"job": name, "period": period})
+            db.session.rollback()
+            status = "failed"
+        run = db.session.execute(
+            db.select(JobRun).filter_by(job=name, period=period)).scalar_one()
+        run.status, run.finished_at = status, utcnow()
+        db.session.commit()
+        log.info("job %s for %s: %s", name, period, status, extra={"job": name, "period": period})
+        return True
+
+
+# --- starting the scheduler -------------------------------------------------------
+
+_lock = threading.Lock()
+_started: dict[int, BackgroundScheduler] = {}  # pid → the scheduler started in that process
+
+
+def build_scheduler(app: Flask) -> BackgroundScheduler:
+    scheduler = BackgroundScheduler(
+        timezone=timezone_of(app),
+        # A late or missed fire runs once, not once per missed period.
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
+    )
+    for name, spec in app.extensions.get(JOBS_KEY, {}).items():
+        scheduler.add_job(run_once, trigger=spec.trigger, args=[app, name], id=name, name=name)
+    return scheduler
+
+
+def start_scheduler(app: Flask) -> BackgroundScheduler | None:
+    """Start this process's scheduler; None when one already runs here."""
+    with _lock:
+        if os.getpid() in _started:
+            log.warning("scheduler already running in this process; not starting a second one")
+            return None
+        scheduler = build_scheduler(app)
+        scheduler.start()
+        _started[os.getpid()] = scheduler
+    atexit.register(_shutdown, os.getpid())
+    for job in scheduler.get_jobs():
+        log.info("scheduled job %s, next run %s", job.id, job.next_run_time.isoformat(),
+                 extra={"job": job.id})
+    return scheduler
+
+
+def _shutdown(pid: int) -> None:
+    with _lock:
+        scheduler = _started.pop(pid, None)
+    if scheduler is not None and scheduler.running:
+        scheduler.shutdown(wait=False)
+
+
+def stop_scheduler() -> None:
+    _shutdown(os.getpid())
+
+
+def _in_process_start_refused() -> str | None:
+    """Why the web process must not start its own scheduler now, if it must not."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return None  # gunicorn worker, python -c, tests
+    from flask.cli import run_command
+
+    if ctx.command is not run_command:  # `flask run` serves; every other command is one-off
+        return "one-off CLI command"
+    reload = ctx.params.get("reload")
+    if reload is None:
+        from flask.helpers import get_debug_flag
+
+        reload = get_debug_flag()
+    if reload and not is_running_from_reloader():
+        return "reloader's parent process"
+    return None
+
+
+def start_in_process(app: Flask) -> BackgroundScheduler | None:
+    """create_app's hook: start the scheduler here when SCHEDULER_ENABLED allows it."""
+    if not app.config.get("SCHEDULER_ENABLED"):
+        return None
+    reason = _in_process_start_refused()
+    if reason:
+        log.debug("scheduler not started in this process: %s", reason)
+        return None
+    return start_scheduler(app)
+
+
+# --- built-in jobs and the CLI ------------------------------------------------------
+
+def prune_job_runs() -> int:
+    """Forget job runs older than JOB_RUNS_KEPT (their periods will not come again)."""
+    result = db.session.execute(db.delete(JobRun).where(JobRun.started_at < utcnow() - JOB_RUNS_KEPT))
+    db.session.commit()
+    return result.rowcount
+
+def init_app(app: Flask) -> None:
+    try:
+        timezone_of(app)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"SCHEDULER_TIMEZONE {app.config['SCHEDULER_TIMEZONE']!r} is not an "
+                          "IANA time zone (e.g. UTC, Europe/Copenhagen)") from None
+    register_job(app, ALERT_EVALUATION_JOB,
+                 CronTrigger(minute=f"*/{ALERT_EVALUATION_MINUTES}", timezone=app.config["SCHEDULER_TIMEZONE"]),
+                 evaluate_alert_checks, every_minutes(ALERT_EVALUATION_MINUTES))
+    register_job(app, PRUNE_JOB, daily_trigger(app.config["SCHEDULER_TIMEZONE"], hour=4, minute=15),
+                 prune_job_runs, day)
+    # APScheduler announces every job it adds and runs at INFO; run_once logs what matters.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    app.cli.add_command(scheduler_cli)
+
+
+@click.group("scheduler", cls=AppGroup, help="Scheduled jobs (version check, alert evaluation, ...).")
+def scheduler_cli() -> None:
+    pass
+
+
+@scheduler_cli.command("run")
+def scheduler_run() -> None:
+    """Run the scheduler in this process until Ctrl-C or SIGTERM (one per deployment is
+    enough; more are safe: each job runs once per period)."""
+    app = current_app._get_current_object()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    scheduler = start_scheduler(app)
+    if scheduler is None:
+        raise click.ClickException("a scheduler already runs in this process")
+    click.echo(f"Scheduler running ({app.config['SCHEDULER_TIMEZONE']}); Ctrl-C stops it.")
+    for job in scheduler.get_jobs():
+        click.echo(f"  {job.id:<24} next run {job.next_run_time.isoformat()}")
+    try:
+        while not stop.wait(1):
+            pass
+    except KeyboardInterrupt:
+        pass
+    stop_scheduler()
+    click.echo("Scheduler stopped.")

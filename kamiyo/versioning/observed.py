@@ -1,0 +1,101 @@
+"""Which Stripe API versions are really in use, as seen by this service.
+
+Two sources feed the weekly check:
+- responses: the gateway calls `record_response_version(version)` with the
+  `Stripe-Version` header of each Stripe response. Kept in memory per app (a
+  dict update under a lock: cheap enough for every call); the check stores what
+  its own process saw in the `version_checks` row.
+- webhook events: `webhook_event_versions(since)` asks the registered sources
+  (the webhook inbox registers one with `register_event_version_source`) how
+  many events per `api_version` arrived since then. No source registered →
+  None ("unverified"), which is not the same as "no events" ({}).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from typing import Any, Callable
+
+from flask import Flask, current_app, has_app_context
+from sqlalchemy import Table, func, select
+
+from ..extensions import db
+from ..models import utcnow
+
+RESPONSES_KEY = "versioning_response_versions"
+EVENT_SOURCES_KEY = "versioning_event_version_sources"
+
+EventVersionSource = Callable[[dt.datetime], dict[str, int]]
+
+
+class ResponseVersions:
+    """Stripe-Version values seen on responses: count and last seen, per version."""
+
+    MAX_VERSIONS = 32  # a misbehaving proxy cannot grow this without bound
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[str, dict[str, Any]] = {}
+
+    def record(self, version: str, at: dt.datetime) -> None:
+        with self._lock:
+            entry = self._seen.get(version)
+            if entry is None:
+                if len(self._seen) >= self.MAX_VERSIONS:
+                    return
+                entry = self._seen[version] = {"count": 0, "last_seen": at}
+            entry["count"] += 1
+            entry["last_seen"] = at
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return {v: {"count": e["count"], "last_seen": e["last_seen"].isoformat()}
+                    for v, e in self._seen.items()}
+
+
+def init_app(app: Flask) -> None:
+    app.extensions[RESPONSES_KEY] = ResponseVersions()
+    app.extensions.setdefault(EVENT_SOURCES_KEY, [])
+
+
+def record_response_version(version: str | None) -> None:
+    """Called by the gateway with each response's Stripe-Version header."""
+    if not version or not has_app_context():
+        return
+    recorder = current_app.extensions.get(RESPONSES_KEY)
+    if recorder is not None:
+        recorder.record(version.strip()[:64], utcnow())
+
+
+def response_versions() -> dict[str, dict[str, Any]]:
+    recorder = current_app.extensions.get(RESPONSES_KEY)
+    return recorder.snapshot() if recorder is not None else {}
+
+
+def register_event_version_source(app: Flask, source: EventVersionSource) -> None:
+    """Add a source of webhook events' API versions: source(since) -> {api_version: count}."""
+    app.extensions.setdefault(EVENT_SOURCES_KEY, []).append(source)
+
+
+def table_event_version_source(table: Table) -> EventVersionSource:
+    """A source reading any table with `api_version` and `received_at` (UTC) columns,
+    e.g. the webhook inbox: `table_event_version_source(WebhookEvent.__table__)`."""
+    def source(since: dt.datetime) -> dict[str, int]:
+        query = (select(table.c.api_version, func.count()).where(table.c.received_at >= since)
+                 .group_by(table.c.api_version))
+        return {version: count for version, count in db.session.execute(query)}
+    return source
+
+
+def webhook_event_versions(since: dt.datetime) -> dict[str, int] | None:
+    """Events per api_version received since `since`; None when no source is wired."""
+    sources = current_app.extensions.get(EVENT_SOURCES_KEY) or []
+    if not sources:
+        return None
+    totals: dict[str, int] = {}
+    for source in sources:
+        for version, count in source(since).items():
+            key = version or "(none)"
+            totals[key] = totals.get(key, 0) + int(count)
+    return totals

@@ -1,0 +1,210 @@
+"""The scheduler: triggers across DST, the single-run guard across real processes,
+where it may start, and `flask scheduler run`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zoneinfo
+from pathlib import Path
+
+import click
+import pytest
+from flask.cli import run_command
+from sqlalchemy import create_engine, text
+
+from kamiyo import scheduler
+from kamiyo.extensions import db
+from kamiyo.versioning.jobs import VERSION_CHECK_JOB
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def local(zone: str, *args) -> dt.datetime:
+    return dt.datetime(*args, tzinfo=zoneinfo.ZoneInfo(zone))
+
+
+# --- triggers ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("zone, now, expected_local, expected_utc", [
+    # Europe leaves summer time on Sunday 2026-10-25: Monday 09:00 moves from 07:00 to 08:00 UTC.
+    ("Europe/Copenhagen", (2026, 10, 24, 12, 0), (2026, 10, 26, 9, 0), (2026, 10, 26, 8, 0)),
+    ("Europe/Copenhagen", (2026, 10, 19, 9, 0, 1), (2026, 10, 26, 9, 0), (2026, 10, 26, 8, 0)),
+    # The US enters summer time on Sunday 2027-03-14: Monday 09:00 EDT is 13:00 UTC.
+    ("America/New_York", (2027, 3, 13, 23, 0), (2027, 3, 15, 9, 0), (2027, 3, 15, 13, 0)),
+])
+def test_version_check_fires_monday_0900_local_across_dst(make_app, zone, now, expected_local, expected_utc):
+    app = make_app(SCHEDULER_TIMEZONE=zone)
+    job = scheduler.build_scheduler(app).get_job(VERSION_CHECK_JOB)
+    fire = job.trigger.get_next_fire_time(None, local(zone, *now))
+    assert fire == local(zone, *expected_local)
+    assert fire.weekday() == 0 and (fire.hour, fire.minute) == (9, 0)
+    assert fire.astimezone(dt.timezone.utc).replace(tzinfo=None) == dt.datetime(*expected_utc)
+
+
+def test_alert_evaluation_fires_every_five_minutes(app):
+    job = scheduler.build_scheduler(app).get_job(scheduler.ALERT_EVALUATION_JOB)
+    fire = job.trigger.get_next_fire_time(None, local("UTC", 2026, 11, 23, 9, 2, 30))
+    assert fire == local("UTC", 2026, 11, 23, 9, 5)
+
+
+def test_periods_name_the_week_day_and_slot():
+    monday = local("Europe/Copenhagen", 2026, 11, 23, 9, 0, 0)
+    assert scheduler.iso_week(monday) == scheduler.iso_week(monday + dt.timedelta(days=6, hours=14)) == "2026-W48"
+    assert scheduler.iso_week(monday + dt.timedelta(days=7)) == "2026-W49"
+    assert scheduler.day(monday) == "2026-11-23"
+    assert scheduler.every_minutes(5)(monday.replace(minute=9, second=59)) == "2026-11-23T09:05"
+
+
+def test_bad_timezone_is_a_configuration_error(make_app):
+    from kamiyo.config import ConfigError
+
+    with pytest.raises(ConfigError, match="SCHEDULER_TIMEZONE 'Mars/Base'"):
+        make_app(SCHEDULER_TIMEZONE="Mars/Base")
+
+
+# --- the single-run guard --------------------------------------------------------------------
+
+CHILD = r"""
+import json, os, sys, time
+sys.path.insert(0, os.environ["ROOT"])
+from kamiyo import create_app, scheduler
+app = create_app(json.loads(os.environ["APP_CONFIG"]))
+assert os.getpid() in scheduler._started, "the scheduler is on in this process"
+open(os.environ["READY"], "w").close()
+while not all(os.path.exists(p) for p in os.environ["ALL_READY"].split(",")):
+    time.sleep(0.001)
+ran = [scheduler.run_once(app, "stripe-version-check", period) for period in ("2026-W48", "2026-W49", "2026-W50")]
+print(json.dumps(ran))
+"""
+
+
+def test_two_processes_firing_the_same_period_run_the_job_once(app_config, tmp_path):
+    config = {**app_config, "SCHEDULER_ENABLED": True}
+    ready = [str(tmp_path / f"ready-{n}") for n in range(2)]
+    env = {**os.environ, "ROOT": str(ROOT), "APP_CONFIG": json.dumps(config), "ALL_READY": ",".join(ready)}
+    procs = [subprocess.Popen([sys.executable, "-c", CHILD], env={**env, "READY": path}, cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for path in ready]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    # Per period exactly one process ran the body.
+    assert [a + b for a, b in zip(*results)] == [1, 1, 1]
+    engine = create_engine(app_config["SQLALCHEMY_DATABASE_URI"])
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM version_checks")).scalar() == 3
+        runs = connection.execute(text("SELECT job, period, status FROM job_runs ORDER BY period")).all()
+    engine.dispose()
+    assert [tuple(r) for r in runs] == [(VERSION_CHECK_JOB, p, "ok") for p in ("2026-W48", "2026-W49", "2026-W50")]
+
+
+def test_a_failed_job_is_recorded_and_not_run_again_in_its_period(app):
+    calls = []
+
+    def boom():
+        calls.append(1)
+        raise RuntimeError("job body failed")
+
+    scheduler.register_job(app, "boom", scheduler.daily_trigger("UTC"), boom, scheduler.day)
+    assert scheduler.run_once(app, "boom", "2026-11-23") is True
+    assert scheduler.run_once(app, "boom", "2026-11-23") is False
+    assert scheduler.run_once(app, "boom", "2026-11-24") is True
+    assert len(calls) == 2
+    with app.app_context():
+        rows = db.session.execute(db.select(scheduler.JobRun).order_by(scheduler.JobRun.period)).scalars().all()
+        assert [(r.period, r.status, r.pid) for r in rows] == [
+            ("2026-11-23", "failed", os.getpid()), ("2026-11-24", "failed", os.getpid())]
+        assert all(r.finished_at is not None for r in rows)
+
+
+def test_a_daily_job_registered_by_another_feature_runs_once_a_day(app):
+    # How the webhook inbox purge is wired at merge time.
+    purged = []
+    scheduler.register_job(app, "webhook-purge", scheduler.daily_trigger(app.config["SCHEDULER_TIMEZONE"]),
+                           lambda: purged.append(1), scheduler.day)
+    assert [scheduler.run_once(app, "webhook-purge") for _ in range(3)] == [True, False, False]
+    assert purged == [1]
+
+
+def test_old_job_runs_are_pruned(app):
+    import time_machine
+
+    with time_machine.travel(dt.datetime(2026, 10, 1, 12, tzinfo=dt.timezone.utc), tick=True):
+        assert scheduler.run_once(app, scheduler.ALERT_EVALUATION_JOB, "2026-10-01T12:00")
+    with time_machine.travel(dt.datetime(2026, 11, 1, 12, tzinfo=dt.timezone.utc), tick=True):
+        assert scheduler.run_once(app, scheduler.ALERT_EVALUATION_JOB, "2026-11-01T12:00")
+        assert scheduler.run_once(app, scheduler.PRUNE_JOB, "2026-11-01")
+    with app.app_context():
+        left = db.session.execute(db.select(scheduler.JobRun.period).order_by(scheduler.JobRun.id)).scalars().all()
+    assert left == ["2026-11-01T12:00", "2026-11-01"]
+
+
+def test_alert_checks_run_even_when_one_fails(app):
+    ran = []
+    scheduler.register_alert_check(app, "broken", lambda: 1 / 0)
+    scheduler.register_alert_check(app, "fine", lambda: ran.append(1))
+    with app.app_context():
+        results = scheduler.evaluate_alert_checks()
+    assert results == {"stripe_api_version": "ok", "broken": "failed", "fine": "ok"}
+    assert ran == [1]
+
+
+# --- where the scheduler may start -------------------------------------------------------------
+
+def test_not_started_unless_enabled(app):
+    assert scheduler.start_in_process(app) is None
+    assert os.getpid() not in scheduler._started
+
+
+def test_never_twice_in_one_process(make_app):
+    first = make_app(SCHEDULER_ENABLED=True)
+    assert os.getpid() in scheduler._started
+    running = scheduler._started[os.getpid()]
+    assert running.running and {j.id for j in running.get_jobs()} == {
+        VERSION_CHECK_JOB, scheduler.ALERT_EVALUATION_JOB, scheduler.PRUNE_JOB}
+    make_app(SCHEDULER_ENABLED=True)
+    assert scheduler.start_in_process(first) is None
+    assert scheduler._started[os.getpid()] is running
+
+
+def test_not_in_one_off_cli_commands(make_app):
+    app = make_app()
+    app.config["SCHEDULER_ENABLED"] = True
+    with click.Context(click.Command("upgrade")):
+        assert scheduler.start_in_process(app) is None
+
+
+def test_not_in_the_reloaders_parent_but_in_its_child(make_app, monkeypatch):
+    app = make_app()
+    app.config["SCHEDULER_ENABLED"] = True
+    monkeypatch.delenv("WERKZEUG_RUN_MAIN", raising=False)
+    with click.Context(run_command) as ctx:
+        ctx.params["reload"] = True
+        assert scheduler.start_in_process(app) is None
+        monkeypatch.setenv("WERKZEUG_RUN_MAIN", "true")  # what werkzeug sets in the child it serves from
+        assert scheduler.start_in_process(app) is not None
+
+
+def test_flask_scheduler_run_starts_and_stops_cleanly(app_config, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "KAMIYO_", "SCHEDULER"))}
+    env.update(KAMIYO_INSTANCE_PATH=str(tmp_path / "instance"), DATABASE_URL=app_config["SQLALCHEMY_DATABASE_URI"],
+               SECRET_KEY="x", STRIPE_SECRET_KEY="sk_test_sched", STRIPE_WEBHOOK_SECRET="whsec_sched",
+               SCHEDULER_TIMEZONE="Europe/Copenhagen")
+    proc = subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "scheduler", "run"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().startswith("Scheduler running (Europe/Copenhagen)")
+        lines = [proc.stdout.readline() for _ in range(3)]  # one line per job
+        assert any(line.split()[0] == VERSION_CHECK_JOB and "T09:00:00+0" in line for line in lines), lines
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "Scheduler stopped." in out and "Traceback" not in err

@@ -1,0 +1,301 @@
+"""The full version check: CLI exit codes, history, alerts, mismatches, health,
+metrics, start-up log and the cron wrapper. Real SQLite, real localstripe, a
+real HTTP stand-in for the Stripe API parts localstripe lacks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import time_machine
+from flask import Flask, jsonify, request
+from sqlalchemy import Column, Integer, MetaData, String, Table
+
+from kamiyo.extensions import db
+from kamiyo.models import UTCDateTime
+from kamiyo.versioning.jobs import run_version_check, version_alert_check
+from kamiyo.versioning.models import VersionCheck
+from kamiyo.versioning.monitor import LIBRARY_API_VERSION, parse_version
+from kamiyo.versioning.observed import register_event_version_source, table_event_version_source
+
+ROOT = Path(__file__).resolve().parents[2]
+UTC = dt.timezone.utc
+LIBRARY_DATE = dt.datetime.combine(parse_version(LIBRARY_API_VERSION).date, dt.time(10), tzinfo=UTC)
+
+
+def travel(days_after_library: int):
+    """Freeze 'now' a number of days after the library's pinned version."""
+    return time_machine.travel(LIBRARY_DATE + dt.timedelta(days=days_after_library), tick=True)
+
+
+def dated(days_before_now: int) -> str:
+    return (LIBRARY_DATE + dt.timedelta(days=30 - days_before_now)).date().isoformat()
+
+
+def checks(app) -> list[VersionCheck]:
+    with app.app_context():
+        return list(db.session.execute(db.select(VersionCheck).order_by(VersionCheck.id)).scalars())
+
+
+def alerts(caplog, title: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "kamiyo.alerts" and r.getMessage().startswith(f"ALERT {title}:")]
+
+
+# --- CLI exit codes -------------------------------------------------------------------
+
+@pytest.mark.parametrize("version, code, first_line", [
+    (LIBRARY_API_VERSION, 0, f"Healthy: API version {LIBRARY_API_VERSION} is 30 days old."),
+    (dated(200), 1, f"WARNING: API version {dated(200)} is 200 days old. Plan upgrade soon."),
+    (dated(400), 2, f"CRITICAL: API version {dated(400)} is 400 days old. Upgrade required immediately."),
+    ("not-a-version", 3, "UNKNOWN: API version 'not-a-version' is not a Stripe API version"),
+])
+def test_cli_exit_code_per_status(make_app, monkeypatch, version, code, first_line):
+    monkeypatch.setenv("STRIPE_API_VERSION", version)
+    app = make_app()
+    with travel(30):
+        result = app.test_cli_runner().invoke(args=["stripe-version", "check", "--local"])
+    assert result.exit_code == code, result.output
+    assert result.output.splitlines()[0].startswith(first_line)
+    if code:
+        assert "Recommendation:" in result.output and "https://docs.stripe.com/" in result.output
+    [row] = checks(app)
+    assert (row.source, row.configured_version, row.remote) == ("cli", version, False)
+    assert row.status == ["healthy", "warning", "critical", "unknown"][code]
+
+
+def test_cli_json_against_localstripe_marks_webhook_endpoints_unverified(stripe_app):
+    with travel(30):
+        result = stripe_app.test_cli_runner().invoke(args=["stripe-version", "check", "--json"])
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.output)
+    assert body["status"] == "healthy" and body["remote"] is True and body["mismatches"] == []
+    assert body["observed"]["webhook_endpoints"] == {
+        "status": "unverified", "reason": "this Stripe has no webhook-endpoints API"}
+    assert body["recommendation"]["latest_known"] == LIBRARY_API_VERSION
+    assert {"version", "version_date", "age_days", "status", "message", "checked_at"} <= set(body)
+
+
+def test_cli_with_stripe_unreachable_still_answers(app):
+    # The test app's Stripe is a closed port: the remote part is unverified, not a failure.
+    with travel(30):
+        result = app.test_cli_runner().invoke(args=["stripe-version", "check"])
+    assert result.exit_code == 0, result.output
+    assert "Unverified webhook endpoints: error: APIConnectionError" in result.output
+
+
+# --- mismatches -------------------------------------------------------------------------
+
+def events_table_source(app):
+    """The webhook inbox is another branch: a real table made only for this test."""
+    meta = MetaData()
+    events = Table("webhook_events", meta,
+                   Column("id", Integer, primary_key=True), Column("event_id", String(255), unique=True),
+                   Column("type", String(255)), Column("api_version", String(64)),
+                   Column("received_at", UTCDateTime()))
+    with app.app_context():
+        meta.create_all(db.engine)
+
+    register_event_version_source(app, table_event_version_source(events))
+
+    def add(event_id: str, api_version: str, days_ago: int) -> None:
+        with app.app_context(), db.engine.begin() as connection:
+            connection.execute(events.insert().values(
+                event_id=event_id, type="customer.updated", api_version=api_version,
+                received_at=LIBRARY_DATE + dt.timedelta(days=30 - days_ago)))
+    return add
+
+
+def test_webhook_events_on_an_older_version_raise_a_warning_naming_both(make_app, caplog):
+    app = make_app()
+    add_event = events_table_source(app)
+    for n in range(3):
+        add_event(f"evt_old_{n}", "2024-09-30.acacia", days_ago=2)
+    add_event("evt_current", LIBRARY_API_VERSION, days_ago=1)
+    add_event("evt_long_ago", "2020-08-27", days_ago=45)  # outside the 30-day window
+
+    with travel(30), app.app_context(), caplog.at_level(logging.WARNING, logger="kamiyo.alerts"):
+        first = run_version_check("scheduler", remote=False)
+        second = run_version_check("scheduler", remote=False)
+    assert first["age_status"] == "healthy" and first["status"] == "warning"
+    assert "2024-09-30.acacia" in first["message"] and LIBRARY_API_VERSION in first["message"]
+    [mismatch] = first["mismatches"]
+    assert (mismatch["source"], mismatch["found"], mismatch["count"]) == ("webhook_events", "2024-09-30.acacia", 3)
+    assert "created with" in mismatch["action"]
+    assert first["observed"]["webhook_events"]["versions"] == {"2024-09-30.acacia": 3, LIBRARY_API_VERSION: 1}
+    assert second["status"] == "warning"
+    # A new mismatch alerts once; the next check finds it already known.
+    assert len(alerts(caplog, "Stripe API version mismatch")) == 1
+    assert [row.status for row in checks(app)] == ["warning", "warning"]
+
+
+@pytest.fixture
+def stripe_with_endpoints(serve_app):
+    """Stands in for Stripe's webhook-endpoints list (localstripe has none), over HTTP."""
+    fake = Flask("fake-stripe")
+    seen = []
+
+    @fake.get("/v1/webhook_endpoints")
+    def webhook_endpoints():
+        seen.append(request.headers.get("Stripe-Version"))
+        body = {"object": "list", "url": "/v1/webhook_endpoints", "has_more": False, "data": [
+            {"id": "we_old", "object": "webhook_endpoint", "api_version": "2020-08-27",
+             "url": "https://example.com/hooks/stripe?token=hunter2", "status": "enabled"},
+            {"id": "we_default", "object": "webhook_endpoint", "api_version": None,
+             "url": "https://example.com/other", "status": "enabled"}]}
+        response = jsonify(body)
+        response.headers["Stripe-Version"] = request.headers.get("Stripe-Version", "")
+        return response
+
+    return serve_app(fake), seen
+
+
+def test_webhook_endpoint_on_an_old_version_is_a_mismatch(make_app, stripe_with_endpoints, caplog):
+    url, seen = stripe_with_endpoints
+    app = make_app(STRIPE_API_BASE=url)
+    with travel(30), app.test_request_context(), caplog.at_level(logging.WARNING, logger="kamiyo.alerts"):
+        result = run_version_check("scheduler")
+    assert seen == [LIBRARY_API_VERSION]  # the gateway sends the configured version
+    assert result["status"] == "warning"
+    endpoints = result["observed"]["webhook_endpoints"]
+    assert endpoints["status"] == "verified"
+    assert endpoints["endpoints"][0] == {"id": "we_old", "url": "https://example.com/hooks/stripe",
+                                         "api_version": "2020-08-27", "status": "enabled"}
+    assert "hunter2" not in json.dumps(result)
+    assert "stripe_api_version_mismatches 1.0" in app.test_client().get("/metrics").get_data(as_text=True)
+    assert [m["key"] for m in result["mismatches"]] == ["webhook_endpoint:we_old:2020-08-27"]
+    # The listing's own response header was recorded as a version in use.
+    assert result["observed"]["responses"]["versions"][LIBRARY_API_VERSION]["count"] == 1
+    assert alerts(caplog, "Stripe API version mismatch")
+
+
+# --- history and alerts over time -------------------------------------------------------
+
+def test_alert_evaluation_stores_and_alerts_only_when_the_age_status_changes(make_app, caplog):
+    app = make_app(STRIPE_API_VERSION="2026-01-05")
+    released = dt.datetime(2026, 1, 5, 10, tzinfo=UTC)
+    with app.app_context(), caplog.at_level(logging.WARNING, logger="kamiyo.alerts"):
+        for days in (179, 179, 180, 180):  # the evaluation runs every 5 minutes
+            with time_machine.travel(released + dt.timedelta(days=days), tick=True):
+                version_alert_check()
+    rows = checks(app)
+    assert [(r.source, r.age_status, r.age_days) for r in rows] == [
+        ("alert-evaluation", "healthy", 179), ("alert-evaluation", "warning", 180)]
+    [warning] = alerts(caplog, "Stripe API version warning")
+    assert warning.startswith("ALERT Stripe API version warning: "
+                              "WARNING: API version 2026-01-05 is 180 days old. Plan upgrade soon.")
+    assert "https://docs.stripe.com/upgrades" in warning
+
+
+def test_weekly_check_reminds_of_a_lasting_critical_once_a_week(make_app, caplog):
+    app = make_app(STRIPE_API_VERSION="2023-10-16")
+    monday = dt.datetime(2026, 11, 23, 9, tzinfo=UTC)
+    with app.app_context(), caplog.at_level(logging.WARNING, logger="kamiyo.alerts"):
+        for when in (monday, monday + dt.timedelta(hours=2), monday + dt.timedelta(days=7)):
+            with time_machine.travel(when, tick=True):
+                run_version_check("scheduler", remote=False)
+    assert len(alerts(caplog, "Stripe API version critical")) == 2  # week 1 and week 2, not the re-run
+    assert len(checks(app)) == 3
+
+
+# --- health, metrics, start-up ------------------------------------------------------------
+
+def test_payments_health_shows_the_version_status_without_failing(make_app, localstripe_url):
+    app = make_app(STRIPE_API_BASE=localstripe_url, STRIPE_API_VERSION="2023-10-16")
+    response = app.test_client().get("/api/v1/payments/health")
+    assert response.status_code == 200, response.get_json()
+    section = response.get_json()["api_version"]
+    assert section["ok"] is True and section["configured"] == "2023-10-16"
+    assert section["status"] == "critical" and section["latest_known"] == LIBRARY_API_VERSION
+    assert section["message"].startswith("CRITICAL: API version 2023-10-16 is ")
+
+
+def test_metrics_publish_age_and_status(make_app):
+    client = make_app(STRIPE_API_VERSION="2023-10-16").test_client()
+    text = client.get("/metrics").get_data(as_text=True)
+    age = (dt.datetime.now(UTC).date() - dt.date(2023, 10, 16)).days
+    assert f"stripe_api_version_age_days {float(age)}" in text
+    assert 'stripe_api_version_status{status="critical"} 1.0' in text
+    assert 'stripe_api_version_status{status="healthy"} 0.0' in text
+
+
+@pytest.mark.parametrize("version, level, start", [
+    ("2023-10-16", logging.CRITICAL, "[STRIPE VERSION] CRITICAL: API version 2023-10-16 is "),
+    (LIBRARY_API_VERSION, logging.INFO, f"[STRIPE VERSION] Healthy: API version {LIBRARY_API_VERSION} is "),
+])
+def test_startup_logs_the_local_check(make_app, caplog, version, level, start):
+    with caplog.at_level(logging.INFO, logger="kamiyo.versioning"):
+        make_app(STRIPE_API_VERSION=version)
+    [record] = [r for r in caplog.records if r.getMessage().startswith("[STRIPE VERSION]")]
+    assert record.levelno == level and record.getMessage().startswith(start)
+
+
+def test_startup_makes_no_network_call(make_app, stripe_with_endpoints):
+    url, seen = stripe_with_endpoints
+    make_app(STRIPE_API_BASE=url, STRIPE_API_VERSION="2023-10-16")
+    assert seen == []
+
+
+# --- the cron wrapper ---------------------------------------------------------------------
+
+def test_cron_script_appends_to_log_file_and_keeps_the_exit_code(app_config, tmp_path):
+    log_file = tmp_path / "logs" / "stripe_version_check.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "KAMIYO_", "DATABASE"))}
+    env.update(KAMIYO_INSTANCE_PATH=str(tmp_path / "instance"), DATABASE_URL=app_config["SQLALCHEMY_DATABASE_URI"],
+               SECRET_KEY="x", STRIPE_SECRET_KEY="sk_test_cron", STRIPE_WEBHOOK_SECRET="whsec_cron",
+               STRIPE_API_VERSION="2023-10-16", LOG_FILE=str(log_file))
+    script = ROOT / "scripts" / "check_stripe_version.sh"
+    for _ in range(2):
+        done = subprocess.run([str(script), "--local"], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, done.stdout + done.stderr
+    text = log_file.read_text()
+    assert text.count("stripe-version check exit=2") == 2
+    assert "CRITICAL: API version 2023-10-16 is " in text and "sk_test_cron" not in text
+
+
+# --- observed versions ------------------------------------------------------------------------
+
+def test_event_sources_are_summed_and_none_means_unverified(make_app):
+    app = make_app()
+    since = dt.datetime(2026, 11, 1, tzinfo=UTC)
+    with app.app_context():
+        from kamiyo.versioning.observed import webhook_event_versions
+
+        assert webhook_event_versions(since) is None
+        register_event_version_source(app, lambda s: {"2024-09-30.acacia": 2} if s == since else {})
+        register_event_version_source(app, lambda s: {"2024-09-30.acacia": 1, LIBRARY_API_VERSION: 4})
+        assert webhook_event_versions(since) == {"2024-09-30.acacia": 3, LIBRARY_API_VERSION: 4}
+
+
+def test_response_versions_are_counted_per_app(make_app):
+    from kamiyo.versioning.observed import record_response_version, response_versions
+
+    first, second = make_app(), make_app()
+    with first.app_context():
+        for _ in range(3):
+            record_response_version("2024-09-30.acacia")
+        record_response_version(None)
+        assert {v: e["count"] for v, e in response_versions().items()} == {"2024-09-30.acacia": 3}
+    with second.app_context():
+        assert response_versions() == {}
+    record_response_version("outside any app: ignored")
+
+
+def test_a_broken_event_source_leaves_events_unverified(make_app):
+    app = make_app()
+
+    def missing_table(since):
+        from sqlalchemy import text
+
+        return dict(db.session.execute(text("SELECT api_version, count(*) FROM webhook_events GROUP BY 1")).all())
+
+    register_event_version_source(app, missing_table)
+    with travel(30), app.app_context():
+        result = run_version_check("cli", remote=False)
+    assert result["stored"] is True and result["status"] == "healthy"
+    assert result["observed"]["webhook_events"] == {"status": "unverified", "reason": "error: OperationalError"}
