@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import zoneinfo
 from pathlib import Path
 
