@@ -45,6 +45,20 @@ def _start_proxy(upstream: str, port: int):
     return proxy
 
 
+DEMO_PRICE = "price_demo_pro_monthly"
+
+
+def _seed_demo_price(emulator_url: str) -> str:
+    """A recurring price to subscribe to (localstripe keeps it as a plan; its state is in memory)."""
+    import stripe
+
+    client = stripe.StripeClient("sk_test_demo_seed", base_addresses={"api": emulator_url}, max_network_retries=0)
+    product = client.v1.products.create(params={"name": "Kamiyo Pro (demo)"})
+    client.v1.plans.create(params={"id": DEMO_PRICE, "product": product.id, "amount": 2900, "currency": "usd",
+                                   "interval": "month"})
+    return DEMO_PRICE
+
+
 def _prepare(demo: bool) -> dict[str, str] | None:
     """Migrate the database and (in demo mode) make sure the demo credentials exist."""
     from flask_migrate import upgrade
@@ -119,6 +133,7 @@ def main() -> int:
         os.environ["KAMIYO_DEMO_MODE"] = "1"
         emulator = _start_localstripe(int(os.environ.get("DEMO_STRIPE_PORT", "8420")))
         proxy = _start_proxy(emulator.url, int(os.environ.get("DEMO_STRIPE_PROXY_PORT", "8421")))
+        price = _seed_demo_price(emulator.url)
         os.environ["STRIPE_API_BASE"] = proxy.url
     try:
         creds = _prepare(demo)
@@ -131,8 +146,12 @@ def main() -> int:
                   """-d '[{"kind": "status", "status": 503}]'""")
             print(f"  API key:        {creds['api_key']}")
             print(f"  dashboard user: {creds['email']} / {creds['password']}")
-            print(f"  try: curl -H 'Authorization: Bearer {creds['api_key']}' "
-                  f"http://127.0.0.1:{port}/api/v1/payments/health")
+            api = f"curl -H 'Authorization: Bearer {creds['api_key']}' -H 'Content-Type: application/json'"
+            print(f"  demo price:     {price} (pay with payment method pm_card_visa)")
+            print(f"  try: {api} -d '{{\"user_id\": \"u1\", \"email\": \"ada@example.com\"}}' "
+                  f"http://127.0.0.1:{port}/api/v1/payments/customers")
+            print(f"       {api} -d '{{\"customer_id\": 1, \"price_id\": \"{price}\", \"tier\": \"pro\", "
+                  f"\"payment_method\": \"pm_card_visa\"}}' http://127.0.0.1:{port}/api/v1/payments/subscriptions")
         print("Press Ctrl-C to stop.", flush=True)
         return _serve(dict(os.environ))
     except KeyboardInterrupt:
