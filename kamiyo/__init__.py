@@ -61,11 +61,15 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS_DIR)
     from . import models  # noqa: F401  (register the tables on the metadata)
+    from .webhooks import models as webhook_models  # noqa: F401
     from .observability import request_context
     from .payments import gateway
 
     request_context.init_app(app)
     gateway.init_app(app)
+    from .webhooks import limiting
+
+    limiting.init_app(app)  # Flask-Limiter storage, trusted proxies, 429 answer
 
     # Blueprints.
     from . import health
@@ -75,12 +79,18 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(payments_views.bp)
+    from .webhooks import views as webhook_views
+
+    app.register_blueprint(webhook_views.bp)
 
     # Error handlers, CLI, start-up checks.
     from . import cli, http_errors
 
     http_errors.init_app(app)
     cli.init_app(app)
+    from .webhooks import cli as webhooks_cli
+
+    webhooks_cli.init_app(app)
     _startup_checks(app)
     return app
 

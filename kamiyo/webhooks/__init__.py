@@ -1,0 +1,1 @@
+"""Stripe webhooks: verified, rate-limited, de-duplicated, durable and replayable."""

@@ -1,0 +1,186 @@
+"""The event inbox: each Stripe event is handled once, durably.
+
+receive() runs one transaction per event: INSERT the event row (unique on the
+Stripe event id: the claim), run the handler, COMMIT. The row and the
+handler's writes land together or not at all. A concurrent copy of the event
+waits on the unique key and then finds the row: it is a duplicate. A handler
+that raises rolls back; the failure is then written in a transaction of its
+own (status `failed`, attempts, sanitised error), and the next delivery claims
+the failed row again with a conditional UPDATE.
+
+Duplicates take a cheap path: one indexed read of the status, no write.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from ..extensions import db
+from ..models import utcnow
+from ..observability.logging import redact
+from . import handlers, metrics
+from .models import WebhookEvent
+
+log = logging.getLogger("kamiyo.webhooks")
+
+DUPLICATE = "duplicate"
+DONE = (handlers.PROCESSED, handlers.IGNORED)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+class HandlerFailed(Exception):
+    """The handler raised; the event is stored as failed and Stripe should retry."""
+
+
+@dataclass(frozen=True)
+class Received:
+    status: str  # processed | ignored | duplicate
+    note: str
+    attempts: int = 0
+
+
+def sanitise_error(exc: BaseException) -> str:
+    """Error text fit for the table and the dashboard: no secrets, one line, bounded."""
+    text = _CONTROL.sub(" ", f"{type(exc).__name__}: {exc}")
+    return redact(text)[:500]
+
+
+def _status(event_id: str) -> str | None:
+    return db.session.execute(select(WebhookEvent.status).where(WebhookEvent.event_id == event_id)).scalar()
+
+
+def _object_id(event: dict[str, Any]) -> str | None:
+    value = event["data"]["object"].get("id")
+    return value[:255] if isinstance(value, str) else None
+
+
+def _insert_claim(event: dict[str, Any], payload: str, now: dt.datetime) -> bool:
+    api_version = event.get("api_version")
+    try:
+        db.session.execute(insert(WebhookEvent).values(
+            event_id=event["id"],
+            type=event["type"],
+            api_version=api_version[:64] if isinstance(api_version, str) else None,
+            livemode=bool(event.get("livemode")),
+            object_id=_object_id(event),
+            created=handlers.event_time(event),
+            received_at=now,
+            processed_at=now,
+            status=handlers.PROCESSED,  # final value decided before commit
+            attempts=1,
+            payload=payload,
+        ))
+        return True
+    except IntegrityError:
+        db.session.rollback()
+        return False
+
+
+def _reclaim(event_id: str, now: dt.datetime, only_failed: bool) -> int | None:
+    """Take a stored event for another attempt; returns the attempt number or None."""
+    condition = WebhookEvent.event_id == event_id
+    if only_failed:
+        condition = condition & (WebhookEvent.status == "failed")
+    attempts = db.session.execute(
+        update(WebhookEvent).where(condition)
+        .values(attempts=WebhookEvent.attempts + 1, processed_at=now, status=handlers.PROCESSED)
+        .returning(WebhookEvent.attempts)
+    ).scalar()
+    if attempts is None:
+        db.session.rollback()
+    return attempts
+
+
+def _record_failure(event: dict[str, Any], payload: str, exc: BaseException) -> None:
+    """In its own transaction: the failed attempt stays visible after the rollback."""
+    error = sanitise_error(exc)
+    now = utcnow()
+    if _insert_claim(event, payload, now):
+        db.session.execute(update(WebhookEvent).where(WebhookEvent.event_id == event["id"])
+                           .values(status="failed", processed_at=None, last_error=error))
+    else:
+        # Stored already: count the attempt, unless a concurrent copy succeeded meanwhile.
+        db.session.execute(update(WebhookEvent)
+                           .where(WebhookEvent.event_id == event["id"], WebhookEvent.status == "failed")
+                           .values(attempts=WebhookEvent.attempts + 1, last_error=error))
+    db.session.commit()
+
+
+def _handle(event: dict[str, Any], payload: str, attempt: int) -> Received:
+    try:
+        result = handlers.dispatch(event)
+        if result.status != handlers.PROCESSED:
+            db.session.execute(update(WebhookEvent).where(WebhookEvent.event_id == event["id"])
+                               .values(status=result.status))
+        db.session.commit()
+    except Exception as exc:
+        db.session.rollback()
+        log.error("webhook %s (%s) failed on attempt %d: %s", event["id"], event["type"], attempt,
+                  sanitise_error(exc), exc_info=True)
+        _record_failure(event, payload, exc)
+        metrics.EVENTS.labels("failed").inc()
+        raise HandlerFailed(event["id"]) from exc
+    metrics.EVENTS.labels(result.status).inc()
+    return Received(result.status, result.note, attempt)
+
+
+def receive(event: dict[str, Any], payload: str) -> Received:
+    """Store and handle a verified event, once. Raises HandlerFailed."""
+    event_id = event["id"]
+    if _status(event_id) in DONE:
+        metrics.EVENTS.labels(DUPLICATE).inc()
+        return Received(DUPLICATE, "already handled")
+    started = time.perf_counter()
+    now = utcnow()
+    attempt = 1 if _insert_claim(event, payload, now) else None
+    if attempt is None:
+        # Stored meanwhile (a concurrent copy) or failed before: only a failed one is taken again.
+        attempt = _reclaim(event_id, now, only_failed=True)
+        if attempt is None:
+            metrics.EVENTS.labels(DUPLICATE).inc()
+            return Received(DUPLICATE, "already handled")
+    try:
+        return _handle(event, payload, attempt)
+    finally:
+        metrics.HANDLING_SECONDS.observe(time.perf_counter() - started)
+
+
+def replay(event_id: str) -> Received:
+    """Run a stored event through its handler again. Raises LookupError, HandlerFailed."""
+    row = db.session.execute(select(WebhookEvent.payload).where(WebhookEvent.event_id == event_id)).scalar()
+    db.session.rollback()  # end the read before the write transaction begins
+    if row is None:
+        raise LookupError(event_id)
+    event = json.loads(row)
+    attempt = _reclaim(event_id, utcnow(), only_failed=False)
+    if attempt is None:  # purged meanwhile
+        raise LookupError(event_id)
+    return _handle(event, row, attempt)
+
+
+def failed_event_ids() -> list[str]:
+    return list(db.session.scalars(
+        select(WebhookEvent.event_id).where(WebhookEvent.status == "failed").order_by(WebhookEvent.created)))
+
+
+def purge_expired_events(now: dt.datetime | None = None) -> int:
+    """Delete events received more than WEBHOOK_RETENTION_DAYS ago; returns how many.
+
+    30 days by default: longer than Stripe's 3-day retry window, as long as
+    Stripe's own Events API keeps them.
+    """
+    cutoff = (now or utcnow()) - dt.timedelta(days=int(current_app.config["WEBHOOK_RETENTION_DAYS"]))
+    deleted = db.session.execute(delete(WebhookEvent).where(WebhookEvent.received_at < cutoff)).rowcount
+    db.session.commit()
+    log.info("purged %d webhook events received before %s", deleted, cutoff.isoformat())
+    return deleted
