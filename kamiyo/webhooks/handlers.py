@@ -254,5 +254,6 @@ def payment_intent_event(event: dict[str, Any]) -> Result:
     obj = event["data"]["object"]
     succeeded = event["type"] == "payment_intent.succeeded"
     error = obj.get("last_payment_error") if isinstance(obj.get("last_payment_error"), dict) else {}
-    amount = obj.get("amount_received") if succeeded else obj.get("amount")
+    received = obj.get("amount_received")
+    amount = received if succeeded and isinstance(received, int) and received else obj.get("amount")
     return _record_outcome(event, obj["id"], succeeded, amount, error.get("decline_code") or error.get("code"))
