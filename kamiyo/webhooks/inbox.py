@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
@@ -30,6 +30,7 @@ from ..models import utcnow
 from ..observability.logging import redact
 from . import handlers, metrics
 from .models import WebhookEvent
+from .write_gate import write_gate
 
 log = logging.getLogger("kamiyo.webhooks")
 
@@ -55,8 +56,16 @@ def sanitise_error(exc: BaseException) -> str:
     return redact(text)[:500]
 
 
+# Built once: the hot path runs these on every delivery (SQLAlchemy caches their compiled form).
+_events = WebhookEvent.__table__
+_STATUS = select(_events.c.status).where(_events.c.event_id == bindparam("event_id"))
+_INSERT = insert(_events)
+_SET_STATUS = update(_events).where(_events.c.event_id == bindparam("b_event_id")).values(
+    status=bindparam("b_status"))
+
+
 def _status(event_id: str) -> str | None:
-    return db.session.execute(select(WebhookEvent.status).where(WebhookEvent.event_id == event_id)).scalar()
+    return db.session.connection().execute(_STATUS, {"event_id": event_id}).scalar()
 
 
 def _object_id(event: dict[str, Any]) -> str | None:
@@ -64,22 +73,23 @@ def _object_id(event: dict[str, Any]) -> str | None:
     return value[:255] if isinstance(value, str) else None
 
 
-def _insert_claim(event: dict[str, Any], payload: str, now: dt.datetime) -> bool:
+def _insert_claim(event: dict[str, Any], payload: str, now: dt.datetime, status: str) -> bool:
     api_version = event.get("api_version")
     try:
-        db.session.execute(insert(WebhookEvent).values(
-            event_id=event["id"],
-            type=event["type"],
-            api_version=api_version[:64] if isinstance(api_version, str) else None,
-            livemode=bool(event.get("livemode")),
-            object_id=_object_id(event),
-            created=handlers.event_time(event),
-            received_at=now,
-            processed_at=now,
-            status=handlers.PROCESSED,  # final value decided before commit
-            attempts=1,
-            payload=payload,
-        ))
+        db.session.connection().execute(_INSERT, {
+            "event_id": event["id"],
+            "type": event["type"],
+            "api_version": api_version[:64] if isinstance(api_version, str) else None,
+            "livemode": bool(event.get("livemode")),
+            "object_id": _object_id(event),
+            "created": handlers.event_time(event),
+            "received_at": now,
+            "processed_at": now,
+            "status": status,  # the handler may still change it before the commit
+            "attempts": 1,
+            "last_error": None,
+            "payload": payload,
+        })
         return True
     except IntegrityError:
         db.session.rollback()
@@ -105,9 +115,9 @@ def _record_failure(event: dict[str, Any], payload: str, exc: BaseException) -> 
     """In its own transaction: the failed attempt stays visible after the rollback."""
     error = sanitise_error(exc)
     now = utcnow()
-    if _insert_claim(event, payload, now):
+    if _insert_claim(event, payload, now, "failed"):
         db.session.execute(update(WebhookEvent).where(WebhookEvent.event_id == event["id"])
-                           .values(status="failed", processed_at=None, last_error=error))
+                           .values(processed_at=None, last_error=error))
     else:
         # Stored already: count the attempt, unless a concurrent copy succeeded meanwhile.
         db.session.execute(update(WebhookEvent)
@@ -116,12 +126,11 @@ def _record_failure(event: dict[str, Any], payload: str, exc: BaseException) -> 
     db.session.commit()
 
 
-def _handle(event: dict[str, Any], payload: str, attempt: int) -> Received:
+def _handle(event: dict[str, Any], payload: str, attempt: int, expected: str) -> Received:
     try:
         result = handlers.dispatch(event)
-        if result.status != handlers.PROCESSED:
-            db.session.execute(update(WebhookEvent).where(WebhookEvent.event_id == event["id"])
-                               .values(status=result.status))
+        if result.status != expected:
+            db.session.connection().execute(_SET_STATUS, {"b_event_id": event["id"], "b_status": result.status})
         db.session.commit()
     except Exception as exc:
         db.session.rollback()
@@ -141,16 +150,19 @@ def receive(event: dict[str, Any], payload: str) -> Received:
         metrics.EVENTS.labels(DUPLICATE).inc()
         return Received(DUPLICATE, "already handled")
     started = time.perf_counter()
-    now = utcnow()
-    attempt = 1 if _insert_claim(event, payload, now) else None
-    if attempt is None:
-        # Stored meanwhile (a concurrent copy) or failed before: only a failed one is taken again.
-        attempt = _reclaim(event_id, now, only_failed=True)
-        if attempt is None:
-            metrics.EVENTS.labels(DUPLICATE).inc()
-            return Received(DUPLICATE, "already handled")
     try:
-        return _handle(event, payload, attempt)
+        with write_gate().held():
+            now = utcnow()
+            expected = handlers.expected_status(event)
+            attempt = 1 if _insert_claim(event, payload, now, expected) else None
+            if attempt is None:
+                # Stored meanwhile (a concurrent copy) or failed before: only a failed one is taken again.
+                attempt = _reclaim(event_id, now, only_failed=True)
+                expected = handlers.PROCESSED
+                if attempt is None:
+                    metrics.EVENTS.labels(DUPLICATE).inc()
+                    return Received(DUPLICATE, "already handled")
+            return _handle(event, payload, attempt, expected)
     finally:
         metrics.HANDLING_SECONDS.observe(time.perf_counter() - started)
 
@@ -162,10 +174,11 @@ def replay(event_id: str) -> Received:
     if row is None:
         raise LookupError(event_id)
     event = json.loads(row)
-    attempt = _reclaim(event_id, utcnow(), only_failed=False)
-    if attempt is None:  # purged meanwhile
-        raise LookupError(event_id)
-    return _handle(event, row, attempt)
+    with write_gate().held():
+        attempt = _reclaim(event_id, utcnow(), only_failed=False)
+        if attempt is None:  # purged meanwhile
+            raise LookupError(event_id)
+        return _handle(event, row, attempt, handlers.PROCESSED)
 
 
 def failed_event_ids() -> list[str]:

@@ -19,6 +19,8 @@ from .verify import VerificationError, verify_event
 log = logging.getLogger("kamiyo.webhooks")
 
 bp = Blueprint("webhooks", __name__, url_prefix="/api/v1/webhooks")
+# On the blueprint rather than the view: checked once, in before_request, before the body is read.
+limiter.limit(webhook_limit, deduct_when=counts_against_limit, on_breach=record_violation)(bp)
 
 
 def _refused(reason: str, detail: str) -> None:
@@ -29,7 +31,6 @@ def _refused(reason: str, detail: str) -> None:
 
 
 @bp.post("/stripe")
-@limiter.limit(webhook_limit, deduct_when=counts_against_limit, on_breach=record_violation)
 def stripe_webhook():
     try:
         payload = request.get_data(cache=False)  # MAX_CONTENT_LENGTH (1 MiB) → 413
@@ -51,6 +52,6 @@ def stripe_webhook():
         raise ApiError(500, "webhook_failed", "The event could not be processed.",
                        "Stripe retries the delivery; nothing to do.") from None
     if received.status != inbox.DUPLICATE:
-        log.info("webhook %s %s: %s", event["id"], event["type"], received.status,
+        log.debug("webhook %s %s: %s", event["id"], event["type"], received.status,
                  extra={"event_id": event["id"], "event_type": event["type"], "outcome": received.status})
     return jsonify(status=received.status)

@@ -34,20 +34,22 @@ def gunicorn_url(tmp_path_factory, redis_url):
     proc = subprocess.Popen([Path(sys.executable).with_name("gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{env['PORT']}"
-    deadline = time.monotonic() + 30
-    while True:
-        assert proc.poll() is None, (instance / "gunicorn.log").read_text()
-        try:
-            if requests.get(url + "/health", timeout=2).status_code == 200:
-                break
-        except requests.RequestException:  # not listening yet, or a worker still booting
-            pass
-        assert time.monotonic() < deadline, "gunicorn did not start"
-        time.sleep(0.1)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, (instance / "gunicorn.log").read_text()
+            try:
+                if requests.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:  # not listening yet, or a worker still booting
+                pass
+            assert time.monotonic() < deadline, "gunicorn did not start"
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
 
 
 def test_two_workers_share_one_count_in_redis(gunicorn_url, redis_url):
