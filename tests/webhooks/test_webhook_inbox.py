@@ -117,3 +117,68 @@ def test_replay_cli_reruns_one_event_or_all_failed_ones(app, client, runner, mon
     result = runner.invoke(args=["webhooks", "replay", "evt_nope"])
     assert result.exit_code == 1 and "evt_nope: not stored" in result.output
     assert runner.invoke(args=["webhooks", "replay"]).exit_code == 2
+
+
+def test_a_failing_event_in_a_batch_does_not_fail_the_others(app, serve_app, monkeypatch):
+    """Concurrent new events share a transaction; one raising costs only itself its answer."""
+    real = handlers.HANDLERS["customer.created"]
+    bad_id = "evt_bad_in_batch"
+
+    def sometimes_broken(event):
+        if event["id"] == bad_id:
+            raise RuntimeError("this one is broken")
+        return real(event)
+
+    monkeypatch.setitem(handlers.HANDLERS, "customer.created", sometimes_broken)
+    url = serve_app(app) + URL
+    events = [make_event("customer.created", customer(f"cus_b{n}", user_id=f"user-b{n}")) for n in range(11)]
+    events.append(make_event("customer.created", customer("cus_bad", user_id="user-bad"), event_id=bad_id))
+    bodies = [signed(event) for event in events]
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(lambda b: requests.post(url, data=b[0], headers=b[1], timeout=30), bodies))
+    codes = {event["id"]: answer.status_code for event, answer in zip(events, answers)}
+    assert codes.pop(bad_id) == 500 and set(codes.values()) == {200}
+    stored = rows(app)
+    assert stored[bad_id][:2] == ("failed", 1)
+    assert {v[0] for k, v in stored.items() if k != bad_id} == {"processed"} and len(stored) == 12
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(Customer.id))) == 11
+
+
+def test_the_sqlite_write_gate_uses_a_lock_file_next_to_the_database(app, tmp_path):
+    from kamiyo.webhooks.write_gate import WriteGate, _lock_path, write_gate
+
+    with app.app_context():
+        gate = write_gate()
+        assert gate.lock_path == str(tmp_path / "kamiyo.db") + ".write-lock"
+        with gate.held():
+            assert (tmp_path / "kamiyo.db.write-lock").exists()
+    assert _lock_path("postgresql://u@127.0.0.1/kamiyo") is None
+    assert _lock_path("sqlite://") is None
+    with WriteGate(None).held():  # PostgreSQL: nothing to queue
+        pass
+
+
+def test_a_batch_that_fails_is_rolled_back_and_its_events_handled_one_by_one(app, monkeypatch):
+    import json
+
+    from kamiyo.webhooks import group_commit, inbox
+
+    real = handlers.HANDLERS["customer.created"]
+
+    def second_one_breaks(event):
+        if event["id"] == "evt_b2":
+            raise RuntimeError("no")
+        return real(event)
+
+    monkeypatch.setitem(handlers.HANDLERS, "customer.created", second_one_breaks)
+    events = [make_event("customer.created", customer(f"cus_{n}", user_id=f"u-{n}"), event_id=f"evt_b{n}")
+              for n in (1, 2, 3)]
+    batch = [group_commit.Pending(e, json.dumps(e)) for e in events] + [group_commit.Pending(events[0], "{}")]
+    with app.app_context():
+        group_commit.GroupCommitter(app, inbox._apply_batch, inbox._apply_one)._process(batch)
+    assert [p.result.status if p.result else type(p.error).__name__ for p in batch] == \
+        ["processed", "HandlerFailed", "processed", "duplicate"]
+    assert all(p.done.is_set() for p in batch)
+    assert {k: v[:2] for k, v in rows(app).items()} == {
+        "evt_b1": ("processed", 1), "evt_b2": ("failed", 1), "evt_b3": ("processed", 1)}
