@@ -30,8 +30,9 @@ migrate = Migrate(render_as_batch=True)
 
 # Rate limits. No default limits: each view opts in with @limiter.limit(...).
 # The client is REMOTE_ADDR, which ProxyFix rewrites only when TRUSTED_PROXY_COUNT > 0.
-# Storage comes from RATELIMIT_STORAGE_URI (see kamiyo/webhooks/limiting.py).
-limiter = Limiter(key_func=get_remote_address)
+# Storage comes from RATELIMIT_STORAGE_URI (see kamiyo/webhooks/limiting.py). A store
+# that is down fails open (logged): it must not turn Stripe's deliveries away.
+limiter = Limiter(key_func=get_remote_address, swallow_errors=True)
 
 
 @event.listens_for(Engine, "connect")

@@ -1,14 +1,17 @@
 """The event inbox: each Stripe event is handled once, durably.
 
-receive() runs one transaction per event: INSERT the event row (unique on the
-Stripe event id: the claim), run the handler, COMMIT. The row and the
-handler's writes land together or not at all. A concurrent copy of the event
-waits on the unique key and then finds the row: it is a duplicate. A handler
-that raises rolls back; the failure is then written in a transaction of its
-own (status `failed`, attempts, sanitised error), and the next delivery claims
-the failed row again with a conditional UPDATE.
+Every event gets a row in `webhook_events`, unique on Stripe's event id (the
+claim), written in the same transaction as the handler's writes: both land or
+neither. 2xx is answered only after that commit.
 
-Duplicates take a cheap path: one indexed read of the status, no write.
+- Duplicates take a cheap path: one indexed read of the status, no write.
+- New events go to the worker's group committer (group_commit.py): events that
+  arrive together are claimed and handled in one transaction, through the
+  SQLite write gate (write_gate.py).
+- A handler that raises rolls back; the failure is then written in a
+  transaction of its own (status `failed`, attempts, sanitised error) and the
+  request answers 500. The next delivery takes the failed row again with a
+  conditional UPDATE; a concurrent copy finds the row and is a duplicate.
 """
 
 from __future__ import annotations

@@ -120,3 +120,12 @@ def test_memory_storage_with_several_workers_warns(make_app, monkeypatch, caplog
         app = make_app(REDIS_URL="redis://127.0.0.1:1/0")
     assert app.config["RATELIMIT_STORAGE_URI"] == "redis://127.0.0.1:1/0"
     assert not caplog.records
+
+
+def test_an_unreachable_rate_limit_store_does_not_turn_stripe_away(make_app):
+    from conftest import closed_port_url
+
+    store = closed_port_url().replace("http://", "redis://") + "/0"
+    client = make_app(RATELIMIT_STORAGE_URI=store).test_client()
+    assert post(client, make_event("customer.created", customer("cus_open"))).get_json() == {"status": "processed"}
+    assert unsigned(client).status_code == 400
