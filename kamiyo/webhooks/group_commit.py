@@ -1,11 +1,13 @@
 """Group commit: new events from concurrent requests share one transaction.
 
-Each process has one writer thread. Request threads hand it their verified
-event and wait; it takes whatever has queued up (up to MAX_BATCH events),
-claims and handles them in one transaction through the write gate, commits
-once, and wakes the requests, which answer 200 only now. SQLite takes one
-writer at a time, so one commit and one pass through the gate for many events
-is where the throughput comes from.
+Leader and followers, per process: a request that finds nobody writing
+becomes the leader; requests arriving meanwhile queue up and wait. The leader
+takes what has queued (up to MAX_BATCH events, its own first), claims and
+handles them in one transaction through the write gate, commits once, wakes
+the others (who answer 200 only now) and hands the lead to the next waiting
+request, if any. SQLite takes one writer at a time, so one commit and one pass
+through the gate for many events is where the throughput comes from; no
+extra thread, and the leader's own event needs no hand-over.
 
 If anything in a batch fails (a handler raising, a copy stored by another
 worker meanwhile), the batch is rolled back and each of its events is then
@@ -17,12 +19,11 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from flask import Flask, current_app
+from flask import current_app
 
 from ..extensions import db
 
@@ -30,8 +31,6 @@ log = logging.getLogger("kamiyo.webhooks")
 
 EXTENSION = "kamiyo_webhook_group_commit"
 MAX_BATCH = 64
-IDLE_SECONDS = 30.0  # the writer thread ends after this long without work
-WAIT_SECONDS = 60.0  # a request gives up (500, Stripe retries) after this long
 
 
 @dataclass
@@ -41,49 +40,49 @@ class Pending:
     done: threading.Event = field(default_factory=threading.Event)
     result: Any = None
     error: BaseException | None = None
+    finished: bool = False
+    lead: bool = False  # set (with `done`) when this request is to write the next batch
 
 
 class GroupCommitter:
-    def __init__(self, app: Flask, apply_batch: Callable[[list[Pending]], list[Any]],
+    def __init__(self, apply_batch: Callable[[list[Pending]], list[Any]],
                  apply_one: Callable[[Pending], Any]) -> None:
-        self.app = app
         self.apply_batch = apply_batch  # all in one transaction, committed; raises on any failure
         self.apply_one = apply_one  # one event in its own transaction
         self.pid = os.getpid()
-        self._queue: queue.Queue[Pending] = queue.Queue()
+        self._queue: list[Pending] = []
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._busy = False
 
     def submit(self, event: dict[str, Any], payload: str) -> Any:
         pending = Pending(event, payload)
         with self._lock:
-            self._queue.put(pending)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="webhook-group-commit", daemon=True)
-                self._thread.start()
-        if not pending.done.wait(WAIT_SECONDS):
-            raise TimeoutError("the webhook writer did not answer in time")
+            self._queue.append(pending)
+            if not self._busy:
+                self._busy = True
+                pending.lead = True
+        if not pending.lead:
+            pending.done.wait()  # a leader always finishes: it answers or hands over
+        if not pending.finished:  # we lead: write a batch (ours first), then pass the lead on
+            self._lead()
         if pending.error is not None:
             raise pending.error
         return pending.result
 
-    def _run(self) -> None:
-        with self.app.app_context():
-            while True:
-                try:
-                    batch = [self._queue.get(timeout=IDLE_SECONDS)]
-                except queue.Empty:
-                    with self._lock:
-                        if self._queue.empty():
-                            self._thread = None
-                            return
-                    continue
-                while len(batch) < MAX_BATCH:
-                    try:
-                        batch.append(self._queue.get_nowait())
-                    except queue.Empty:
-                        break
-                self._process(batch)
+    def _lead(self) -> None:
+        with self._lock:
+            batch = self._queue[:MAX_BATCH]
+            del self._queue[:MAX_BATCH]
+        try:
+            self._process(batch)
+        finally:
+            with self._lock:
+                if self._queue:
+                    following = self._queue[0]
+                    following.lead = True
+                    following.done.set()
+                else:
+                    self._busy = False
 
     def _process(self, batch: list[Pending]) -> None:
         try:
@@ -109,6 +108,7 @@ class GroupCommitter:
             raise
         finally:
             for pending in batch:
+                pending.finished = True
                 pending.done.set()
 
 
@@ -117,5 +117,5 @@ def committer(apply_batch, apply_one) -> GroupCommitter:
     app = current_app._get_current_object()
     found = app.extensions.get(EXTENSION)
     if found is None or found.pid != os.getpid():
-        found = app.extensions[EXTENSION] = GroupCommitter(app, apply_batch, apply_one)
+        found = app.extensions[EXTENSION] = GroupCommitter(apply_batch, apply_one)
     return found
