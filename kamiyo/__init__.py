@@ -55,42 +55,35 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     # Alembic announces each of its plugins at INFO whenever it is imported.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
-    # Extensions.
+    # Extensions, and every feature's tables on the metadata.
     from .extensions import db, migrate
 
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS_DIR)
-    from . import models  # noqa: F401  (register the tables on the metadata)
+    from . import models  # noqa: F401
     from .payments import models as payments_models  # noqa: F401
-    from . import scheduler
+    from .scheduler import JobRun  # noqa: F401
     from .versioning import models as versioning_models  # noqa: F401
-    from .observability import request_context
-    from .payments import gateway
+    from .webhooks import models as webhook_models  # noqa: F401
+
+    # Request plumbing, error handlers, the core routes and commands.
+    from . import cli, health, http_errors
+    from .observability import metrics, request_context
 
     request_context.init_app(app)
-    gateway.init_app(app)
-
-    # Blueprints.
-    from . import health
-    from .observability import metrics
-    from .payments import views as payments_views
-
+    http_errors.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
-    app.register_blueprint(payments_views.bp)
-
-    # Error handlers, CLI, start-up checks.
-    from . import cli, http_errors
-
-    http_errors.init_app(app)
     cli.init_app(app)
-    from .payments.cli import payments_cli
 
-    app.cli.add_command(payments_cli)
-    scheduler.init_app(app)  # job registry, alert evaluation, `flask scheduler run`
-    from . import versioning
+    # Features: each registers its blueprint, commands, jobs and health sections.
+    from . import payments, scheduler, versioning, webhooks
 
-    versioning.init_app(app)  # weekly version check, health section, `flask stripe-version`
+    scheduler.init_app(app)  # job registry and `flask scheduler run`, before the features add jobs
+    payments.init_app(app)
+    webhooks.init_app(app)
+    versioning.init_app(app)
+
     _startup_checks(app)
     scheduler.start_in_process(app)  # only when SCHEDULER_ENABLED (see kamiyo/scheduler.py)
     return app

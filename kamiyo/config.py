@@ -51,6 +51,14 @@ DEFAULTS: dict[str, Any] = {
     # Stripe API version monitor (kamiyo/versioning): age thresholds in days.
     "VERSION_WARNING_DAYS": 180,
     "VERSION_CRITICAL_DAYS": 365,
+    # --- Stripe webhooks (kamiyo/webhooks) ---
+    "WEBHOOK_RATE_LIMIT": "30/minute",  # per client IP (Flask-Limiter syntax)
+    "WEBHOOK_RATE_LIMIT_COUNT": "failed",  # failed: only unverified requests count; all: every request
+    "WEBHOOK_TOLERANCE_SECONDS": 300,  # signature timestamp may be this old (or this far ahead)
+    "WEBHOOK_RETENTION_DAYS": 30,  # stored events older than this are purged
+    "RATE_LIMIT_ALERT_PER_HOUR": 100,  # blocked requests from one IP in an hour before alerting
+    "RATELIMIT_STORAGE_URI": None,  # None → REDIS_URL when set, else memory:// (one process only)
+    "TRUSTED_PROXY_COUNT": 0,  # proxies in front of us whose X-Forwarded-For is trusted
 }
 
 # Without these the service cannot run safely outside demo mode and tests.

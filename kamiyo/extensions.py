@@ -2,6 +2,8 @@
 
 import sqlite3
 
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData, event
@@ -25,6 +27,12 @@ class Base(DeclarativeBase):
 
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate(render_as_batch=True)
+
+# Rate limits. No default limits: each view opts in with @limiter.limit(...).
+# The client is REMOTE_ADDR, which ProxyFix rewrites only when TRUSTED_PROXY_COUNT > 0.
+# Storage comes from RATELIMIT_STORAGE_URI (see kamiyo/webhooks/limiting.py). A store
+# that is down fails open (logged): it must not turn Stripe's deliveries away.
+limiter = Limiter(key_func=get_remote_address, swallow_errors=True)
 
 
 @event.listens_for(Engine, "connect")

@@ -21,14 +21,8 @@ from devtools.localstripe_server import LocalStripe  # noqa: E402
 from kamiyo import create_app  # noqa: E402
 from kamiyo.config import DEFAULTS  # noqa: E402
 from kamiyo.extensions import db  # noqa: E402
-from tests.support import closed_port_url, free_port  # noqa: E402
+from tests.support import TEST_SECRETS, closed_port_url, free_port  # noqa: E402
 
-TEST_SECRETS = {
-    "SECRET_KEY": "test-secret-key",
-    "STRIPE_SECRET_KEY": "sk_test_kamiyo_tests",
-    "STRIPE_PUBLISHABLE_KEY": "pk_test_kamiyo_tests",
-    "STRIPE_WEBHOOK_SECRET": "whsec_kamiyo_tests",
-}
 
 
 @pytest.fixture(autouse=True)
@@ -198,3 +192,15 @@ def serve_app():
     for server, thread in servers:
         server.shutdown()
         thread.join(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def plan_id(localstripe_url):
+    """A recurring plan in localstripe (its stand-in for a Price)."""
+    import stripe
+
+    client = stripe.StripeClient("sk_test_setup", base_addresses={"api": localstripe_url}, max_network_retries=0)
+    product = client.v1.products.create(params={"name": "Kamiyo Pro"})
+    plan = client.v1.plans.create(params={"product": product.id, "amount": 2900, "currency": "usd",
+                                          "interval": "month", "id": "price_kamiyo_pro_monthly"})
+    return plan.id

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import socket
 
+# The secrets every test app is configured with.
+TEST_SECRETS = {
+    "SECRET_KEY": "test-secret-key",
+    "STRIPE_SECRET_KEY": "sk_test_kamiyo_tests",
+    "STRIPE_PUBLISHABLE_KEY": "pk_test_kamiyo_tests",
+    "STRIPE_WEBHOOK_SECRET": "whsec_kamiyo_tests",
+}
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -14,3 +22,11 @@ def free_port() -> int:
 def closed_port_url() -> str:
     """A loopback URL nobody listens on (connection refused at once)."""
     return f"http://127.0.0.1:{free_port()}"
+
+
+def make_key(app) -> dict[str, str]:
+    from kamiyo.api_keys import create_api_key
+
+    with app.app_context():
+        _, plaintext = create_api_key("tests")
+    return {"Authorization": f"Bearer {plaintext}"}

@@ -88,14 +88,14 @@ def create_customer(user_id: str, email: str, name: str | None) -> Result[Custom
     try:
         customer = _adopt_customer(op, stripe_customer, user_id)
     except IntegrityError:
-        # `payments reconcile` adopted the same Stripe customer meanwhile: use its row.
+        # Its customer.created webhook (or `payments reconcile`) stored the row first: use it.
         db.session.rollback()
         customer = db.session.scalar(select(Customer).where(Customer.stripe_customer_id == stripe_customer["id"]))
         if customer is None:
             raise
+        log.info("customer %s was stored by its webhook or reconcile first; using it", customer.id)
         idempotency.succeed(db.session.get(PaymentOperation, op.id), customer.id)
         db.session.commit()
-        return Result(customer, created=False)
     metrics.PAYMENT_OPERATIONS.labels(operation="customer.create", outcome="created").inc()
     log.info("customer created", extra={"customer_id": customer.id, "stripe_customer_id": customer.stripe_customer_id})
     return Result(customer, created=True)
@@ -221,7 +221,19 @@ def create_subscription(customer_id: int, price_id: str, tier: str,
     subscription = Subscription(customer_id=customer.id, price_id=price_id, tier=tier, status=stripe_sub["status"],
                                 stripe_subscription_id=stripe_sub["id"], current_period_end=_period_end(stripe_sub))
     db.session.add(subscription)
-    db.session.flush()
+    try:
+        db.session.flush()
+    except IntegrityError:
+        # Stripe's customer.subscription.created webhook can arrive before Stripe's
+        # answer to us, and its handler stores the row first: complete that row.
+        db.session.rollback()
+        subscription = db.session.scalar(select(Subscription).where(
+            Subscription.stripe_subscription_id == stripe_sub["id"]))
+        if subscription is None:
+            raise
+        subscription.price_id, subscription.tier = price_id, tier
+        op = db.session.get(PaymentOperation, op.id)
+        log.info("subscription %s was stored by its webhook first; completed it", subscription.id)
     idempotency.succeed(op, subscription.id)
     db.session.commit()
     metrics.PAYMENT_OPERATIONS.labels(operation="subscription.create", outcome="created").inc()

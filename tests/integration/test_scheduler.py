@@ -167,7 +167,7 @@ def test_never_twice_in_one_process(make_app):
     assert os.getpid() in scheduler._started
     running = scheduler._started[os.getpid()]
     assert running.running and {j.id for j in running.get_jobs()} == {
-        VERSION_CHECK_JOB, scheduler.ALERT_EVALUATION_JOB, scheduler.PRUNE_JOB}
+        VERSION_CHECK_JOB, scheduler.ALERT_EVALUATION_JOB, scheduler.PRUNE_JOB, "webhook-purge"}
     make_app(SCHEDULER_ENABLED=True)
     assert scheduler.start_in_process(first) is None
     assert scheduler._started[os.getpid()] is running
@@ -200,7 +200,7 @@ def test_flask_scheduler_run_starts_and_stops_cleanly(app_config, tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().startswith("Scheduler running (Europe/Copenhagen)")
-        lines = [proc.stdout.readline() for _ in range(3)]  # one line per job
+        lines = [proc.stdout.readline() for _ in range(4)]  # one line per job
         assert any(line.split()[0] == VERSION_CHECK_JOB and "T09:00:00+0" in line for line in lines), lines
     finally:
         proc.send_signal(signal.SIGTERM)

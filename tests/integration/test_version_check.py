@@ -14,14 +14,13 @@ from pathlib import Path
 import pytest
 import time_machine
 from flask import Flask, jsonify, request
-from sqlalchemy import Column, Integer, MetaData, String, Table
 
 from kamiyo.extensions import db
-from kamiyo.models import UTCDateTime
 from kamiyo.versioning.jobs import run_version_check, version_alert_check
 from kamiyo.versioning.models import VersionCheck
 from kamiyo.versioning.monitor import LIBRARY_API_VERSION, parse_version
-from kamiyo.versioning.observed import register_event_version_source, table_event_version_source
+from kamiyo.versioning.observed import register_event_version_source
+from kamiyo.webhooks.models import WebhookEvent
 
 ROOT = Path(__file__).resolve().parents[2]
 UTC = dt.timezone.utc
@@ -92,22 +91,15 @@ def test_cli_with_stripe_unreachable_still_answers(app):
 # --- mismatches -------------------------------------------------------------------------
 
 def events_table_source(app):
-    """The webhook inbox is another branch: a real table made only for this test."""
-    meta = MetaData()
-    events = Table("webhook_events", meta,
-                   Column("id", Integer, primary_key=True), Column("event_id", String(255), unique=True),
-                   Column("type", String(255)), Column("api_version", String(64)),
-                   Column("received_at", UTCDateTime()))
-    with app.app_context():
-        meta.create_all(db.engine)
-
-    register_event_version_source(app, table_event_version_source(events))
+    """Events in the real webhook inbox (the app reads their versions from it)."""
 
     def add(event_id: str, api_version: str, days_ago: int) -> None:
-        with app.app_context(), db.engine.begin() as connection:
-            connection.execute(events.insert().values(
-                event_id=event_id, type="customer.updated", api_version=api_version,
-                received_at=LIBRARY_DATE + dt.timedelta(days=30 - days_ago)))
+        received = LIBRARY_DATE + dt.timedelta(days=30 - days_ago)
+        with app.app_context():
+            db.session.add(WebhookEvent(event_id=event_id, type="customer.updated", api_version=api_version,
+                                        livemode=False, created=received, received_at=received,
+                                        status="processed", payload="{}"))
+            db.session.commit()
     return add
 
 
@@ -264,8 +256,10 @@ def test_event_sources_are_summed_and_none_means_unverified(make_app):
     app = make_app()
     since = dt.datetime(2026, 11, 1, tzinfo=UTC)
     with app.app_context():
-        from kamiyo.versioning.observed import webhook_event_versions
+        from kamiyo.versioning.observed import EVENT_SOURCES_KEY, webhook_event_versions
 
+        assert webhook_event_versions(since) == {}  # the inbox is wired, and empty
+        app.extensions[EVENT_SOURCES_KEY] = []
         assert webhook_event_versions(since) is None
         register_event_version_source(app, lambda s: {"2024-09-30.acacia": 2} if s == since else {})
         register_event_version_source(app, lambda s: {"2024-09-30.acacia": 1, LIBRARY_API_VERSION: 4})
@@ -292,7 +286,7 @@ def test_a_broken_event_source_leaves_events_unverified(make_app):
     def missing_table(since):
         from sqlalchemy import text
 
-        return dict(db.session.execute(text("SELECT api_version, count(*) FROM webhook_events GROUP BY 1")).all())
+        return dict(db.session.execute(text("SELECT api_version, count(*) FROM no_such_table GROUP BY 1")).all())
 
     register_event_version_source(app, missing_table)
     with travel(30), app.app_context():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import stripe
 
+from tests.support import make_key  # noqa: F401  (re-exported for the payments tests)
+
 FAST_RETRIES = {"STRIPE_RETRY_MIN_WAIT": 0.01, "STRIPE_RETRY_MAX_WAIT": 0.02, "STRIPE_TIMEOUT_SECONDS": 5.0}
 
 
@@ -24,14 +26,6 @@ def assert_contract(proxy, contract) -> None:
         if sent.method == "POST":
             problems += [f"{sent.method} {sent.path}: {p}" for p in contract.validate(sent.method, sent.path, sent.form)]
     assert not problems, "requests that break Stripe's API contract:\n" + "\n".join(problems)
-
-
-def make_key(app) -> dict[str, str]:
-    from kamiyo.api_keys import create_api_key
-
-    with app.app_context():
-        _, plaintext = create_api_key("tests")
-    return {"Authorization": f"Bearer {plaintext}"}
 
 
 @pytest.fixture
@@ -63,13 +57,3 @@ def localstripe(localstripe_url):
 def stripe_customers_for(localstripe, user_id: str) -> list:
     return [c for c in localstripe.v1.customers.list(params={"limit": 100}).auto_paging_iter()
             if (c.to_dict().get("metadata") or {}).get("kamiyo_user_id") == user_id]
-
-
-@pytest.fixture(scope="session")
-def plan_id(localstripe_url):
-    """A recurring plan in localstripe (its stand-in for a Price)."""
-    client = stripe.StripeClient("sk_test_setup", base_addresses={"api": localstripe_url}, max_network_retries=0)
-    product = client.v1.products.create(params={"name": "Kamiyo Pro"})
-    plan = client.v1.plans.create(params={"product": product.id, "amount": 2900, "currency": "usd",
-                                          "interval": "month", "id": "price_kamiyo_pro_monthly"})
-    return plan.id

@@ -1,0 +1,251 @@
+"""Webhook intake throughput against a bare route on the same gunicorn.
+
+2 workers (gthread, the production config), SQLite in WAL mode, 32 concurrent
+keep-alive clients on loopback. Three phases of PHASE_SECONDS each:
+  bare        GET /bench/bare (the same app, a route that does nothing)
+  new         verified events never seen before, stored and handled
+              (half customer.subscription.updated on known rows, half payment_intent.succeeded)
+  duplicates  verified events already processed
+Prints requests/s, p99 latency and the ratios to the bare route.
+Run: make bench BENCH=webhooks (or python -m bench webhooks).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.client
+import json
+import multiprocessing
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLIENT_PROCESSES = 4
+THREADS_PER_PROCESS = 8  # 32 concurrent clients
+PHASE_SECONDS = float(os.environ.get("BENCH_PHASE_SECONDS", "3"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "4"))
+WARMUP_SECONDS = 0.5
+SECRET = "whsec_bench_" + uuid.uuid4().hex
+SUBSCRIPTIONS = 200
+DUPLICATE_POOL = 200
+TARGETS = {"new": 0.5, "duplicates": 0.6}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _event(n: int) -> dict:
+    now = int(time.time())
+    if n % 2:
+        sub = n % SUBSCRIPTIONS
+        obj = {"id": f"sub_bench_{sub}", "object": "subscription", "customer": f"cus_bench_{sub}",
+               "status": "active", "items": {"data": [{"price": {"id": "price_bench"}, "current_period_end": now + 86400}]}}
+        kind = "customer.subscription.updated"
+    else:
+        obj = {"id": f"pi_{uuid.uuid4().hex}", "object": "payment_intent", "customer": "cus_bench_1",
+               "amount": 1900, "amount_received": 1900, "currency": "usd"}
+        kind = "payment_intent.succeeded"
+    # Real timestamps: updates within one second all apply (created < updated < deleted only).
+    return {"id": f"evt_{uuid.uuid4().hex}", "object": "event", "type": kind, "created": now,
+            "api_version": "2026-10-28.endive", "livemode": False, "data": {"object": obj}}
+
+
+def _signed(event: dict) -> tuple[bytes, dict]:
+    body = json.dumps(event).encode()
+    t = int(time.time())
+    sig = hmac.new(SECRET.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return body, {"Stripe-Signature": f"t={t},v1={sig}", "Content-Type": "application/json"}
+
+
+def _client_process(port: int, phase: str, duplicates: list, seed: int, out) -> None:
+    stop_at = time.monotonic() + WARMUP_SECONDS + PHASE_SECONDS
+    measure_from = time.monotonic() + WARMUP_SECONDS
+    results: list[list[float]] = []
+    errors: list[str] = []
+    counter = iter(range(seed * 10_000_000, (seed + 1) * 10_000_000))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        latencies: list[float] = []
+        rnd = random.Random()
+        while True:
+            now = time.monotonic()
+            if now >= stop_at:
+                break
+            if phase == "bare":
+                method, path, body, headers, expect = "GET", "/bench/bare", None, {}, b'"ok"'
+            elif phase == "new":
+                with lock:
+                    n = next(counter)
+                body, headers = _signed(_event(n))
+                method, path, expect = "POST", "/api/v1/webhooks/stripe", b'"processed"'
+            else:
+                body, headers = rnd.choice(duplicates)
+                method, path, expect = "POST", "/api/v1/webhooks/stripe", b'"duplicate"'
+            started = time.perf_counter()
+            conn.request(method, path, body=body, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+            elapsed = time.perf_counter() - started
+            if response.status != 200 or expect not in data:
+                errors.append(f"{response.status} {data[:120]!r}")
+            if now >= measure_from:
+                latencies.append(elapsed)
+        conn.close()
+        with lock:
+            results.append(latencies)
+
+    threads = [threading.Thread(target=worker) for _ in range(THREADS_PER_PROCESS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    out.put(([x for r in results for x in r], errors[:5], len(errors)))
+
+
+def _run_phase(port: int, phase: str, duplicates: list) -> dict:
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_client_process, args=(port, phase, duplicates, i, out))
+             for i in range(CLIENT_PROCESSES)]
+    for proc in procs:
+        proc.start()
+    latencies, errors, error_count = [], [], 0
+    for _ in procs:
+        lat, errs, count = out.get(timeout=PHASE_SECONDS * 10)
+        latencies += lat
+        errors += errs
+        error_count += count
+    for proc in procs:
+        proc.join()
+    return {"latencies": latencies, "errors": error_count, "error_samples": errors[:3]}
+
+
+def _server_cpu_seconds(master_pid: int) -> float:
+    """User + system CPU of gunicorn's workers (from /proc), to report CPU per request."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == master_pid:  # ppid
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _combine(runs: list[dict]) -> dict:
+    latencies = sorted(x for run in runs for x in run["latencies"])
+    return {"rps": len(latencies) / (PHASE_SECONDS * len(runs)),
+            "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000 if latencies else float("nan"),
+            "errors": sum(run["errors"] for run in runs),
+            # CPU per answered request (warm-up requests included in both: a slight overestimate).
+            "cpu_us": sum(run["server_cpu"] for run in runs) / max(1, len(latencies)) * 1e6,
+            "error_samples": [s for run in runs for s in run["error_samples"]][:3]}
+
+
+def _seed(env: dict) -> None:
+    """Migrate, then add the customers and subscriptions the update events refer to."""
+    flask = Path(sys.executable).with_name("flask")
+    subprocess.run([flask, "--app", "wsgi", "db", "upgrade"], cwd=ROOT, env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    code = (
+        "from kamiyo import create_app\n"
+        "from kamiyo.extensions import db\n"
+        "from kamiyo.models import Customer, Subscription\n"
+        "app = create_app()\n"
+        "with app.app_context():\n"
+        f"    for n in range({SUBSCRIPTIONS}):\n"
+        "        c = Customer(user_id=f'bench-{n}', email='b@example.com', stripe_customer_id=f'cus_bench_{n}')\n"
+        "        db.session.add(Subscription(customer=c, price_id='price_bench', tier='pro', status='active',\n"
+        "                                    stripe_subscription_id=f'sub_bench_{n}'))\n"
+        "    db.session.commit()\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _wait_ready(port: int, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit("gunicorn exited:\n" + log.read_text()[-2000:])
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/bench/bare")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("gunicorn did not start")
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="kamiyo-bench-") as tmp:
+        port = _free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("KAMIYO_", "STRIPE_", "DATABASE_", "REDIS_"))}
+        env.update(KAMIYO_INSTANCE_PATH=tmp, DATABASE_URL=f"sqlite:///{tmp}/kamiyo.db", SECRET_KEY="bench",
+                   STRIPE_SECRET_KEY="sk_test_bench", STRIPE_WEBHOOK_SECRET=SECRET, PORT=str(port),
+                   WEB_CONCURRENCY="2", LOG_LEVEL="INFO")
+        _seed(env)
+        log = Path(tmp) / "gunicorn.log"
+        with open(log, "w") as log_file:
+            server = subprocess.Popen(
+                [Path(sys.executable).with_name("gunicorn"), "-c", "gunicorn.conf.py", "bench.bare_wsgi:app"],
+                cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+            try:
+                _wait_ready(port, server, log)
+                duplicates = []
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                for n in range(DUPLICATE_POOL):
+                    body, headers = _signed(_event(n))
+                    conn.request("POST", "/api/v1/webhooks/stripe", body=body, headers=headers)
+                    assert b'"processed"' in conn.getresponse().read()
+                    duplicates.append((body, headers))
+                conn.close()
+                print(f"gunicorn: 2 workers x {os.environ.get('GUNICORN_THREADS', '8')} threads, SQLite (WAL); "
+                      f"{CLIENT_PROCESSES * THREADS_PER_PROCESS} keep-alive clients; {ROUNDS} rounds of {PHASE_SECONDS:.0f} s per phase",
+                      flush=True)
+                # Short rounds, phases interleaved: load from elsewhere on the machine hits all three alike.
+                totals = {phase: [] for phase in ("bare", "new", "duplicates")}
+                for _ in range(ROUNDS):
+                    for phase in totals:
+                        cpu_before = _server_cpu_seconds(server.pid)
+                        run = _run_phase(port, phase, duplicates)
+                        run["server_cpu"] = _server_cpu_seconds(server.pid) - cpu_before
+                        totals[phase].append(run)
+                results = {phase: _combine(runs) for phase, runs in totals.items()}
+            finally:
+                server.terminate()
+                server.wait(timeout=30)
+    base = results["bare"]["rps"]
+    print(f"{'phase':<38}{'req/s':>8}{'p99 ms':>9}{'ratio':>7}{'server CPU/req':>16}  target")
+    labels = {"bare": "bare route", "new": "verified new events (stored+handled)",
+              "duplicates": "verified duplicates"}
+    for phase, result in results.items():
+        target = f">= {TARGETS[phase]}" if phase in TARGETS else ""
+        print(f"{labels[phase]:<38}{result['rps']:>8.0f}{result['p99_ms']:>9.1f}{result['rps'] / base:>7.2f}"
+              f"{result['cpu_us']:>13.0f} us  {target}")
+        if result["errors"]:
+            print(f"  !! {result['errors']} unexpected answers, e.g. {result['error_samples']}")
+    print(f"ratios: new {results['new']['rps'] / base:.2f}, duplicates {results['duplicates']['rps'] / base:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+"""Stripe webhooks: verified, rate-limited, deduplicated, durable and replayable."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    from .. import scheduler
+    from ..versioning.observed import register_event_version_source, table_event_version_source
+    from . import cli, limiting, views
+    from .inbox import purge_expired_events
+    from .models import WebhookEvent
+
+    limiting.init_app(app)  # Flask-Limiter storage, trusted proxies, 429 answer
+    app.register_blueprint(views.bp)
+    cli.init_app(app)
+    # The inbox keeps events WEBHOOK_RETENTION_DAYS (30): purged once a day.
+    scheduler.register_job(app, "webhook-purge", scheduler.daily_trigger(app.config["SCHEDULER_TIMEZONE"]),
+                           purge_expired_events, scheduler.day)
+    # The version check compares the api_version of recent events with ours.
+    register_event_version_source(app, table_event_version_source(WebhookEvent.__table__))

@@ -1,0 +1,44 @@
+"""flask --app wsgi webhooks replay EVENT_ID | --failed"""
+
+from __future__ import annotations
+
+import click
+from flask import Flask
+from flask.cli import AppGroup
+
+from . import inbox
+
+
+@click.group("webhooks", cls=AppGroup, help="Stored Stripe webhook events.")
+def webhooks_cli() -> None:
+    pass
+
+
+@webhooks_cli.command("replay")
+@click.argument("event_id", required=False)
+@click.option("--failed", is_flag=True, help="Replay every event whose last attempt failed.")
+def replay(event_id: str | None, failed: bool) -> None:
+    """Run stored events through their handler again and print what happened."""
+    if bool(event_id) == failed:
+        raise click.UsageError("give either EVENT_ID or --failed")
+    event_ids = inbox.failed_event_ids() if failed else [event_id]
+    if not event_ids:
+        click.echo("No failed events.")
+        return
+    failures = 0
+    for ident in event_ids:
+        try:
+            result = inbox.replay(ident)
+            click.echo(f"{ident}: {result.status} (attempt {result.attempts}): {result.note}")
+        except LookupError:
+            failures += 1
+            click.echo(f"{ident}: not stored (unknown id, or purged)")
+        except inbox.HandlerFailed:
+            failures += 1
+            click.echo(f"{ident}: failed again (see the log; the error is stored on the event)")
+    if failures:
+        raise click.exceptions.Exit(1)
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(webhooks_cli)

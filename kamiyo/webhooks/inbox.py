@@ -1,0 +1,271 @@
+"""The event inbox: each Stripe event is handled once, durably.
+
+Every event gets a row in `webhook_events`, unique on Stripe's event id (the
+claim), written in the same transaction as the handler's writes: both land or
+neither. 2xx is answered only after that commit.
+
+- Duplicates take a cheap path: one indexed read of the status, no write.
+- New events go to the worker's group committer (group_commit.py): events that
+  arrive together are claimed and handled in one transaction, through the
+  SQLite write gate (write_gate.py).
+- A handler that raises rolls back; the failure is then written in a
+  transaction of its own (status `failed`, attempts, sanitised error) and the
+  request answers 500. The next delivery takes the failed row again with a
+  conditional UPDATE; a concurrent copy finds the row and is a duplicate.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from ..extensions import db
+from ..models import utcnow
+from ..observability.logging import redact
+from . import group_commit, handlers, metrics
+from .models import WebhookEvent
+from .write_gate import write_gate
+
+log = logging.getLogger("kamiyo.webhooks")
+
+DUPLICATE = "duplicate"
+DONE = (handlers.PROCESSED, handlers.IGNORED)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+class HandlerFailed(Exception):
+    """The handler raised; the event is stored as failed and Stripe should retry."""
+
+
+@dataclass(frozen=True)
+class Received:
+    status: str  # processed | ignored | duplicate
+    note: str
+    attempts: int = 0
+
+
+def sanitise_error(exc: BaseException) -> str:
+    """Error text fit for the table and the dashboard: no secrets, one line, bounded."""
+    text = _CONTROL.sub(" ", f"{type(exc).__name__}: {exc}")
+    return redact(text)[:500]
+
+
+# Built once: the hot path runs these on every delivery (SQLAlchemy caches their compiled form).
+_events = WebhookEvent.__table__
+_STATUS = select(_events.c.status).where(_events.c.event_id == bindparam("event_id"))
+_INSERT = insert(_events)
+_SET_STATUS = update(_events).where(_events.c.event_id == bindparam("b_event_id")).values(
+    status=bindparam("b_status"))
+
+
+_status_sql: dict[str, tuple[str, bool]] = {}
+
+
+def _status(event_id: str) -> str | None:
+    """The stored status of an event: the duplicate check on every delivery.
+
+    A pooled DB-API connection and the statement SQLAlchemy compiled for this
+    database, so the read costs a tenth of a Session round trip; it reads
+    committed data only and writes nothing.
+    """
+    engine = db.engine
+    if engine.dialect.name not in _status_sql:
+        compiled = _STATUS.compile(dialect=engine.dialect)
+        _status_sql[engine.dialect.name] = (str(compiled), bool(compiled.positiontup))
+    sql, positional = _status_sql[engine.dialect.name]
+    connection = engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        cursor.execute(sql, (event_id,) if positional else {"event_id": event_id})
+        row = cursor.fetchone()
+        cursor.close()
+    finally:
+        connection.close()  # back to the pool (which rolls back: nothing to undo)
+    return row[0] if row else None
+
+
+def _object_id(event: dict[str, Any]) -> str | None:
+    value = event["data"]["object"].get("id")
+    return value[:255] if isinstance(value, str) else None
+
+
+def _claim_row(event: dict[str, Any], payload: str, now: dt.datetime, status: str) -> dict[str, Any]:
+    api_version = event.get("api_version")
+    return {
+            "event_id": event["id"],
+            "type": event["type"],
+            "api_version": api_version[:64] if isinstance(api_version, str) else None,
+            "livemode": bool(event.get("livemode")),
+            "object_id": _object_id(event),
+            "created": handlers.event_time(event),
+            "received_at": now,
+            "processed_at": now,
+            "status": status,  # the handler may still change it before the commit
+            "attempts": 1,
+            "last_error": None,
+            "payload": payload,
+    }
+
+
+def _insert_claim(event: dict[str, Any], payload: str, now: dt.datetime, status: str) -> bool:
+    try:
+        db.session.connection().execute(_INSERT, _claim_row(event, payload, now, status))
+        return True
+    except IntegrityError:
+        db.session.rollback()
+        return False
+
+
+def _reclaim(event_id: str, now: dt.datetime, only_failed: bool) -> int | None:
+    """Take a stored event for another attempt; returns the attempt number or None."""
+    condition = WebhookEvent.event_id == event_id
+    if only_failed:
+        condition = condition & (WebhookEvent.status == "failed")
+    attempts = db.session.execute(
+        update(WebhookEvent).where(condition)
+        .values(attempts=WebhookEvent.attempts + 1, processed_at=now, status=handlers.PROCESSED)
+        .returning(WebhookEvent.attempts)
+    ).scalar()
+    if attempts is None:
+        db.session.rollback()
+    return attempts
+
+
+def _record_failure(event: dict[str, Any], payload: str, exc: BaseException) -> None:
+    """In its own transaction: the failed attempt stays visible after the rollback."""
+    error = sanitise_error(exc)
+    now = utcnow()
+    if _insert_claim(event, payload, now, "failed"):
+        db.session.execute(update(WebhookEvent).where(WebhookEvent.event_id == event["id"])
+                           .values(processed_at=None, last_error=error))
+    else:
+        # Stored already: count the attempt, unless a concurrent copy succeeded meanwhile.
+        db.session.execute(update(WebhookEvent)
+                           .where(WebhookEvent.event_id == event["id"], WebhookEvent.status == "failed")
+                           .values(attempts=WebhookEvent.attempts + 1, last_error=error))
+    db.session.commit()
+
+
+def _handle(event: dict[str, Any], payload: str, attempt: int, expected: str) -> Received:
+    try:
+        result = handlers.dispatch(event)
+        if result.status != expected:
+            db.session.connection().execute(_SET_STATUS, {"b_event_id": event["id"], "b_status": result.status})
+        db.session.commit()
+    except Exception as exc:
+        db.session.rollback()
+        log.error("webhook %s (%s) failed on attempt %d: %s", event["id"], event["type"], attempt,
+                  sanitise_error(exc), exc_info=True)
+        _record_failure(event, payload, exc)
+        metrics.EVENTS.labels("failed").inc()
+        raise HandlerFailed(event["id"]) from exc
+    metrics.EVENTS.labels(result.status).inc()
+    return Received(result.status, result.note, attempt)
+
+
+def _receive_one(event: dict[str, Any], payload: str) -> Received:
+    """One event in its own transaction; the caller holds the write gate."""
+    now = utcnow()
+    expected = handlers.expected_status(event)
+    attempt = 1 if _insert_claim(event, payload, now, expected) else None
+    if attempt is None:
+        # Stored meanwhile (a concurrent copy) or failed before: only a failed one is taken again.
+        attempt = _reclaim(event["id"], now, only_failed=True)
+        expected = handlers.PROCESSED
+        if attempt is None:
+            metrics.EVENTS.labels(DUPLICATE).inc()
+            return Received(DUPLICATE, "already handled")
+    return _handle(event, payload, attempt, expected)
+
+
+def _apply_batch(batch: list[group_commit.Pending]) -> list[Received]:
+    """Claim and handle new events in one transaction; raises (nothing committed) on any failure."""
+    now = utcnow()
+    connection = db.session.connection()
+    seen: set[str] = set()
+    with write_gate().held():
+        try:
+            fresh: list[tuple[group_commit.Pending, str]] = []
+            for pending in batch:
+                if pending.event["id"] not in seen:  # two copies in one batch: the second is a duplicate
+                    seen.add(pending.event["id"])
+                    fresh.append((pending, handlers.expected_status(pending.event)))
+            # All claims in one statement; a copy stored meanwhile by another worker fails it all.
+            connection.execute(_INSERT, [_claim_row(p.event, p.payload, now, expected) for p, expected in fresh])
+            outcome: dict[str, Received] = {}
+            for pending, expected in fresh:
+                event = pending.event
+                result = handlers.dispatch(event)
+                if result.status != expected:
+                    connection.execute(_SET_STATUS, {"b_event_id": event["id"], "b_status": result.status})
+                outcome[event["id"]] = Received(result.status, result.note, 1)
+            db.session.commit()
+            results = [outcome.pop(p.event["id"], None) or Received(DUPLICATE, "already handled") for p in batch]
+        except Exception:
+            db.session.rollback()  # inside the gate: SQLite's write lock goes with it
+            raise
+    for result in results:
+        metrics.EVENTS.labels(result.status).inc()
+    return results
+
+
+def _apply_one(pending: group_commit.Pending) -> Received:
+    with write_gate().held():
+        return _receive_one(pending.event, pending.payload)
+
+
+def receive(event: dict[str, Any], payload: str) -> Received:
+    """Store and handle a verified event, once. Raises HandlerFailed."""
+    status = _status(event["id"])
+    if status in DONE:
+        metrics.EVENTS.labels(DUPLICATE).inc()
+        return Received(DUPLICATE, "already handled")
+    started = time.perf_counter()
+    try:
+        if status is None:
+            return group_commit.committer(_apply_batch, _apply_one).submit(event, payload)
+        with write_gate().held():  # failed before: this delivery is the retry
+            return _receive_one(event, payload)
+    finally:
+        metrics.HANDLING_SECONDS.observe(time.perf_counter() - started)
+
+
+def replay(event_id: str) -> Received:
+    """Run a stored event through its handler again. Raises LookupError, HandlerFailed."""
+    row = db.session.execute(select(WebhookEvent.payload).where(WebhookEvent.event_id == event_id)).scalar()
+    db.session.rollback()  # end the read before the write transaction begins
+    if row is None:
+        raise LookupError(event_id)
+    event = json.loads(row)
+    with write_gate().held():
+        attempt = _reclaim(event_id, utcnow(), only_failed=False)
+        if attempt is None:  # purged meanwhile
+            raise LookupError(event_id)
+        return _handle(event, row, attempt, handlers.PROCESSED)
+
+
+def failed_event_ids() -> list[str]:
+    return list(db.session.scalars(
+        select(WebhookEvent.event_id).where(WebhookEvent.status == "failed").order_by(WebhookEvent.created)))
+
+
+def purge_expired_events(now: dt.datetime | None = None) -> int:
+    """Delete events received more than WEBHOOK_RETENTION_DAYS ago; returns how many.
+
+    30 days by default: longer than Stripe's 3-day retry window, as long as
+    Stripe's own Events API keeps them.
+    """
+    cutoff = (now or utcnow()) - dt.timedelta(days=int(current_app.config["WEBHOOK_RETENTION_DAYS"]))
+    deleted = db.session.execute(delete(WebhookEvent).where(WebhookEvent.received_at < cutoff)).rowcount
+    db.session.commit()
+    log.info("purged %d webhook events received before %s", deleted, cutoff.isoformat())
+    return deleted

@@ -1,0 +1,74 @@
+"""Tables of the webhook intake: the event inbox, blocked requests, payment outcomes."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Optional
+
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ..extensions import db
+from ..models import UTCDateTime, utcnow
+
+EVENT_STATUSES = ("processed", "ignored", "failed")
+
+
+class WebhookEvent(db.Model):
+    """One row per Stripe event id: the de-duplication guard and the replay store.
+
+    A row becomes visible only together with the handler's writes (same
+    transaction), or as `failed` when the handler raised.
+    """
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (
+        CheckConstraint("status IN ('processed', 'ignored', 'failed')", name="status"),
+        Index("ix_webhook_events_received_at", "received_at"),
+        Index("ix_webhook_events_object_id", "object_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(255), unique=True, nullable=False)
+    type: Mapped[str] = mapped_column(String(128), nullable=False)
+    api_version: Mapped[Optional[str]] = mapped_column(String(64))
+    livemode: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # The Stripe object the event is about (data.object.id): the out-of-order guard.
+    object_id: Mapped[Optional[str]] = mapped_column(String(255))
+    created: Mapped[dt.datetime] = mapped_column(UTCDateTime(), nullable=False)  # Stripe's event time
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    processed_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    last_error: Mapped[Optional[str]] = mapped_column(String(500))
+    payload: Mapped[str] = mapped_column(Text, nullable=False)  # the verified body, as received
+
+
+class RateLimitViolation(db.Model):
+    """A request the rate limit blocked."""
+
+    __tablename__ = "rate_limit_violations"
+    __table_args__ = (Index("ix_rate_limit_violations_client_ip_occurred_at", "client_ip", "occurred_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client_ip: Mapped[str] = mapped_column(String(64), nullable=False)
+    user_agent: Mapped[str] = mapped_column(String(256), nullable=False, default="")
+    endpoint: Mapped[str] = mapped_column(String(255), nullable=False)
+    limit: Mapped[str] = mapped_column(String(64), nullable=False)
+    occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False, index=True)
+
+
+class PaymentOutcome(db.Model):
+    """The latest known outcome of one payment (payment intent, or invoice without one)."""
+
+    __tablename__ = "payment_outcomes"
+    __table_args__ = (CheckConstraint("outcome IN ('succeeded', 'failed')", name="outcome"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    stripe_object_id: Mapped[str] = mapped_column(String(255), unique=True, nullable=False)
+    stripe_customer_id: Mapped[Optional[str]] = mapped_column(String(255))
+    amount: Mapped[Optional[int]] = mapped_column(BigInteger)  # in the currency's smallest unit
+    currency: Mapped[Optional[str]] = mapped_column(String(3))
+    outcome: Mapped[str] = mapped_column(String(16), nullable=False)
+    failure_code: Mapped[Optional[str]] = mapped_column(String(64))
+    occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), nullable=False, index=True)

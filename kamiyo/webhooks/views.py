@@ -1,0 +1,57 @@
+"""POST /api/v1/webhooks/stripe: Stripe's deliveries. No API key: the signature is the credential.
+
+rate limit → body size (413) → signature on the raw bytes → inbox → handler → answer.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, current_app, g, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from ..extensions import limiter
+from ..http_errors import ApiError
+from . import inbox, metrics
+from .limiting import counts_against_limit, record_violation, webhook_limit
+from .verify import VerificationError, verify_event
+
+log = logging.getLogger("kamiyo.webhooks")
+
+bp = Blueprint("webhooks", __name__, url_prefix="/api/v1/webhooks")
+# On the blueprint rather than the view: checked once, in before_request, before the body is read.
+limiter.limit(webhook_limit, deduct_when=counts_against_limit, on_breach=record_violation)(bp)
+
+
+def _refused(reason: str, detail: str) -> None:
+    # Counted by the rate limit (unless WEBHOOK_RATE_LIMIT_COUNT=all counts everything anyway).
+    g.webhook_refused = True
+    metrics.REJECTED.labels(reason).inc()
+    log.warning("webhook refused: %s", detail, extra={"client_ip": request.remote_addr})
+
+
+@bp.post("/stripe")
+def stripe_webhook():
+    try:
+        payload = request.get_data(cache=False)  # MAX_CONTENT_LENGTH (1 MiB) → 413
+    except RequestEntityTooLarge:
+        _refused("too_large", "body larger than MAX_CONTENT_LENGTH")
+        raise
+    try:
+        event = verify_event(payload, request.headers.get("Stripe-Signature"),
+                             current_app.config["STRIPE_WEBHOOK_SECRETS"],
+                             int(current_app.config["WEBHOOK_TOLERANCE_SECONDS"]))
+    except VerificationError as exc:
+        _refused("malformed" if "JSON" in exc.reason or "event" in exc.reason else "signature", exc.reason)
+        # Generic on purpose: the reason would help a forger; it is in our log.
+        raise ApiError(400, "invalid_webhook", "The webhook could not be verified.",
+                       "Send events signed by Stripe with the endpoint's signing secret.") from None
+    try:
+        received = inbox.receive(event, payload.decode("utf-8"))
+    except inbox.HandlerFailed:
+        raise ApiError(500, "webhook_failed", "The event could not be processed.",
+                       "Stripe retries the delivery; nothing to do.") from None
+    if received.status != inbox.DUPLICATE:
+        log.debug("webhook %s %s: %s", event["id"], event["type"], received.status,
+                 extra={"event_id": event["id"], "event_type": event["type"], "outcome": received.status})
+    return jsonify(status=received.status)

@@ -1,0 +1,131 @@
+"""The seed's P1-4: 30 requests per minute per IP, 429 with Retry-After, violations recorded."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from flask import Flask, request
+
+from tests.webhooks.stripe_signing import URL, customer, make_event, post
+from kamiyo.extensions import db
+from kamiyo.webhooks import metrics
+from kamiyo.webhooks.models import RateLimitViolation
+from kamiyo.models import AlertSent
+
+
+def unsigned(client, ip="203.0.113.7", **headers):
+    return client.post(URL, data=b'{"id": "evt_test", "type": "customer.created"}',
+                       headers={"Stripe-Signature": "test", **headers}, environ_base={"REMOTE_ADDR": ip})
+
+
+def test_31_unsigned_posts_the_31st_is_429_json_with_retry_after(app, client, caplog):
+    violations_before = metrics.RATE_LIMIT_VIOLATIONS._value.get()
+    blocked_before = metrics.REQUESTS_BLOCKED._value.get()
+    codes = [unsigned(client, **{"User-Agent": "curl/8.5\x00\x1b[31m" + "x" * 400}).status_code for _ in range(30)]
+    assert codes == [400] * 30
+    with caplog.at_level(logging.WARNING, logger="kamiyo.ratelimit"):
+        response = unsigned(client, **{"User-Agent": "curl/8.5\x00\x1b[31m" + "x" * 400})
+    assert response.status_code == 429
+    error = response.get_json()["error"]
+    assert error["code"] == "rate_limited" and error["support_id"] == response.headers["X-Request-ID"]
+    assert 1 <= int(response.headers["Retry-After"]) <= 61
+    # Another client is not affected.
+    assert unsigned(client, ip="198.51.100.2").status_code == 400
+
+    assert metrics.RATE_LIMIT_VIOLATIONS._value.get() == violations_before + 1
+    assert metrics.REQUESTS_BLOCKED._value.get() == blocked_before + 1
+    [line] = [r for r in caplog.records if r.getMessage().startswith("RATE LIMIT")]
+    assert line.client_ip == "203.0.113.7" and line.endpoint == URL and line.limit == "30 per 1 minute"
+    assert line.violation_time.endswith("Z")
+    with app.app_context():
+        [row] = db.session.scalars(db.select(RateLimitViolation))
+        assert (row.client_ip, row.endpoint, row.limit) == ("203.0.113.7", URL, "30 per 1 minute")
+        assert row.user_agent.startswith("curl/8.5?[31m") and len(row.user_agent) == 256
+        assert row.occurred_at.tzinfo is not None
+
+
+def test_stripe_deliveries_do_not_count_by_default(make_app):
+    client = make_app(WEBHOOK_RATE_LIMIT="5/minute").test_client()
+    for n in range(12):
+        assert post(client, make_event("customer.created", customer(f"cus_{n}", user_id=f"u{n}"))).status_code == 200
+    codes = [unsigned(client, ip="127.0.0.1").status_code for _ in range(6)]
+    assert codes == [400] * 5 + [429]
+    # Blocked means blocked: even a valid delivery from that IP waits now.
+    assert post(client, make_event("customer.created", customer("cus_late", user_id="late"))).status_code == 429
+
+
+def test_count_all_counts_every_request(make_app):
+    client = make_app(WEBHOOK_RATE_LIMIT="5/minute", WEBHOOK_RATE_LIMIT_COUNT="all").test_client()
+    for n in range(5):
+        assert post(client, make_event("customer.created", customer(f"cus_{n}", user_id=f"u{n}"))).status_code == 200
+    assert post(client, make_event("customer.created", customer("cus_6", user_id="u6"))).status_code == 429
+
+
+def test_forged_x_forwarded_for_does_not_pick_a_new_bucket(make_app):
+    client = make_app(WEBHOOK_RATE_LIMIT="3/minute").test_client()
+    codes = [unsigned(client, **{"X-Forwarded-For": f"10.0.0.{n}"}).status_code for n in range(4)]
+    assert codes == [400, 400, 400, 429]
+
+
+def test_behind_a_trusted_proxy_the_forwarded_client_is_limited(make_app):
+    app = make_app(WEBHOOK_RATE_LIMIT="3/minute", TRUSTED_PROXY_COUNT=1)
+    client = app.test_client()
+    first = [unsigned(client, ip="10.1.1.1", **{"X-Forwarded-For": "192.0.2.1"}).status_code for _ in range(4)]
+    other = unsigned(client, ip="10.1.1.1", **{"X-Forwarded-For": "192.0.2.2"}).status_code
+    assert first == [400, 400, 400, 429] and other == 400
+    with app.app_context():
+        assert db.session.scalar(db.select(RateLimitViolation.client_ip)) == "192.0.2.1"
+
+
+@pytest.fixture
+def slack(serve_app):
+    received = []
+    receiver = Flask("slack")
+
+    @receiver.post("/hook")
+    def hook():
+        received.append(request.get_json())
+        return "ok"
+
+    return serve_app(receiver) + "/hook", received
+
+
+def test_alert_once_per_ip_and_hour_past_the_threshold(make_app, slack, caplog):
+    url, received = slack
+    app = make_app(WEBHOOK_RATE_LIMIT="2/minute", RATE_LIMIT_ALERT_PER_HOUR=3, ALERT_WEBHOOK_URL=url)
+    client = app.test_client()
+    with caplog.at_level(logging.WARNING):
+        codes = [unsigned(client).status_code for _ in range(8)]
+    assert codes == [400, 400] + [429] * 6
+    # 6 violations, threshold 3: the 4th raises the alert, the next ones are de-duplicated.
+    assert len(received) == 1
+    assert received[0]["text"] == "[CRITICAL] Webhook rate limit"
+    fields = {f["title"]: f["value"] for f in received[0]["attachments"][0]["fields"]}
+    assert fields["client_ip"] == "203.0.113.7" and fields["violations"] == "4"
+    assert [r.levelno for r in caplog.records if r.name == "kamiyo.alerts"] == [logging.CRITICAL]
+    with app.app_context():
+        assert db.session.scalar(db.select(AlertSent.dedup_key)) == "webhook-rate-limit:203.0.113.7"
+        assert db.session.scalar(db.select(db.func.count(RateLimitViolation.id))) == 6
+
+
+def test_memory_storage_with_several_workers_warns(make_app, monkeypatch, caplog):
+    monkeypatch.setenv("WEB_CONCURRENCY", "2")
+    with caplog.at_level(logging.WARNING, logger="kamiyo.ratelimit"):
+        app = make_app()
+    assert app.config["RATELIMIT_STORAGE_URI"] == "memory://"
+    assert any("counted per worker" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="kamiyo.ratelimit"):
+        app = make_app(REDIS_URL="redis://127.0.0.1:1/0")
+    assert app.config["RATELIMIT_STORAGE_URI"] == "redis://127.0.0.1:1/0"
+    assert not caplog.records
+
+
+def test_an_unreachable_rate_limit_store_does_not_turn_stripe_away(make_app):
+    from tests.support import closed_port_url
+
+    store = closed_port_url().replace("http://", "redis://") + "/0"
+    client = make_app(RATELIMIT_STORAGE_URI=store).test_client()
+    assert post(client, make_event("customer.created", customer("cus_open"))).get_json() == {"status": "processed"}
+    assert unsigned(client).status_code == 400
