@@ -22,7 +22,7 @@ def _api_key(env) -> str:
 
     from bench.harness import ROOT
 
-    out = subprocess.run([sys.executable, "-m", "flask", "--app", "bench.bench_app", "api-keys", "create", "bench"],
+    out = subprocess.run([sys.executable, "-m", "flask", "--app", "bench.bare_wsgi", "api-keys", "create", "bench"],
                          cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout
     return out.strip().splitlines()[-1]
 
@@ -33,7 +33,7 @@ def main() -> None:
     try:
         with temp_instance() as instance:
             env = bench_env(instance, STRIPE_API_BASE=stripe_url)
-            with gunicorn("bench.bench_app:app", env) as url:
+            with gunicorn("bench.bare_wsgi:app", env) as url:
                 headers = {"Authorization": f"Bearer {_api_key(env)}"}
                 print(f"gunicorn 2 workers, SQLite, localstripe; {CONCURRENCY} clients for hot paths")
                 bare = load(lambda s, i: s.get(f"{url}/bench/bare"), HOT_REQUESTS, CONCURRENCY)

@@ -27,6 +27,8 @@ import time
 import uuid
 from pathlib import Path
 
+from tests.support import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT_PROCESSES = 4
 THREADS_PER_PROCESS = 8  # 32 concurrent clients
@@ -37,14 +39,6 @@ SECRET = "whsec_bench_" + uuid.uuid4().hex
 SUBSCRIPTIONS = 200
 DUPLICATE_POOL = 200
 TARGETS = {"new": 0.5, "duplicates": 0.6}
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _event(n: int) -> dict:
@@ -198,7 +192,7 @@ def _wait_ready(port: int, proc: subprocess.Popen, log: Path) -> None:
 
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kamiyo-bench-") as tmp:
-        port = _free_port()
+        port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("KAMIYO_", "STRIPE_", "DATABASE_", "REDIS_"))}
         env.update(KAMIYO_INSTANCE_PATH=tmp, DATABASE_URL=f"sqlite:///{tmp}/kamiyo.db", SECRET_KEY="bench",
                    STRIPE_SECRET_KEY="sk_test_bench", STRIPE_WEBHOOK_SECRET=SECRET, PORT=str(port),
