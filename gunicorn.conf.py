@@ -5,6 +5,9 @@ import sys
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# The app reads it too: with several workers and no Redis it warns that rate
+# limits and the circuit breaker are counted per worker.
+os.environ["WEB_CONCURRENCY"] = str(workers)
 # Stripe calls are I/O bound and may wait through retries: threads keep a
 # worker serving other requests meanwhile.
 worker_class = "gthread"

@@ -37,6 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "IDEMPOTENCY_WAIT_SECONDS": 5.0,  # how long a concurrent twin waits for the first request's result
     "OPERATION_LEASE_SECONDS": 120.0,  # a claimed operation is retaken after this (crashed worker)
     "IDEMPOTENCY_KEY_TTL_HOURS": 24,  # client Idempotency-Key records
+    "STRIPE_CALLS_RETENTION_DAYS": 30,  # the record of every Stripe attempt
     "SCHEDULER_ENABLED": False,
     "SCHEDULER_TIMEZONE": "UTC",
     "SUPPORT_CONTACT": "support@kamiyo.ai",

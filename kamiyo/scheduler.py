@@ -91,6 +91,8 @@ def day(now: dt.datetime) -> str:
 
 def every_minutes(minutes: int) -> Callable[[dt.datetime], str]:
     def period(now: dt.datetime) -> str:
+        # In UTC: a local hour that repeats when clocks go back must not reuse its slots.
+        now = now.astimezone(dt.timezone.utc)
         slot = now.replace(minute=now.minute - now.minute % minutes, second=0, microsecond=0)
         return slot.strftime("%Y-%m-%dT%H:%M")
     return period
@@ -137,15 +139,26 @@ def timezone_of(app: Flask) -> zoneinfo.ZoneInfo:
 
 # --- the single-run guard ---------------------------------------------------------
 
+STALE_RUN = dt.timedelta(hours=1)  # a run still "running" after this died with its process
+
+
 def _claim(name: str, period: str) -> bool:
+    now, host, pid = utcnow(), socket.gethostname()[:255], os.getpid()
     try:
-        db.session.add(JobRun(job=name, period=period, started_at=utcnow(), status="running",
-                              host=socket.gethostname()[:255], pid=os.getpid()))
+        db.session.add(JobRun(job=name, period=period, started_at=now, status="running", host=host, pid=pid))
         db.session.commit()
         return True
     except IntegrityError:
         db.session.rollback()
-        return False
+    # A failed run, or one whose process died, may be retaken: one contender wins the update.
+    retaken = db.session.execute(
+        db.update(JobRun)
+        .where(JobRun.job == name, JobRun.period == period,
+               (JobRun.status == "failed") | ((JobRun.status == "running") & (JobRun.started_at < now - STALE_RUN)))
+        .values(status="running", started_at=now, finished_at=None, host=host, pid=pid)
+        .execution_options(synchronize_session=False))
+    db.session.commit()
+    return retaken.rowcount == 1
 
 
 def run_once(app: Flask, name: str, period: str | None = None) -> bool:

@@ -17,7 +17,7 @@ EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,189}\.[^@\s]{2,63}$")
 
 def create_user(email: str, password: str, role: str = "viewer") -> DashboardUser:
     email = email.strip().lower()
-    if not EMAIL_RE.match(email):
+    if not EMAIL_RE.fullmatch(email):
         raise ValueError("that does not look like an email address")
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")

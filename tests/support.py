@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 
 # The secrets every test app is configured with.
 TEST_SECRETS = {
@@ -30,3 +31,12 @@ def make_key(app) -> dict[str, str]:
     with app.app_context():
         _, plaintext = create_api_key("tests")
     return {"Authorization": f"Bearer {plaintext}"}
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02):
+    """Poll until predicate() is truthy (returns it) or fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(interval)
+    return value

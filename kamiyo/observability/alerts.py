@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 
 import requests
 from flask import current_app
@@ -25,9 +26,8 @@ LEVELS = {"critical": logging.CRITICAL, "warning": logging.WARNING, "info": logg
 
 def _claim(dedup_key: str, now: dt.datetime) -> bool:
     period = now.strftime("%Y-%m-%dT%H")
+    db.session.add(AlertSent(dedup_key=dedup_key[:255], period=period, sent_at=now))
     try:
-        with db.session.begin_nested():
-            db.session.add(AlertSent(dedup_key=dedup_key[:255], period=period, sent_at=now))
         db.session.commit()
         return True
     except IntegrityError:
@@ -51,9 +51,16 @@ def send_alert(title: str, text: str, *, severity: str = "critical", dedup_key: 
                              "fields": [{"title": k, "value": str(v), "short": True}
                                         for k, v in (fields or {}).items()]}],
         }
-        try:
-            requests.post(url, json=payload, timeout=current_app.config["ALERT_TIMEOUT_SECONDS"])
-        except requests.RequestException as exc:
-            # The log line above already carries the alert; delivery is best effort.
-            log.error("alert delivery failed: %s", type(exc).__name__)
+        # Off the caller's thread: a slow chat service must not hold up a payment request.
+        thread = threading.Thread(target=_post, args=(url, payload, current_app.config["ALERT_TIMEOUT_SECONDS"]),
+                                  name="alert-post", daemon=True)
+        thread.start()
     return True
+
+
+def _post(url: str, payload: dict, timeout: float) -> None:
+    try:
+        requests.post(url, json=payload, timeout=timeout)
+    except requests.RequestException as exc:
+        # The log line already carries the alert; delivery is best effort.
+        log.error("alert delivery failed: %s", type(exc).__name__)

@@ -389,7 +389,7 @@ class _KamiyoJsonFormatter(JsonFormatter):
 
 def _make_formatter() -> logging.Formatter:
     return _KamiyoJsonFormatter(
-        "{levelname}{name}{message}",
+        "{levelname}{name}{process}{message}",
         style="{",
         rename_fields={"levelname": "level", "name": "logger"},
         timestamp=True,

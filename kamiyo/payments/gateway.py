@@ -227,12 +227,20 @@ def _breaker_changed(old: str, new: str) -> None:
                    dedup_key="stripe-breaker-open")
 
 
+def _longest_call_seconds(config) -> float:
+    """How long one call through the retries can take: the half-open probe's lease."""
+    attempts = int(config["STRIPE_RETRY_ATTEMPTS"])
+    waits = sum(min(float(config["STRIPE_RETRY_MAX_WAIT"]), float(config["STRIPE_RETRY_MIN_WAIT"]) * 2 ** n)
+                for n in range(attempts - 1))
+    return attempts * float(config["STRIPE_TIMEOUT_SECONDS"]) + waits + 5
+
+
 def build_breaker(config) -> CircuitBreaker:
     redis_url = config.get("REDIS_URL")
     state = RedisState(redis_url, "stripe") if redis_url else MemoryState()
     return CircuitBreaker(state, fail_max=int(config["BREAKER_FAIL_MAX"]),
                           reset_timeout=float(config["BREAKER_RESET_TIMEOUT"]),
-                          probe_lease=float(config["STRIPE_TIMEOUT_SECONDS"]) * 2,
+                          probe_lease=_longest_call_seconds(config),
                           on_change=_breaker_changed)
 
 

@@ -172,14 +172,18 @@ def client_idempotent(view):
         if key is None:
             return view(*args, **kwargs)
         key = key.strip('"')  # the draft sends it as a quoted string
-        if not CLIENT_KEY_RE.match(key):
+        if not CLIENT_KEY_RE.fullmatch(key):
             raise ApiError(400, "invalid_idempotency_key", "The Idempotency-Key header is not valid.",
                            "Send 1 to 255 printable ASCII characters, e.g. a UUID.")
         fingerprint = _fingerprint()
         now = utcnow()
+        # Expired records, and in-flight ones whose worker died (older than an
+        # operation's lease), no longer hold the key.
+        abandoned = now - dt.timedelta(seconds=current_app.config["OPERATION_LEASE_SECONDS"])
         db.session.execute(delete(ClientIdempotencyKey).where(
             ClientIdempotencyKey.api_key_id == g.api_key_id, ClientIdempotencyKey.key == key,
-            ClientIdempotencyKey.expires_at <= now))
+            (ClientIdempotencyKey.expires_at <= now)
+            | ((ClientIdempotencyKey.status == "in_flight") & (ClientIdempotencyKey.created_at <= abandoned))))
         record = ClientIdempotencyKey(
             api_key_id=g.api_key_id, key=key, fingerprint=fingerprint, status="in_flight",
             expires_at=now + dt.timedelta(hours=current_app.config["IDEMPOTENCY_KEY_TTL_HOURS"]))

@@ -65,15 +65,21 @@ def get_customer(customer_id: int) -> Customer:
     return customer
 
 
+def _unlinked(op: PaymentOperation) -> bool:
+    """The customer this operation made was deleted on Stripe (its row unlinked): make a new one."""
+    customer = db.session.get(Customer, op.result_id) if op.result_id else None
+    return customer is None or customer.stripe_customer_id is None
+
+
 def create_customer(user_id: str, email: str, name: str | None) -> Result[Customer]:
     existing = db.session.scalar(select(Customer).where(Customer.user_id == user_id))
-    if existing is not None:
+    if existing is not None and existing.stripe_customer_id:
         return _existing("customer.create", existing, customer_id=existing.id)
 
     params: dict[str, Any] = {"email": email, "metadata": {"kamiyo_user_id": user_id}}
     if name:
         params["name"] = name
-    claim = idempotency.acquire("customer.create", f"customer.create:{user_id}", user_id, params)
+    claim = idempotency.acquire("customer.create", f"customer.create:{user_id}", user_id, params, reopen=_unlinked)
     if not claim.owned:
         customer = db.session.get(Customer, claim.op.result_id)
         return _existing("customer.create", customer, customer_id=customer.id)
@@ -82,9 +88,9 @@ def create_customer(user_id: str, email: str, name: str | None) -> Result[Custom
     gateway = get_gateway()
     # The stored params, not this request's: a resumed operation must re-send
     # exactly what the first attempt sent, under the same key.
-    stored = json.loads(op.params_json)
-    stripe_customer = _stripe_step(op, "customer.create",
-                                   lambda: gateway.create_customer(stored, idempotency.stripe_key(op)))
+    stored, key = json.loads(op.params_json), idempotency.stripe_key(op)
+    db.session.commit()  # no transaction stays open while Stripe answers
+    stripe_customer = _stripe_step(op, "customer.create", lambda: gateway.create_customer(stored, key))
     try:
         customer = _adopt_customer(op, stripe_customer, user_id)
     except IntegrityError:
@@ -102,9 +108,15 @@ def create_customer(user_id: str, email: str, name: str | None) -> Result[Custom
 
 
 def _adopt_customer(op: PaymentOperation | None, stripe_customer, user_id: str) -> Customer:
-    customer = Customer(user_id=user_id, email=stripe_customer.get("email") or "",
-                        name=stripe_customer.get("name"), stripe_customer_id=stripe_customer["id"])
-    db.session.add(customer)
+    # A user whose Stripe customer was deleted keeps their row: it is linked to the new one.
+    customer = db.session.scalar(select(Customer).where(Customer.user_id == user_id,
+                                                        Customer.stripe_customer_id.is_(None)))
+    if customer is None:
+        customer = Customer(user_id=user_id)
+        db.session.add(customer)
+    customer.email = stripe_customer.get("email") or ""
+    customer.name = stripe_customer.get("name")
+    customer.stripe_customer_id = stripe_customer["id"]
     db.session.flush()
     if op is not None:
         idempotency.succeed(op, customer.id)
@@ -177,12 +189,16 @@ def create_subscription(customer_id: int, price_id: str, tier: str,
                         payment_method: str | None) -> Result[Subscription]:
     customer = get_customer(customer_id)
     if not customer.stripe_customer_id:
-        raise ApiError(409, "customer_not_ready", "This customer is still being created.", "Retry in a moment.")
+        raise ApiError(409, "customer_deleted", "This customer was deleted on Stripe.",
+                       "Create the customer again (POST /customers with the same user_id), then subscribe.")
     existing = _live_subscription(customer.id, price_id)
     if existing is not None:
         return _existing("subscription.create", existing, subscription_id=existing.id)
 
+    # error_if_incomplete: a declined first payment is a 402 now, not an `incomplete`
+    # subscription that would hold this customer and price for Stripe's ~23 h.
     params = {"customer": customer.stripe_customer_id, "items": [{"price": price_id}],
+              "payment_behavior": "error_if_incomplete",
               "metadata": {"kamiyo_customer_id": str(customer.id), "kamiyo_tier": tier}}
     scope = f"subscription.create:{customer.id}:{price_id}"
 
@@ -201,16 +217,18 @@ def create_subscription(customer_id: int, price_id: str, tier: str,
     stored = json.loads(op.params_json)
     payment_method = stored.pop("payment_method", None)
     key = idempotency.stripe_key(op)
+    stripe_customer_id = customer.stripe_customer_id
+    db.session.commit()  # no transaction stays open while Stripe answers
     if payment_method:
         # Each step has its own key, derived from the operation's: a resumed
         # operation replays the steps that already happened.
         _stripe_step(op, "subscription.create", lambda: gateway.attach_payment_method(
-            payment_method, customer.stripe_customer_id, idempotency.derive_key("pm.attach", key, "", 0)))
+            payment_method, stripe_customer_id, idempotency.derive_key("pm.attach", key, "", 0)))
         _stripe_step(op, "subscription.create", lambda: gateway.set_default_payment_method(
-            customer.stripe_customer_id, payment_method, idempotency.derive_key("pm.default", key, "", 0)))
+            stripe_customer_id, payment_method, idempotency.derive_key("pm.default", key, "", 0)))
     else:
         stripe_customer = _stripe_step(op, "subscription.create",
-                                       lambda: gateway.retrieve_customer(customer.stripe_customer_id))
+                                       lambda: gateway.retrieve_customer(stripe_customer_id))
         settings = stripe_customer.get("invoice_settings") or {}
         if not settings.get("default_payment_method") and not stripe_customer.get("default_source"):
             db.session.rollback()
@@ -244,9 +262,10 @@ def cancel_subscription(subscription_id: int) -> Result[Subscription]:
     subscription = get_subscription(subscription_id)
     if subscription.status == "canceled":
         return _existing("subscription.cancel", subscription, subscription_id=subscription.id)
-    key = idempotency.derive_key("subscription.cancel", subscription.customer.user_id,
-                                 subscription.stripe_subscription_id or "", 0)
-    stripe_sub = get_gateway().cancel_subscription(subscription.stripe_subscription_id, key)
+    stripe_id = subscription.stripe_subscription_id
+    key = idempotency.derive_key("subscription.cancel", subscription.customer.user_id, stripe_id or "", 0)
+    db.session.commit()  # no transaction stays open while Stripe answers
+    stripe_sub = get_gateway().cancel_subscription(stripe_id, key)
     subscription.status = stripe_sub.get("status") or "canceled"
     db.session.commit()
     metrics.PAYMENT_OPERATIONS.labels(operation="subscription.cancel", outcome="canceled").inc()

@@ -56,7 +56,7 @@ def _check(body: dict, rules: dict[str, tuple[bool, Callable[[Any], bool]]]) -> 
 
 
 def _matches(pattern: re.Pattern) -> Callable[[Any], bool]:
-    return lambda value: isinstance(value, str) and bool(pattern.match(value))
+    return lambda value: isinstance(value, str) and bool(pattern.fullmatch(value))
 
 
 # -- output -----------------------------------------------------------------------
@@ -93,10 +93,10 @@ def create_customer():
     body = _json_body({"user_id", "email", "name"})
     _check(body, {
         "user_id": (True, _matches(USER_ID_RE)),
-        "email": (True, lambda v: isinstance(v, str) and len(v) <= 254 and bool(EMAIL_RE.match(v))),
+        "email": (True, lambda v: isinstance(v, str) and len(v) <= 254 and bool(EMAIL_RE.fullmatch(v))),
         "name": (False, lambda v: v is None or (isinstance(v, str) and 0 < len(v) <= 256)),
     })
-    result = service.create_customer(body["user_id"], body["email"].strip(), body.get("name"))
+    result = service.create_customer(body["user_id"], body["email"], body.get("name"))
     return _answer(result, customer_json)
 
 
@@ -115,7 +115,7 @@ def create_subscription():
         "customer_id": (True, lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0),
         "price_id": (True, _matches(STRIPE_ID_RE)),
         "tier": (True, _matches(TIER_RE)),
-        "payment_method": (False, lambda v: v is None or bool(isinstance(v, str) and PAYMENT_METHOD_RE.match(v))),
+        "payment_method": (False, lambda v: v is None or bool(isinstance(v, str) and PAYMENT_METHOD_RE.fullmatch(v))),
     })
     result = service.create_subscription(body["customer_id"], body["price_id"], body["tier"],
                                          body.get("payment_method"))

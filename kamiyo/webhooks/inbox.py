@@ -32,7 +32,7 @@ from ..extensions import db
 from ..models import utcnow
 from ..observability.logging import redact
 from . import group_commit, handlers, metrics
-from .models import WebhookEvent
+from .models import RateLimitViolation, WebhookEvent
 from .write_gate import write_gate
 
 log = logging.getLogger("kamiyo.webhooks")
@@ -266,6 +266,10 @@ def purge_expired_events(now: dt.datetime | None = None) -> int:
     """
     cutoff = (now or utcnow()) - dt.timedelta(days=int(current_app.config["WEBHOOK_RETENTION_DAYS"]))
     deleted = db.session.execute(delete(WebhookEvent).where(WebhookEvent.received_at < cutoff)).rowcount
+    # Blocked requests are recorded one row each, as many as an attacker sends: same retention.
+    violations = db.session.execute(
+        delete(RateLimitViolation).where(RateLimitViolation.occurred_at < cutoff)).rowcount
     db.session.commit()
-    log.info("purged %d webhook events received before %s", deleted, cutoff.isoformat())
+    log.info("purged %d webhook events and %d rate-limit violations from before %s", deleted, violations,
+             cutoff.isoformat())
     return deleted

@@ -40,8 +40,9 @@ def init_app(app: Flask) -> None:
     if not config.get("RATELIMIT_STORAGE_URI"):
         config["RATELIMIT_STORAGE_URI"] = config.get("REDIS_URL") or "memory://"
     if config["RATELIMIT_STORAGE_URI"].startswith("memory://") and int(os.environ.get("WEB_CONCURRENCY", "1")) > 1:
-        log.warning("rate limits are counted per worker (memory:// storage with %s workers): "
-                    "set REDIS_URL or RATELIMIT_STORAGE_URI to share them", os.environ["WEB_CONCURRENCY"])
+        log.warning("rate limits are counted per worker (memory:// storage with %s workers), and so is the "
+                    "circuit breaker: set REDIS_URL (or RATELIMIT_STORAGE_URI) to share them",
+                    os.environ["WEB_CONCURRENCY"])
     if config["WEBHOOK_RATE_LIMIT_COUNT"] not in ("failed", "all"):
         from ..config import ConfigError
 

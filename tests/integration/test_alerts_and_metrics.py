@@ -9,7 +9,7 @@ import pytest
 from flask import request
 from prometheus_client import Counter
 
-from tests.support import closed_port_url
+from tests.support import closed_port_url, wait_until
 from kamiyo.observability.alerts import send_alert
 
 ALERT_TEST_COUNTER = Counter("kamiyo_test_alerts_metric_total", "A counter only the tests increment")
@@ -39,10 +39,11 @@ def test_alert_is_logged_posted_and_deduplicated_per_key_and_hour(make_app, slac
                           dedup_key="rate-limit:203.0.113.9", fields={"client_ip": "203.0.113.9"})
         assert not send_alert("Rate limit", "again", dedup_key="rate-limit:203.0.113.9")
         assert send_alert("Rate limit", "another ip", dedup_key="rate-limit:198.51.100.1", severity="warning")
-    assert len(received) == 2
-    assert received[0]["text"] == "[CRITICAL] Rate limit"
+    wait_until(lambda: len(received) == 2)  # posted off the caller's thread
+    critical = next(r for r in received if r["text"] == "[CRITICAL] Rate limit")
+    assert {r["text"] for r in received} == {"[CRITICAL] Rate limit", "[WARNING] Rate limit"}
     assert "sk_test_abcdefgh123" not in json.dumps(received)
-    assert received[0]["attachments"][0]["fields"] == [{"title": "client_ip", "value": "203.0.113.9", "short": True}]
+    assert critical["attachments"][0]["fields"] == [{"title": "client_ip", "value": "203.0.113.9", "short": True}]
     levels = [r.levelno for r in caplog.records if r.name == "kamiyo.alerts"]
     assert levels == [logging.CRITICAL, logging.WARNING]
 
@@ -51,8 +52,12 @@ def test_alert_delivery_failure_is_logged_not_raised(make_app, caplog):
     app = make_app(ALERT_WEBHOOK_URL=closed_port_url() + "/hook")
     with app.app_context(), caplog.at_level(logging.WARNING, logger="kamiyo.alerts"):
         assert send_alert("Version", "critical", severity="critical")
-    messages = [r.getMessage() for r in caplog.records if r.name == "kamiyo.alerts"]
-    assert messages == ["ALERT Version: critical", "alert delivery failed: ConnectionError"]
+
+        def messages():
+            found = [r.getMessage() for r in caplog.records if r.name == "kamiyo.alerts"]
+            return found if len(found) == 2 else None
+
+        assert wait_until(messages) == ["ALERT Version: critical", "alert delivery failed: ConnectionError"]
 
 
 def test_metrics_endpoint_serves_prometheus_text(client):

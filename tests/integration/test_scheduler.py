@@ -24,8 +24,8 @@ from kamiyo.versioning.jobs import VERSION_CHECK_JOB
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def local(zone: str, *args) -> dt.datetime:
-    return dt.datetime(*args, tzinfo=zoneinfo.ZoneInfo(zone))
+def local(zone: str, *args, fold: int = 0) -> dt.datetime:
+    return dt.datetime(*args, tzinfo=zoneinfo.ZoneInfo(zone), fold=fold)
 
 
 # --- triggers ------------------------------------------------------------------------------
@@ -57,7 +57,12 @@ def test_periods_name_the_week_day_and_slot():
     assert scheduler.iso_week(monday) == scheduler.iso_week(monday + dt.timedelta(days=6, hours=14)) == "2026-W48"
     assert scheduler.iso_week(monday + dt.timedelta(days=7)) == "2026-W49"
     assert scheduler.day(monday) == "2026-11-23"
-    assert scheduler.every_minutes(5)(monday.replace(minute=9, second=59)) == "2026-11-23T09:05"
+    # Sub-daily slots are named in UTC (Copenhagen is UTC+1 in November) ...
+    assert scheduler.every_minutes(5)(monday.replace(minute=9, second=59)) == "2026-11-23T08:05"
+    # ... so the hour that repeats when clocks go back gets slots of its own.
+    first = local("Europe/Copenhagen", 2026, 10, 25, 2, 30, 0, fold=0)
+    second = local("Europe/Copenhagen", 2026, 10, 25, 2, 30, 0, fold=1)
+    assert scheduler.every_minutes(5)(first) != scheduler.every_minutes(5)(second)
 
 
 def test_bad_timezone_is_a_configuration_error(make_app):
@@ -104,7 +109,7 @@ def test_two_processes_firing_the_same_period_run_the_job_once(app_config, tmp_p
     assert [tuple(r) for r in runs] == [(VERSION_CHECK_JOB, p, "ok") for p in ("2026-W48", "2026-W49", "2026-W50")]
 
 
-def test_a_failed_job_is_recorded_and_not_run_again_in_its_period(app):
+def test_a_failed_job_is_recorded_and_may_be_retaken_in_its_period(app):
     calls = []
 
     def boom():
@@ -113,9 +118,9 @@ def test_a_failed_job_is_recorded_and_not_run_again_in_its_period(app):
 
     scheduler.register_job(app, "boom", scheduler.daily_trigger("UTC"), boom, scheduler.day)
     assert scheduler.run_once(app, "boom", "2026-11-23") is True
-    assert scheduler.run_once(app, "boom", "2026-11-23") is False
+    assert scheduler.run_once(app, "boom", "2026-11-23") is True  # failed runs are retaken
     assert scheduler.run_once(app, "boom", "2026-11-24") is True
-    assert len(calls) == 2
+    assert len(calls) == 3
     with app.app_context():
         rows = db.session.execute(db.select(scheduler.JobRun).order_by(scheduler.JobRun.period)).scalars().all()
         assert [(r.period, r.status, r.pid) for r in rows] == [
@@ -167,7 +172,7 @@ def test_never_twice_in_one_process(make_app):
     assert os.getpid() in scheduler._started
     running = scheduler._started[os.getpid()]
     assert running.running and {j.id for j in running.get_jobs()} == {
-        VERSION_CHECK_JOB, scheduler.ALERT_EVALUATION_JOB, scheduler.PRUNE_JOB, "webhook-purge"}
+        VERSION_CHECK_JOB, scheduler.ALERT_EVALUATION_JOB, scheduler.PRUNE_JOB, "webhook-purge", "payments-purge"}
     make_app(SCHEDULER_ENABLED=True)
     assert scheduler.start_in_process(first) is None
     assert scheduler._started[os.getpid()] is running
@@ -200,10 +205,26 @@ def test_flask_scheduler_run_starts_and_stops_cleanly(app_config, tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().startswith("Scheduler running (Europe/Copenhagen)")
-        lines = [proc.stdout.readline() for _ in range(4)]  # one line per job
+        lines = [proc.stdout.readline() for _ in range(5)]  # one line per job
         assert any(line.split()[0] == VERSION_CHECK_JOB and "T09:00:00+0" in line for line in lines), lines
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert "Scheduler stopped." in out and "Traceback" not in err
+
+
+def test_a_failed_run_can_be_retaken_in_the_same_period(make_app):
+    app = make_app()
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("Stripe was down")
+
+    scheduler.register_job(app, "flaky-test-job", scheduler.daily_trigger("UTC"), flaky, scheduler.day)
+    assert scheduler.run_once(app, "flaky-test-job", "2026-11-23") is True  # ran, and failed
+    assert scheduler.run_once(app, "flaky-test-job", "2026-11-23") is True  # retaken, succeeded
+    assert scheduler.run_once(app, "flaky-test-job", "2026-11-23") is False  # done for the period
+    assert len(calls) == 2

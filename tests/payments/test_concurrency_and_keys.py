@@ -71,13 +71,19 @@ def test_client_idempotency_key_in_flight_is_409(api, payments_app, auth):
     assert response.get_json()["error"]["code"] == "idempotency_key_in_flight"
 
 
-def test_stripe_key_is_deterministic_without_dates_or_pii():
-    key = derive_key("customer.create", "user-1", '{"email":"a@b.co"}', 0)
-    assert key == derive_key("customer.create", "user-1", '{"email":"a@b.co"}', 0)
-    assert len(key) == 32 and int(key, 16) >= 0
-    assert "a@b.co" not in key and "user-1" not in key
-    assert key != derive_key("customer.create", "user-1", '{"email":"a@b.co"}', 1)  # next generation
-    assert key != derive_key("customer.create", "user-1", '{"email":"c@b.co"}', 0)  # other params
+def test_stripe_key_is_deterministic_without_dates():
+    import time_machine
+
+    params = '{"email":"a@b.co"}'
+    with time_machine.travel(dt.datetime(2026, 11, 22, 23, 59, 59, tzinfo=dt.timezone.utc)):
+        before_midnight = derive_key("customer.create", "user-1", params, 0)
+    with time_machine.travel(dt.datetime(2026, 11, 23, 0, 0, 1, tzinfo=dt.timezone.utc)):
+        after_midnight = derive_key("customer.create", "user-1", params, 0)
+    assert before_midnight == after_midnight  # a retry across midnight keeps its key
+    assert re.fullmatch(r"[0-9a-f]{32}", before_midnight)
+    assert before_midnight != derive_key("customer.create", "user-1", params, 1)  # next generation
+    assert before_midnight != derive_key("customer.create", "user-1", '{"email":"c@b.co"}', 0)  # other params
+    assert before_midnight != derive_key("customer.create", "user-2", params, 0)  # other user
 
 
 def test_reconcile_adopts_orphaned_stripe_customers(payments_app, localstripe):
@@ -99,3 +105,17 @@ def test_reconcile_adopts_orphaned_stripe_customers(payments_app, localstripe):
 
     again = payments_app.test_cli_runner().invoke(args=["payments", "reconcile"])
     assert "0 adopted" in again.output
+
+
+def test_daily_purge_drops_expired_keys_and_old_attempt_records(api, payments_app):
+    from kamiyo.payments.models import StripeCall
+    from kamiyo.payments.retention import purge_expired_records
+
+    assert api.post("/customers", json={"user_id": "purge-user", "email": "p@example.com"},
+                    headers={"Idempotency-Key": "k-purge"}).status_code == 201
+    with payments_app.app_context():
+        assert purge_expired_records() == {"client_idempotency_keys": 0, "stripe_calls": 0}
+        later = utcnow() + dt.timedelta(days=31)
+        assert purge_expired_records(later) == {"client_idempotency_keys": 1, "stripe_calls": 1}
+        assert db.session.scalar(select(func.count()).select_from(StripeCall)) == 0
+        assert db.session.scalar(select(func.count()).select_from(PaymentOperation)) == 1  # the guard stays

@@ -91,20 +91,30 @@ def test_restart_after_stripe_created_it_adopts_with_the_same_key(make_app, prox
 
 
 def test_process_died_mid_call_is_resumed_after_the_lease(make_app, proxy, localstripe):
-    app = make_app(STRIPE_API_BASE=proxy.url, OPERATION_LEASE_SECONDS=0.2, **FAST_RETRIES)
+    from kamiyo.payments import idempotency
+    from kamiyo.payments.gateway import get_gateway
+
+    app = make_app(STRIPE_API_BASE=proxy.url, OPERATION_LEASE_SECONDS=1.0, IDEMPOTENCY_WAIT_SECONDS=0.2,
+                   **FAST_RETRIES)
     headers = make_key(app)
     request = body()
-    # Simulate a worker that claimed the operation, reached Stripe, then died before writing its row.
-    proxy.add_faults(Fault("drop_after", path=CUSTOMERS), Fault("drop_after", path=CUSTOMERS),
-                     Fault("drop_after", path=CUSTOMERS))
-    assert app.test_client().post("/api/v1/payments/customers", json=request, headers=headers).status_code == 503
+    # A worker claimed the operation, reached Stripe (the customer exists there), then died:
+    # its claim is still "pending" with its lease running, and no row was written.
+    params = {"email": request["email"], "metadata": {"kamiyo_user_id": request["user_id"]}, "name": request["name"]}
     with app.app_context():
-        op = db.session.scalar(select(PaymentOperation))
-        op.lease_expires_at = op.lease_expires_at.__class__.now(op.lease_expires_at.tzinfo)  # still "in flight"
-        db.session.commit()
-    time.sleep(0.25)
+        claim = idempotency.acquire("customer.create", f"customer.create:{request['user_id']}",
+                                    request["user_id"], params)
+        key = idempotency.stripe_key(claim.op)
+        get_gateway().create_customer(params, key)
+    # While its lease runs, an identical request waits, then gets 409 (never a second Stripe call).
+    busy = app.test_client().post("/api/v1/payments/customers", json=request, headers=headers)
+    assert busy.status_code == 409 and busy.get_json()["error"]["code"] == "operation_in_progress"
+    time.sleep(1.1)
     resumed = app.test_client().post("/api/v1/payments/customers", json=request, headers=headers)
     assert resumed.status_code == 201
+    attempts = proxy.requests_to("POST", CUSTOMERS)
+    assert [r.outcome for r in attempts] == ["forwarded", "replayed"]
+    assert attempts[0].idempotency_key == attempts[1].idempotency_key == key
     assert len(stripe_customers_for(localstripe, request["user_id"])) == 1
 
 

@@ -65,7 +65,9 @@ def test_localstripe_events_arrive_verified_and_processed(make_app, proxy, plan_
             types = dict(db.session.execute(db.select(WebhookEvent.type, WebhookEvent.status)).all())
             done = {"customer.created", "customer.updated", "customer.subscription.created"} <= types.keys()
             paid = {"invoice.payment_succeeded", "payment_intent.succeeded"} <= types.keys()
-            return (types, paid) if done and paid else None
+            ours = db.session.scalar(db.select(db.func.count(PaymentOutcome.id)).where(
+                PaymentOutcome.stripe_customer_id == customer_id))
+            return (types, paid) if done and paid and ours else None
 
     result = wait_for(state)
     assert result, "localstripe's events did not all arrive"
@@ -75,11 +77,14 @@ def test_localstripe_events_arrive_verified_and_processed(make_app, proxy, plan_
     with app.app_context():
         customer = db.session.scalar(db.select(Customer).where(Customer.stripe_customer_id == customer_id))
         assert (customer.user_id, customer.email) == (user_id, "ls@example.com")
-        subscription = db.session.scalar(db.select(Subscription))
+        subscription = db.session.scalar(db.select(Subscription).where(
+            Subscription.stripe_subscription_id == subscription_id))
         assert (subscription.stripe_subscription_id, subscription.customer_id) == (subscription_id, customer.id)
         assert subscription.status == "active" and subscription.tier == "pro"
         # localstripe's invoice names no payment intent: the invoice and the intent are one row each.
-        outcomes = db.session.scalars(db.select(PaymentOutcome)).all()
+        # (localstripe is shared: an earlier test's late events may land here too)
+        outcomes = db.session.scalars(db.select(PaymentOutcome).where(
+            PaymentOutcome.stripe_customer_id == customer_id)).all()
         assert {(o.outcome, o.amount, o.stripe_customer_id) for o in outcomes} == {("succeeded", 2900, customer_id)}
 
 
@@ -98,7 +103,8 @@ def test_webhook_that_beats_our_own_answer_is_completed_not_duplicated(make_app,
     assert any("stored by its webhook first" in r.getMessage() for r in caplog.records)
     with app.app_context():
         event = db.session.scalar(db.select(WebhookEvent).where(
-            WebhookEvent.type == "customer.subscription.created"))
+            WebhookEvent.type == "customer.subscription.created", WebhookEvent.object_id == subscription_id))
         assert event is not None and event.status == "processed"
-        rows = db.session.scalars(db.select(Subscription)).all()
+        rows = db.session.scalars(db.select(Subscription).where(
+            Subscription.stripe_subscription_id == subscription_id)).all()
         assert [(r.stripe_subscription_id, r.tier, r.price_id) for r in rows] == [(subscription_id, "pro", plan_id)]

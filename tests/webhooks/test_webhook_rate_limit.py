@@ -7,6 +7,7 @@ import logging
 import pytest
 from flask import Flask, request
 
+from tests.support import wait_until
 from tests.webhooks.stripe_signing import URL, customer, make_event, post
 from kamiyo.extensions import db
 from kamiyo.webhooks import metrics
@@ -99,6 +100,7 @@ def test_alert_once_per_ip_and_hour_past_the_threshold(make_app, slack, caplog):
         codes = [unsigned(client).status_code for _ in range(8)]
     assert codes == [400, 400] + [429] * 6
     # 6 violations, threshold 3: the 4th raises the alert, the next ones are de-duplicated.
+    wait_until(lambda: received)  # posted off the request thread
     assert len(received) == 1
     assert received[0]["text"] == "[CRITICAL] Webhook rate limit"
     fields = {f["title"]: f["value"] for f in received[0]["attachments"][0]["fields"]}
@@ -123,7 +125,7 @@ def test_memory_storage_with_several_workers_warns(make_app, monkeypatch, caplog
 
 
 def test_an_unreachable_rate_limit_store_does_not_turn_stripe_away(make_app):
-    from tests.support import closed_port_url
+    from tests.support import wait_until, closed_port_url
 
     store = closed_port_url().replace("http://", "redis://") + "/0"
     client = make_app(RATELIMIT_STORAGE_URI=store).test_client()
