@@ -95,8 +95,8 @@ class StripeGateway:
                              type(exc).__name__)
                 raise
             status, request_id = _response_meta(result)
-            self._record(operation, number, "success", started, idempotency_key, status, request_id)
-            record_response_version(_response_version(result))
+            self._record(operation, number, "success", started, idempotency_key, status, request_id,
+                         stripe_version=_response_version(result))
             # Plain dicts from here on: callers need data, not stripe-python's object tree.
             return result.to_dict()
 
@@ -110,7 +110,7 @@ class StripeGateway:
 
     def _record(self, operation: str, attempt: int, outcome: str, started: float, key: str | None,
                 http_status: int | None = None, stripe_request_id: str | None = None,
-                error_type: str | None = None) -> None:
+                error_type: str | None = None, stripe_version: str | None = None) -> None:
         duration = time.perf_counter() - started
         if outcome != "breaker_open":
             metrics.STRIPE_REQUEST_SECONDS.labels(operation=operation).observe(duration)
@@ -120,6 +120,7 @@ class StripeGateway:
             "duration_ms": round(duration * 1000, 2),
             "request_id": g.get("request_id") if has_request_context() else None,
             "idempotency_key_prefix": key[:8] if key else None, "created_at": utcnow(),
+            "stripe_version": stripe_version[:64] if stripe_version else None,
         }
         try:
             # Own connection and transaction: the record survives the caller's rollback.

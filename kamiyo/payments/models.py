@@ -72,4 +72,5 @@ class StripeCall(db.Model):
     duration_ms: Mapped[float] = mapped_column(nullable=False, default=0.0)
     request_id: Mapped[Optional[str]] = mapped_column(String(64))  # our (sanitised) correlation id
     idempotency_key_prefix: Mapped[Optional[str]] = mapped_column(String(8))
+    stripe_version: Mapped[Optional[str]] = mapped_column(String(64))  # the Stripe-Version Stripe answered with
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)

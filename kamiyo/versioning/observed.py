@@ -1,10 +1,9 @@
 """Which Stripe API versions are really in use, as seen by this service.
 
 Two sources feed the weekly check:
-- responses: the gateway calls `record_response_version(version)` with the
-  `Stripe-Version` header of each Stripe response. Kept in memory per app (a
-  dict update under a lock: cheap enough for every call); the check stores what
-  its own process saw in the `version_checks` row.
+- responses: every Stripe attempt's record (`stripe_calls.stripe_version`, by
+  the gateway) over the last 30 days, shared by all processes; plus what this
+  process's health probes saw (`record_response_version`, in memory).
 - webhook events: `webhook_event_versions(since)` asks the registered sources
   (the webhook inbox registers one with `register_event_version_source`) how
   many events per `api_version` arrived since then. No source registered →
@@ -68,9 +67,27 @@ def record_response_version(version: str | None) -> None:
         recorder.record(version.strip()[:64], utcnow())
 
 
-def response_versions() -> dict[str, dict[str, Any]]:
+RESPONSE_WINDOW = dt.timedelta(days=30)
+
+
+def response_versions(now: dt.datetime | None = None) -> dict[str, dict[str, Any]]:
+    """Every process's Stripe calls of the last 30 days (the stripe_calls records,
+    so the scheduler process sees the web workers' traffic too), plus what this
+    process's health probes saw."""
+    from ..payments.models import StripeCall
+
+    since = (now or utcnow()) - RESPONSE_WINDOW
+    rows = db.session.execute(
+        select(StripeCall.stripe_version, func.count(), func.max(StripeCall.created_at))
+        .where(StripeCall.created_at >= since, StripeCall.stripe_version.is_not(None))
+        .group_by(StripeCall.stripe_version)).all()
+    seen = {version: {"count": count, "last_seen": last.isoformat()} for version, count, last in rows}
     recorder = current_app.extensions.get(RESPONSES_KEY)
-    return recorder.snapshot() if recorder is not None else {}
+    for version, entry in (recorder.snapshot() if recorder is not None else {}).items():
+        merged = seen.setdefault(version, {"count": 0, "last_seen": entry["last_seen"]})
+        merged["count"] += entry["count"]
+        merged["last_seen"] = max(merged["last_seen"], entry["last_seen"])
+    return seen
 
 
 def register_event_version_source(app: Flask, source: EventVersionSource) -> None:

@@ -293,3 +293,17 @@ def test_a_broken_event_source_leaves_events_unverified(make_app):
         result = run_version_check("cli", remote=False)
     assert result["stored"] is True and result["status"] == "healthy"
     assert result["observed"]["webhook_events"] == {"status": "unverified", "reason": "error: OperationalError"}
+
+
+def test_versions_seen_by_the_web_workers_reach_the_scheduler_process(make_app, proxy):
+    from kamiyo.versioning.observed import response_versions
+    from tests.support import make_key
+
+    web = make_app(STRIPE_API_BASE=proxy.url, STRIPE_API_VERSION="2024-09-30.acacia")
+    response = web.test_client().post("/api/v1/payments/customers", headers=make_key(web),
+                                      json={"user_id": "versions-user", "email": "v@example.com"})
+    assert response.status_code == 201
+    scheduler_process = make_app(STRIPE_API_BASE=proxy.url)  # another app on the same database
+    with scheduler_process.app_context():
+        seen = response_versions()
+    assert seen["2024-09-30.acacia"]["count"] == 1  # the proxy answers with the version it was asked for
