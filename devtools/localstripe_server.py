@@ -9,7 +9,10 @@ process.
 from __future__ import annotations
 
 import logging
+import os
+import pickle
 import socket
+from pathlib import Path
 
 from aiohttp import web
 from localstripe import resources
@@ -34,6 +37,31 @@ class LocalStripe(LoopbackServer):
 
     async def _shutdown(self) -> None:
         await self._runner.cleanup()
+
+    @staticmethod
+    def save(path: Path) -> None:
+        """Keep the emulator's objects for the next start (demo mode: the SQLite
+        database outlives the process, so Stripe's side must too)."""
+        tmp = Path(f"{path}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            pickle.dump(dict(resources.store), fh, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+
+    @staticmethod
+    def load(path: Path) -> bool:
+        """Restore what save() kept (our own file in the instance folder); False if none."""
+        try:
+            with open(path, "rb") as fh:
+                saved = pickle.load(fh)
+        except FileNotFoundError:
+            return False
+        except Exception as exc:  # an unreadable file: start empty rather than not at all
+            logging.getLogger(__name__).warning("localstripe state not restored: %s", type(exc).__name__)
+            return False
+        resources.store.clear()
+        resources.store.update(saved)
+        return True
 
     @staticmethod
     def flush() -> None:

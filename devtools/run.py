@@ -49,14 +49,25 @@ DEMO_PRICE = "price_demo_pro_monthly"
 
 
 def _seed_demo_price(emulator_url: str) -> str:
-    """A recurring price to subscribe to (localstripe keeps it as a plan; its state is in memory)."""
+    """A recurring price to subscribe to (localstripe keeps it as a plan), made once."""
     import stripe
 
     client = stripe.StripeClient("sk_test_demo_seed", base_addresses={"api": emulator_url}, max_network_retries=0)
-    product = client.v1.products.create(params={"name": "Kamiyo Pro (demo)"})
-    client.v1.plans.create(params={"id": DEMO_PRICE, "product": product.id, "amount": 2900, "currency": "usd",
-                                   "interval": "month"})
+    try:
+        client.v1.plans.retrieve(DEMO_PRICE)
+    except stripe.InvalidRequestError:
+        product = client.v1.products.create(params={"name": "Kamiyo Pro (demo)"})
+        client.v1.plans.create(params={"id": DEMO_PRICE, "product": product.id, "amount": 2900, "currency": "usd",
+                                       "interval": "month"})
     return DEMO_PRICE
+
+
+def _emulator_state() -> Path:
+    from kamiyo import _new_flask
+
+    path = Path(_new_flask().instance_path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path / "demo-localstripe.pickle"
 
 
 def _prepare(demo: bool) -> dict[str, str] | None:
@@ -131,6 +142,9 @@ def main() -> int:
     emulator = proxy = None
     if demo:
         os.environ["KAMIYO_DEMO_MODE"] = "1"
+        from devtools.localstripe_server import LocalStripe
+
+        LocalStripe.load(_emulator_state())  # the demo database remembers these customers
         emulator = _start_localstripe(int(os.environ.get("DEMO_STRIPE_PORT", "8420")))
         proxy = _start_proxy(emulator.url, int(os.environ.get("DEMO_STRIPE_PROXY_PORT", "8421")))
         price = _seed_demo_price(emulator.url)
@@ -161,6 +175,7 @@ def main() -> int:
             proxy.stop()
         if emulator:
             emulator.stop()
+            emulator.save(_emulator_state())
         print("Stopped.", flush=True)
 
 

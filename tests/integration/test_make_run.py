@@ -89,6 +89,11 @@ def test_demo_mode_starts_serves_and_stops_cleanly(tmp_path):
         assert any(r["path"] == "/v1/customers" and r["query"] == "limit=1" and r["status"] == 200
                    for r in recorded), recorded
         wait_for_output(proc, "Scheduler running (UTC)")
+        key = next(line for line in proc.lines if "API key:" in line).split()[-1]
+        customer = requests.post(f"http://127.0.0.1:{port}/api/v1/payments/customers", timeout=30,
+                                 headers={"Authorization": f"Bearer {key}"},
+                                 json={"user_id": "demo-u1", "email": "ada@example.com"})
+        assert customer.status_code == 201, customer.text
     finally:
         output = ctrl_c(proc)
     key_line = [line for line in output.splitlines() if "API key:" in line]
@@ -104,10 +109,17 @@ def test_demo_mode_starts_serves_and_stops_cleanly(tmp_path):
         with pytest.raises(requests.ConnectionError):
             requests.get(f"http://127.0.0.1:{p}/health", timeout=1)
 
-    # A second start migrates nothing new and shows the same demo credentials.
+    # A second start migrates nothing new and shows the same demo credentials; the
+    # emulator remembers the customer the database remembers, so it can subscribe.
     proc = start_runner(instance, port, stripe_port, proxy_port)
     try:
         wait_healthy(port, proc)
+        subscription = requests.post(
+            f"http://127.0.0.1:{port}/api/v1/payments/subscriptions", timeout=30,
+            headers={"Authorization": f"Bearer {first_key}"},
+            json={"customer_id": customer.json()["id"], "price_id": "price_demo_pro_monthly", "tier": "pro",
+                  "payment_method": "pm_card_visa"})
+        assert subscription.status_code == 201, subscription.text
     finally:
         output = ctrl_c(proc)
     assert first_key in output
