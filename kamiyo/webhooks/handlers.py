@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -82,6 +83,11 @@ def _rank(event_type: str) -> int:
     return {"created": 0, "deleted": 2}.get(action, 1)
 
 
+# Events of the batch being written whose rows are claimed but not handled yet:
+# their provisional "processed" status must not make an older sibling look superseded.
+UNHANDLED_IN_BATCH: ContextVar[frozenset[str]] = ContextVar("unhandled_in_batch", default=frozenset())
+
+
 def superseded(event: dict[str, Any]) -> bool:
     """Was a newer event about the same Stripe object already applied?"""
     object_id = event["data"]["object"].get("id")
@@ -92,7 +98,7 @@ def superseded(event: dict[str, Any]) -> bool:
         select(WebhookEvent.created, WebhookEvent.type).where(
             WebhookEvent.object_id == object_id,
             WebhookEvent.status == PROCESSED,
-            WebhookEvent.event_id != event["id"],
+            WebhookEvent.event_id.not_in({event["id"], *UNHANDLED_IN_BATCH.get()}),
         )
     )
     for created, event_type in applied:

@@ -202,9 +202,15 @@ def _apply_batch(batch: list[group_commit.Pending]) -> list[Received]:
             # All claims in one statement; a copy stored meanwhile by another worker fails it all.
             connection.execute(_INSERT, [_claim_row(p.event, p.payload, now, expected) for p, expected in fresh])
             outcome: dict[str, Received] = {}
+            unhandled = {p.event["id"] for p, _ in fresh}
             for pending, expected in fresh:
                 event = pending.event
-                result = handlers.dispatch(event)
+                unhandled.discard(event["id"])
+                token = handlers.UNHANDLED_IN_BATCH.set(frozenset(unhandled))
+                try:
+                    result = handlers.dispatch(event)
+                finally:
+                    handlers.UNHANDLED_IN_BATCH.reset(token)
                 if result.status != expected:
                     connection.execute(_SET_STATUS, {"b_event_id": event["id"], "b_status": result.status})
                 outcome[event["id"]] = Received(result.status, result.note, 1)

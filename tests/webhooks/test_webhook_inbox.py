@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import datetime as dt
 from concurrent.futures import ThreadPoolExecutor
 
@@ -182,3 +184,21 @@ def test_a_batch_that_fails_is_rolled_back_and_its_events_handled_one_by_one(app
     assert all(p.done.is_set() for p in batch)
     assert {k: v[:2] for k, v in rows(app).items()} == {
         "evt_b1": ("processed", 1), "evt_b2": ("failed", 1), "evt_b3": ("processed", 1)}
+
+
+def test_an_older_event_in_the_same_batch_is_not_superseded_by_an_unhandled_sibling(app):
+    from kamiyo.models import Customer
+    from kamiyo.webhooks import inbox
+    from kamiyo.webhooks.group_commit import Pending
+    from tests.webhooks.stripe_signing import customer, make_event
+
+    # created (ours: it names the user) and, a second later, updated without the metadata.
+    created = make_event("customer.created", customer("cus_batch", user_id="user-batch"), created=1_700_000_000)
+    updated = make_event("customer.updated", customer("cus_batch", user_id=None, email="new@example.com"),
+                         created=1_700_000_001)
+    batch = [Pending(created, json.dumps(created)), Pending(updated, json.dumps(updated))]
+    with app.test_request_context():
+        results = inbox._apply_batch(batch)
+        row = db.session.scalar(db.select(Customer).where(Customer.stripe_customer_id == "cus_batch"))
+    assert [r.status for r in results] == ["processed", "processed"], results
+    assert row is not None and (row.user_id, row.email) == ("user-batch", "new@example.com")
