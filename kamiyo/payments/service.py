@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from ..extensions import db
 from ..http_errors import ApiError
 from ..models import LIVE_SUBSCRIPTION_STATUSES, Customer, Subscription
+from ..stripe_objects import subscription_period_end
 from . import idempotency, metrics
 from .errors import CircuitOpenError, is_transient
 from .gateway import get_gateway
@@ -172,19 +172,6 @@ def _live_subscription(customer_id: int, price_id: str) -> Subscription | None:
         Subscription.status.in_(LIVE_SUBSCRIPTION_STATUSES)))
 
 
-def _timestamp(value) -> dt.datetime | None:
-    return dt.datetime.fromtimestamp(value, dt.timezone.utc) if value else None
-
-
-def _period_end(stripe_subscription) -> dt.datetime | None:
-    # Since 2025 Stripe reports the period on the items; older versions on the subscription.
-    end = stripe_subscription.get("current_period_end")
-    if end is None:
-        items = (stripe_subscription.get("items") or {}).get("data") or []
-        end = items[0].get("current_period_end") if items else None
-    return _timestamp(end)
-
-
 def create_subscription(customer_id: int, price_id: str, tier: str,
                         payment_method: str | None) -> Result[Subscription]:
     customer = get_customer(customer_id)
@@ -237,7 +224,8 @@ def create_subscription(customer_id: int, price_id: str, tier: str,
                            "Send a payment_method (a PaymentMethod id from the checkout) with the request.")
     stripe_sub = _stripe_step(op, "subscription.create", lambda: gateway.create_subscription(stored, key))
     subscription = Subscription(customer_id=customer.id, price_id=price_id, tier=tier, status=stripe_sub["status"],
-                                stripe_subscription_id=stripe_sub["id"], current_period_end=_period_end(stripe_sub))
+                                stripe_subscription_id=stripe_sub["id"],
+                                current_period_end=subscription_period_end(stripe_sub))
     db.session.add(subscription)
     try:
         db.session.flush()

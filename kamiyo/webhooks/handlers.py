@@ -33,6 +33,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ..extensions import db
 from ..models import Customer, Subscription
+from ..stripe_objects import first_item, subscription_period_end
 from .models import PaymentOutcome, WebhookEvent
 
 log = logging.getLogger("kamiyo.webhooks")
@@ -174,24 +175,12 @@ def customer_event(event: dict[str, Any]) -> Result:
 
 # --------------------------------------------------------------------------- subscriptions
 
-def _first_item(obj: dict[str, Any]) -> dict[str, Any]:
-    items = obj.get("items")
-    data = items.get("data") if isinstance(items, dict) else None
-    return data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else {}
-
-
 def _price(obj: dict[str, Any]) -> dict[str, Any]:
-    item = _first_item(obj)
+    item = first_item(obj)
     for candidate in (item.get("price"), item.get("plan"), obj.get("plan")):
         if isinstance(candidate, dict) and candidate.get("id"):
             return candidate
     return {}
-
-
-def _period_end(obj: dict[str, Any]) -> dt.datetime | None:
-    # Newer API versions moved the period onto the items.
-    value = obj.get("current_period_end") or _first_item(obj).get("current_period_end")
-    return dt.datetime.fromtimestamp(value, tz=dt.timezone.utc) if isinstance(value, int) else None
 
 
 _subs = Subscription.__table__
@@ -228,7 +217,7 @@ def subscription_event(event: dict[str, Any]) -> Result:
         "price_id": str(price["id"])[:255] if price else None,
         # Our API tags subscriptions with kamiyo_tier; a price's own tier metadata is the fallback.
         "tier": _metadata(obj, "kamiyo_tier") or _metadata(obj, "tier") or _metadata(price, "tier"),
-        "period_end": _period_end(obj),
+        "period_end": subscription_period_end(obj),
         "event_at": event_time(event),
     }
     if db.session.connection().execute(_SUBSCRIPTION_UPDATES[action], values).rowcount:

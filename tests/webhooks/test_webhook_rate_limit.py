@@ -125,7 +125,7 @@ def test_memory_storage_with_several_workers_warns(make_app, monkeypatch, caplog
 
 
 def test_an_unreachable_rate_limit_store_does_not_turn_stripe_away(make_app):
-    from tests.support import wait_until, closed_port_url
+    from tests.support import closed_port_url
 
     store = closed_port_url().replace("http://", "redis://") + "/0"
     client = make_app(RATELIMIT_STORAGE_URI=store).test_client()
