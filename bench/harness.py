@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import http.client
+import multiprocessing
 import os
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -33,7 +35,7 @@ def bench_env(instance: Path, **extra: str) -> dict[str, str]:
 
 @contextmanager
 def gunicorn(app_spec: str, env: dict[str, str], workers: int = 2) -> Iterator[str]:
-    """Migrate, then serve `app_spec` (module:app) with gunicorn; yields the base URL."""
+    """Migrate, then serve `app_spec` (module:app) with gunicorn; yields the port."""
     subprocess.run([sys.executable, "-m", "flask", "--app", app_spec.split(":")[0], "db", "upgrade"],
                    cwd=ROOT, env=env, check=True, capture_output=True)
     port = free_port()
@@ -53,7 +55,7 @@ def gunicorn(app_spec: str, env: dict[str, str], workers: int = 2) -> Iterator[s
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError("gunicorn did not start")
             time.sleep(0.1)
-        yield url
+        yield port
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
@@ -65,32 +67,69 @@ def temp_instance() -> Iterator[Path]:
         yield Path(tmp)
 
 
-def load(call: Callable[[requests.Session, int], requests.Response], total: int, concurrency: int,
-         expect: Callable[[requests.Response], bool] = lambda r: r.ok) -> dict[str, float]:
-    """Run `total` calls over `concurrency` threads (one Session each); rps and latency percentiles."""
+Request = tuple[str, str, bytes | None, dict[str, str]]  # method, path, body, headers
+
+
+def load(port: int, make_request: Callable[[int], Request] | None, *, seconds: float = 3.0, processes: int = 4,
+         threads: int = 8, ok: Callable[[int, bytes], bool] = lambda status, body: status < 300,
+         call: Callable[[int], None] | None = None) -> dict[str, float]:
+    """Drive the server from `processes` forked client processes x `threads` keep-alive
+    connections for `seconds` (after a short warm-up): a load generator that is not
+    itself the bottleneck. `call(n)`, when given, replaces the HTTP request (e.g. a
+    direct stripe-python call). Returns req/s and latency percentiles."""
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+
+    def client(index: int) -> None:
+        warm_until = time.monotonic() + 0.5
+        stop_at = warm_until + seconds
+        counter = iter(range(index * 10_000_000, (index + 1) * 10_000_000))
+        lock = threading.Lock()
+        latencies: list[float] = []
+        failures = [0]
+
+        def worker() -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            while (now := time.monotonic()) < stop_at:
+                with lock:
+                    n = next(counter)
+                started = time.perf_counter()
+                if call is not None:
+                    call(n)
+                    good = True
+                else:
+                    method, path, body, headers = make_request(n)
+                    conn.request(method, path, body=body, headers=headers)
+                    response = conn.getresponse()
+                    good = ok(response.status, response.read())
+                elapsed = time.perf_counter() - started
+                with lock:
+                    failures[0] += 0 if good else 1
+                    if now >= warm_until:
+                        latencies.append(elapsed)
+            conn.close()
+
+        pool = [threading.Thread(target=worker) for _ in range(threads)]
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join()
+        out.put((latencies, failures[0]))
+
+    procs = [ctx.Process(target=client, args=(i,)) for i in range(processes)]
+    for proc in procs:
+        proc.start()
     latencies: list[float] = []
     failures = 0
-    per_thread = [total // concurrency + (1 if i < total % concurrency else 0) for i in range(concurrency)]
-
-    def worker(thread_index: int) -> tuple[list[float], int]:
-        session, own, bad = requests.Session(), [], 0
-        base = sum(per_thread[:thread_index])
-        for i in range(per_thread[thread_index]):
-            started = time.perf_counter()
-            response = call(session, base + i)
-            own.append(time.perf_counter() - started)
-            bad += 0 if expect(response) else 1
-        return own, bad
-
-    started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        for own, bad in pool.map(worker, range(concurrency)):
-            latencies.extend(own)
-            failures += bad
-    elapsed = time.perf_counter() - started
+    for _ in procs:
+        got, failed = out.get(timeout=seconds * 20 + 60)
+        latencies += got
+        failures += failed
+    for proc in procs:
+        proc.join()
     latencies.sort()
     return {
-        "rps": total / elapsed,
+        "rps": len(latencies) / seconds,
         "p50_ms": statistics.median(latencies) * 1000,
         "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
         "failures": failures,
