@@ -101,7 +101,7 @@ def _observe(now: dt.datetime, remote: bool) -> tuple[dict[str, Any], dict | Non
     # After the endpoint listing, so its own response's Stripe-Version counts too.
     responses = observed.response_versions()
     seen["responses"] = ({"status": "verified", "versions": responses} if responses else
-                         {"status": "unverified", "reason": "no Stripe-Version header seen by this process"})
+                         {"status": "unverified", "reason": "no Stripe response recorded in the last 30 days"})
     try:
         events = observed.webhook_event_versions(since)
         seen["webhook_events"] = (
