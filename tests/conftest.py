@@ -204,3 +204,19 @@ def plan_id(localstripe_url):
     plan = client.v1.plans.create(params={"product": product.id, "amount": 2900, "currency": "usd",
                                           "interval": "month", "id": "price_kamiyo_pro_monthly"})
     return plan.id
+
+
+@pytest.fixture
+def slack(serve_app):
+    """A real HTTP receiver standing in for Slack's incoming webhook: (url, received payloads)."""
+    from flask import Flask, request
+
+    received = []
+    receiver = Flask("slack")
+
+    @receiver.post("/hook")
+    def hook():
+        received.append(request.get_json())
+        return "ok"
+
+    return serve_app(receiver) + "/hook", received

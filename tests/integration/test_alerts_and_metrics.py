@@ -5,30 +5,12 @@ from __future__ import annotations
 import json
 import logging
 
-import pytest
-from flask import request
 from prometheus_client import Counter
 
 from tests.support import closed_port_url, wait_until
 from kamiyo.observability.alerts import send_alert
 
 ALERT_TEST_COUNTER = Counter("kamiyo_test_alerts_metric_total", "A counter only the tests increment")
-
-
-@pytest.fixture
-def slack(make_app, serve_app):
-    """A real HTTP receiver standing in for Slack's incoming webhook."""
-    from flask import Flask
-
-    received = []
-    receiver = Flask("slack")
-
-    @receiver.post("/hook")
-    def hook():
-        received.append(request.get_json())
-        return "ok"
-
-    return serve_app(receiver) + "/hook", received
 
 
 def test_alert_is_logged_posted_and_deduplicated_per_key_and_hour(make_app, slack, caplog):

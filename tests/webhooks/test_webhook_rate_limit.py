@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import pytest
-from flask import Flask, request
 
 from tests.support import wait_until
 from tests.webhooks.stripe_signing import URL, customer, make_event, post
@@ -77,19 +75,6 @@ def test_behind_a_trusted_proxy_the_forwarded_client_is_limited(make_app):
     assert first == [400, 400, 400, 429] and other == 400
     with app.app_context():
         assert db.session.scalar(db.select(RateLimitViolation.client_ip)) == "192.0.2.1"
-
-
-@pytest.fixture
-def slack(serve_app):
-    received = []
-    receiver = Flask("slack")
-
-    @receiver.post("/hook")
-    def hook():
-        received.append(request.get_json())
-        return "ok"
-
-    return serve_app(receiver) + "/hook", received
 
 
 def test_alert_once_per_ip_and_hour_past_the_threshold(make_app, slack, caplog):
