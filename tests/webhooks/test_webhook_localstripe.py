@@ -92,9 +92,9 @@ def test_webhook_that_beats_our_own_answer_is_completed_not_duplicated(make_app,
                                                                         caplog):
     from devtools.stripe_proxy import Fault
 
-    # Stripe's reply to our subscription create is lost; we retry after 2 s. localstripe
+    # Stripe's reply to our subscription create is lost; we retry after 3 s. localstripe
     # delivers customer.subscription.created after 1 s, so its handler stores the row first.
-    app = make_app(STRIPE_API_BASE=proxy.url, STRIPE_RETRY_MIN_WAIT=2.0, STRIPE_RETRY_MAX_WAIT=2.0)
+    app = make_app(STRIPE_API_BASE=proxy.url, STRIPE_RETRY_MIN_WAIT=3.0, STRIPE_RETRY_MAX_WAIT=3.0)
     delivering_to(app)
     proxy.add_faults(Fault("drop_after", method="POST", path=r"^/v1/subscriptions$"))
     with caplog.at_level("INFO", logger="kamiyo.payments.service"):
