@@ -32,6 +32,13 @@ def declined():
     raise stripe.CardError("declined", "number", "card_declined", http_status=402)
 
 
+def fail(breaker, times: int) -> None:
+    """`times` consecutive calls that fail transiently."""
+    for _ in range(times):
+        with pytest.raises(stripe.APIConnectionError):
+            breaker.call(down)
+
+
 def make_breaker(state=None, **kw):
     clock = Clock()
     changes = []
@@ -42,9 +49,7 @@ def make_breaker(state=None, **kw):
 
 def test_opens_after_consecutive_transient_failures_and_fails_fast():
     breaker, clock, changes = make_breaker()
-    for _ in range(3):
-        with pytest.raises(stripe.APIConnectionError):
-            breaker.call(down)
+    fail(breaker, 3)
     assert breaker.current_state == OPEN and changes == [(CLOSED, OPEN)]
     calls = []
     with pytest.raises(CircuitOpenError):
@@ -65,9 +70,7 @@ def test_card_and_request_errors_never_trip_it_and_reset_the_count():
 
 def test_one_probe_after_the_timeout_success_closes():
     breaker, clock, changes = make_breaker()
-    for _ in range(3):
-        with pytest.raises(stripe.APIConnectionError):
-            breaker.call(down)
+    fail(breaker, 3)
     clock.now += 61
     assert breaker.current_state == HALF_OPEN
     probe_started, release = threading.Event(), threading.Event()
@@ -91,9 +94,7 @@ def test_one_probe_after_the_timeout_success_closes():
 
 def test_failed_probe_reopens_for_another_timeout():
     breaker, clock, changes = make_breaker()
-    for _ in range(3):
-        with pytest.raises(stripe.APIConnectionError):
-            breaker.call(down)
+    fail(breaker, 3)
     clock.now += 61
     with pytest.raises(stripe.APIConnectionError):
         breaker.call(down)
@@ -108,9 +109,7 @@ def test_state_is_shared_through_redis(redis_url):
     worker_a, clock_a, _ = make_breaker(RedisState(redis_url, name))
     worker_b, clock_b, _ = make_breaker(RedisState(redis_url, name))
     worker_a.reset()
-    for _ in range(2):
-        with pytest.raises(stripe.APIConnectionError):
-            worker_a.call(down)
+    fail(worker_a, 2)
     with pytest.raises(stripe.APIConnectionError):
         worker_b.call(down)  # the third consecutive failure, seen by another worker
     assert worker_a.current_state == OPEN and worker_b.current_state == OPEN
