@@ -16,6 +16,7 @@ nested objects that list their properties are closed here too.
 from __future__ import annotations
 
 import copy
+import gzip
 import json
 import os
 import re
@@ -30,9 +31,16 @@ _INT = re.compile(r"-?\d+")
 _FORM = "application/x-www-form-urlencoded"
 
 
+BUNDLED_SPEC_DIR = Path(__file__).resolve().parent / "stripe-openapi"
+
+
 def default_spec_dir() -> Path:
+    """STRIPE_OPENAPI_DIR, else ../shared/stripe-openapi beside the repo, else the bundled copy."""
     configured = os.environ.get("STRIPE_OPENAPI_DIR")
-    return Path(configured) if configured else REPO_ROOT.parent / "shared" / "stripe-openapi"
+    if configured:
+        return Path(configured)
+    shared = REPO_ROOT.parent / "shared" / "stripe-openapi"
+    return shared if any(shared.glob("*.json")) else BUNDLED_SPEC_DIR
 
 
 class StripeContract:
@@ -51,13 +59,15 @@ class StripeContract:
     def load(cls, spec_dir: Path | None = None) -> "StripeContract":
         """Parse the spec once per process (it is a 4 MB JSON file)."""
         folder = Path(spec_dir) if spec_dir else default_spec_dir()
-        files = sorted(folder.glob("spec3*.json")) or sorted(folder.glob("*.json"))
+        files = (sorted(folder.glob("spec3*.json")) or sorted(folder.glob("*.json"))
+                 or sorted(folder.glob("spec3*.json.gz")))
         if not files:
             raise FileNotFoundError(
                 f"no Stripe OpenAPI spec (spec3*.json) in {folder}; set STRIPE_OPENAPI_DIR to its folder")
         path = files[-1].resolve()
         if path not in cls._cache:
-            with path.open(encoding="utf-8") as handle:
+            opener = gzip.open if path.suffix == ".gz" else open
+            with opener(path, "rt", encoding="utf-8") as handle:
                 cls._cache[path] = cls(json.load(handle), path.name)
         return cls._cache[path]
 

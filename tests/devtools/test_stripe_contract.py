@@ -99,3 +99,11 @@ def test_spec_is_loaded_once_and_the_folder_is_configurable(stripe_contract, tmp
     assert contract is not stripe_contract
     assert contract.validate("POST", "/v1/widgets/w_1", {"size": "3"}) == []
     assert contract.validate("POST", "/v1/widgets/w_1", {"size": "big"}) != []
+
+
+def test_the_bundled_copy_serves_a_clone_without_shared():
+    from devtools.stripe_contract import BUNDLED_SPEC_DIR, StripeContract
+
+    bundled = StripeContract.load(BUNDLED_SPEC_DIR)
+    assert bundled.validate("POST", "/v1/customers", {"email": "a@b.co"}) == []
+    assert bundled.validate("POST", "/v1/customers", {"email": "a@b.co", "bogus": "1"})
