@@ -33,6 +33,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ..extensions import db
 from ..models import Customer, Subscription
+from ..prepared import Prepared
 from ..stripe_objects import first_item, subscription_period_end
 from .models import PaymentOutcome, WebhookEvent
 
@@ -201,7 +202,7 @@ def _subscription_update(action: str):
                     last_event_at=bindparam("event_at")))
 
 
-_SUBSCRIPTION_UPDATES = {action: _subscription_update(action) for action in ("created", "updated", "deleted")}
+_SUBSCRIPTION_UPDATES = {action: Prepared(_subscription_update(action)) for action in ("created", "updated", "deleted")}
 
 
 @handles("customer.subscription.created", "customer.subscription.updated", "customer.subscription.deleted")
@@ -220,7 +221,7 @@ def subscription_event(event: dict[str, Any]) -> Result:
         "period_end": subscription_period_end(obj),
         "event_at": event_time(event),
     }
-    if db.session.connection().execute(_SUBSCRIPTION_UPDATES[action], values).rowcount:
+    if _SUBSCRIPTION_UPDATES[action].execute(db.session.connection(), values):
         return Result(PROCESSED, f"subscription {stripe_id} is {values['status'] or 'unchanged'}")
     if db.session.scalar(select(Subscription.id).where(Subscription.stripe_subscription_id == stripe_id)):
         return Result(PROCESSED, "superseded by a newer event")
@@ -239,20 +240,22 @@ def subscription_event(event: dict[str, Any]) -> Result:
 # --------------------------------------------------------------------------- payments
 
 _outcomes = PaymentOutcome.__table__
+_OUTCOME_COLUMNS = ("stripe_object_id", "stripe_customer_id", "amount", "currency", "outcome", "failure_code",
+                    "occurred_at")
 
 
 def _outcome_upsert(dialect):
     """INSERT, or UPDATE when this event is at least as new as the stored outcome: one statement."""
     statement = dialect.insert(_outcomes)
-    columns = ("stripe_customer_id", "amount", "currency", "outcome", "failure_code", "occurred_at")
     return statement.on_conflict_do_update(
         index_elements=[_outcomes.c.stripe_object_id],
-        set_={name: statement.excluded[name] for name in columns},
+        set_={name: statement.excluded[name] for name in _OUTCOME_COLUMNS[1:]},
         where=_outcomes.c.occurred_at <= statement.excluded.occurred_at)
 
 
 # The two databases the service runs on; both have INSERT ... ON CONFLICT.
-_OUTCOME_UPSERTS = {"sqlite": _outcome_upsert(sqlite), "postgresql": _outcome_upsert(postgresql)}
+_OUTCOME_UPSERTS = {name: Prepared(_outcome_upsert(dialect), column_keys=_OUTCOME_COLUMNS)
+                    for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))}
 
 
 def _record_outcome(event: dict[str, Any], payment_id: str, succeeded: bool, amount: Any,
@@ -260,7 +263,7 @@ def _record_outcome(event: dict[str, Any], payment_id: str, succeeded: bool, amo
     obj = event["data"]["object"]
     outcome = "succeeded" if succeeded else "failed"
     connection = db.session.connection()
-    changed = connection.execute(_OUTCOME_UPSERTS[connection.dialect.name], dict(
+    changed = _OUTCOME_UPSERTS[connection.dialect.name].execute(connection, dict(
         stripe_object_id=payment_id,
         stripe_customer_id=_id(obj.get("customer")),
         amount=amount if isinstance(amount, int) else None,
@@ -268,7 +271,7 @@ def _record_outcome(event: dict[str, Any], payment_id: str, succeeded: bool, amo
         outcome=outcome,
         failure_code=None if succeeded else (str(failure_code)[:64] if failure_code else None),
         occurred_at=event_time(event),
-    )).rowcount
+    ))
     return Result(PROCESSED, f"payment {payment_id} {outcome}" if changed else "superseded by a newer event")
 
 

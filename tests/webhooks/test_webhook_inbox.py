@@ -202,3 +202,25 @@ def test_an_older_event_in_the_same_batch_is_not_superseded_by_an_unhandled_sibl
         row = db.session.scalar(db.select(Customer).where(Customer.stripe_customer_id == "cus_batch"))
     assert [r.status for r in results] == ["processed", "processed"], results
     assert row is not None and (row.user_id, row.email) == ("user-batch", "new@example.com")
+
+
+def test_a_subscription_created_and_updated_in_one_batch_ends_in_the_update(app):
+    """The created event adds the row through the ORM; the update in the same
+    transaction must see it (flushed), not call itself superseded."""
+    from kamiyo.models import Subscription
+    from kamiyo.webhooks import inbox
+    from kamiyo.webhooks.group_commit import Pending
+    from tests.webhooks.stripe_signing import subscription
+
+    created = make_event("customer.subscription.created",
+                         subscription("sub_batch", "cus_batch_sub", status="incomplete", user_id="user-sub"),
+                         created=1_700_000_000)
+    updated = make_event("customer.subscription.updated",
+                         subscription("sub_batch", "cus_batch_sub", status="active", user_id="user-sub"),
+                         created=1_700_000_005)
+    batch = [Pending(created, json.dumps(created)), Pending(updated, json.dumps(updated))]
+    with app.test_request_context():
+        results = inbox._apply_batch(batch)
+        row = db.session.scalar(db.select(Subscription).where(Subscription.stripe_subscription_id == "sub_batch"))
+    assert [r.note for r in results] == ["subscription sub_batch is incomplete", "subscription sub_batch is active"]
+    assert row.status == "active"

@@ -1,0 +1,108 @@
+"""Core statements for hot paths: compiled once, run on the DB-API cursor.
+
+SQLAlchemy spends some 40-60 µs of Python on each `Connection.execute`
+(execution context, result object, events) on top of what the database does.
+On the webhook intake that is most of the cost of a statement, so its few
+statements are compiled once per dialect here and run on the cursor of the
+connection the caller already holds: the same SQL, the same type conversions
+(bind processors taken from the statement's own types), the same transaction.
+
+Python-side column defaults and onupdates are applied (called without an
+execution context); literal values in the statement are bound as compiled.
+No result rows beyond `read_one`. Anything else goes through SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql import ClauseElement
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    sql: str
+    names: tuple[str, ...]
+    positional: bool
+    processors: Mapping[str, Callable[[Any], Any]]
+    fixed: Mapping[str, Any]  # literals in the statement (`status != 'canceled'`)
+    defaults: Mapping[str, Any]  # the columns' Python-side default / onupdate, when not given
+
+    def parameters(self, given: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
+        processors = self.processors
+        values = {**self.fixed, **given}
+        for name, default in self.defaults.items():
+            if name not in given:
+                values[name] = default.arg(None) if default.is_callable else default.arg
+        if self.positional:
+            return tuple(processors[n](values[n]) if n in processors else values[n] for n in self.names)
+        return {n: processors[n](values[n]) if n in processors else values[n] for n in self.names}
+
+
+class Prepared:
+    """One statement; `execute` and `executemany` take plain dicts of bind values."""
+
+    def __init__(self, statement: ClauseElement, column_keys: Iterable[str] | None = None) -> None:
+        self.statement = statement
+        self.column_keys = list(column_keys) if column_keys is not None else None
+        self._by_dialect: dict[str, _Compiled] = {}
+
+    def compiled(self, dialect: Dialect) -> _Compiled:
+        found = self._by_dialect.get(dialect.name)
+        if found is None:
+            compiled = self.statement.compile(dialect=dialect, column_keys=self.column_keys)
+            names = tuple(compiled.positiontup or compiled.binds)
+            # Defaults SQLAlchemy would compute in Python (`updated_at` onupdate=utcnow); callables
+            # that need the execution context are not supported here.
+            defaults = {column.key: column.default for column in compiled.insert_prefetch}
+            defaults.update({column.key: column.onupdate for column in compiled.update_prefetch})
+            processors, fixed = {}, {}
+            for name in names:
+                bind = compiled.binds[name]
+                processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+                if processor is not None:
+                    processors[name] = processor
+                if not bind.required and name not in defaults:
+                    fixed[name] = bind.effective_value
+            found = self._by_dialect[dialect.name] = _Compiled(
+                str(compiled), names, compiled.positiontup is not None, processors, fixed, defaults)
+        return found
+
+    def execute(self, connection: Connection, values: Mapping[str, Any]) -> int:
+        """Run once in the connection's transaction; returns the number of rows it changed."""
+        return self._run(connection.dialect, connection.connection, "execute", values)
+
+    def executemany(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        self._run(connection.dialect, connection.connection, "executemany", rows)
+
+    def read_one(self, engine: Engine, values: Mapping[str, Any]) -> tuple | None:
+        """A read of committed data on a pooled connection of its own (handed back rolled back)."""
+        dbapi_connection = engine.raw_connection()
+        try:
+            return self._run(engine.dialect, dbapi_connection, "fetchone", values)
+        finally:
+            dbapi_connection.close()
+
+    def _run(self, dialect: Dialect, dbapi_connection, how: str, values):
+        compiled = self.compiled(dialect)
+        if how == "executemany":
+            parameters = [compiled.parameters(row) for row in values]
+        else:
+            parameters = compiled.parameters(values)
+        cursor = dbapi_connection.cursor()
+        try:
+            if how == "executemany":
+                cursor.executemany(compiled.sql, parameters)
+            else:
+                cursor.execute(compiled.sql, parameters)
+            return cursor.fetchone() if how == "fetchone" else cursor.rowcount
+        except dialect.loaded_dbapi.Error as exc:
+            # The exceptions SQLAlchemy would raise (IntegrityError and the like), for the callers' handlers.
+            # Parameters left out of the message: they carry event payloads.
+            raise DBAPIError.instance(compiled.sql, parameters, exc, dialect.loaded_dbapi.Error,
+                                      hide_parameters=True, dialect=dialect) from exc
+        finally:
+            cursor.close()
