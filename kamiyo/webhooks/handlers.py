@@ -35,7 +35,7 @@ from ..extensions import db
 from ..models import Customer, Subscription
 from ..prepared import Prepared
 from ..stripe_objects import first_item, subscription_period_end
-from .models import PaymentOutcome, WebhookEvent
+from .models import CUSTOMER_EVENTS, PaymentOutcome, WebhookEvent
 
 log = logging.getLogger("kamiyo.webhooks")
 
@@ -91,13 +91,14 @@ UNHANDLED_IN_BATCH: ContextVar[frozenset[str]] = ContextVar("unhandled_in_batch"
 
 
 def superseded(event: dict[str, Any]) -> bool:
-    """Was a newer event about the same Stripe object already applied?"""
+    """Was a newer event about the same Stripe customer already applied?"""
     object_id = event["data"]["object"].get("id")
     if not object_id:
         return False
     mine = (event_time(event), _rank(event["type"]))
     applied = db.session.execute(
         select(WebhookEvent.created, WebhookEvent.type).where(
+            CUSTOMER_EVENTS,  # as written in the partial index, which the database then uses
             WebhookEvent.object_id == object_id,
             WebhookEvent.status == PROCESSED,
             WebhookEvent.event_id.not_in({event["id"], *UNHANDLED_IN_BATCH.get()}),

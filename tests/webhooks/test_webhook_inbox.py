@@ -224,3 +224,16 @@ def test_a_subscription_created_and_updated_in_one_batch_ends_in_the_update(app)
         row = db.session.scalar(db.select(Subscription).where(Subscription.stripe_subscription_id == "sub_batch"))
     assert [r.note for r in results] == ["subscription sub_batch is incomplete", "subscription sub_batch is active"]
     assert row.status == "active"
+
+
+def test_the_customer_order_check_uses_the_partial_index(app):
+    """Only customer events' object ids are indexed; the check must still find them by index."""
+    from sqlalchemy import select
+
+    from kamiyo.webhooks.models import CUSTOMER_EVENTS
+
+    query = select(WebhookEvent.created).where(CUSTOMER_EVENTS, WebhookEvent.object_id == "cus_1")
+    with app.app_context():
+        sql = str(query.compile(db.engine, compile_kwargs={"literal_binds": True}))
+        plan = " ".join(row[-1] for row in db.session.execute(db.text("EXPLAIN QUERY PLAN " + sql)))
+    assert "ix_webhook_events_customer_object_id" in plan, plan
