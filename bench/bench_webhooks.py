@@ -4,7 +4,8 @@
 keep-alive clients on loopback. Three phases of PHASE_SECONDS each:
   bare        GET /bench/bare (the same app, a route that does nothing)
   new         verified events never seen before, stored and handled
-              (half customer.subscription.updated on known rows, half payment_intent.succeeded)
+              (half customer.subscription.updated on known rows, half payment_intent.succeeded),
+              made and signed by the clients before the phase starts
   duplicates  verified events already processed
 Prints requests/s, p99 latency and the ratios to the bare route.
 Run: make bench BENCH=webhooks (or python -m bench webhooks).
@@ -39,6 +40,8 @@ SECRET = "whsec_bench_" + uuid.uuid4().hex
 SUBSCRIPTIONS = 200
 DUPLICATE_POOL = 200
 TARGETS = {"new": 0.5, "duplicates": 0.6}
+# Signed ahead of each "new" phase by each client process; more than it can send in a phase.
+NEW_EVENTS_PER_CLIENT = int(os.environ.get("BENCH_NEW_EVENTS_PER_CLIENT", "2500"))
 
 
 def _event(n: int) -> dict:
@@ -64,12 +67,18 @@ def _signed(event: dict) -> tuple[bytes, dict]:
     return body, {"Stripe-Signature": f"t={t},v1={sig}", "Content-Type": "application/json"}
 
 
-def _client_process(port: int, phase: str, duplicates: list, seed: int, out) -> None:
+def _client_process(port: int, phase: str, duplicates: list, seed: int, start, out) -> None:
+    # New events are made and signed before the clock starts, as the duplicates are: the load
+    # generator shares this machine's CPUs with the server and should not compete for them.
+    fresh = [_signed(_event(n)) for n in range(seed * 10_000_000, seed * 10_000_000 + NEW_EVENTS_PER_CLIENT)] \
+        if phase == "new" else []
+    fresh.reverse()  # popped from the end: sent in the order made (subscription updates stay in order)
+    start.wait()  # every client process ready: the phases measure the same 32 clients
     stop_at = time.monotonic() + WARMUP_SECONDS + PHASE_SECONDS
     measure_from = time.monotonic() + WARMUP_SECONDS
     results: list[list[float]] = []
     errors: list[str] = []
-    counter = iter(range(seed * 10_000_000, (seed + 1) * 10_000_000))
+    counter = iter(range(seed * 10_000_000 + NEW_EVENTS_PER_CLIENT, (seed + 1) * 10_000_000))
     lock = threading.Lock()
 
     def worker() -> None:
@@ -84,8 +93,9 @@ def _client_process(port: int, phase: str, duplicates: list, seed: int, out) -> 
                 method, path, body, headers, expect = "GET", "/bench/bare", None, {}, b'"ok"'
             elif phase == "new":
                 with lock:
+                    prepared = fresh.pop() if fresh else None
                     n = next(counter)
-                body, headers = _signed(_event(n))
+                body, headers = prepared or _signed(_event(n))  # made here only if the pool ran dry
                 method, path, expect = "POST", "/api/v1/webhooks/stripe", b'"processed"'
             else:
                 body, headers = rnd.choice(duplicates)
@@ -114,7 +124,8 @@ def _client_process(port: int, phase: str, duplicates: list, seed: int, out) -> 
 def _run_phase(port: int, phase: str, duplicates: list) -> dict:
     ctx = multiprocessing.get_context("fork")
     out = ctx.Queue()
-    procs = [ctx.Process(target=_client_process, args=(port, phase, duplicates, i, out))
+    start = ctx.Barrier(CLIENT_PROCESSES)
+    procs = [ctx.Process(target=_client_process, args=(port, phase, duplicates, i, start, out))
              for i in range(CLIENT_PROCESSES)]
     for proc in procs:
         proc.start()
