@@ -2,9 +2,10 @@
 
 Leader and followers, per process: a request that finds nobody writing
 becomes the leader; requests arriving meanwhile queue up and wait. The leader
-takes what has queued (up to MAX_BATCH events, its own first), claims and
-handles them in one transaction through the write gate, commits once, wakes
-the others (who answer 200 only now) and hands the lead to the next waiting
+takes the write gate, then what has queued by then (up to MAX_BATCH events,
+its own first: everything that arrived while it waited for the gate rides
+along), claims and handles them in one transaction, commits once, wakes the
+others (who answer 200 only now) and hands the lead to the next waiting
 request, if any. SQLite takes one writer at a time, so one commit and one pass
 through the gate for many events is where the throughput comes from; no
 extra thread, and the leader's own event needs no hand-over.
@@ -17,11 +18,12 @@ answer.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 from flask import current_app
 
@@ -46,9 +48,11 @@ class Pending:
 
 class GroupCommitter:
     def __init__(self, apply_batch: Callable[[list[Pending]], list[Any]],
-                 apply_one: Callable[[Pending], Any]) -> None:
+                 apply_one: Callable[[Pending], Any],
+                 gate: Callable[[], ContextManager[None]] = contextlib.nullcontext) -> None:
         self.apply_batch = apply_batch  # all in one transaction, committed; raises on any failure
-        self.apply_one = apply_one  # one event in its own transaction
+        self.apply_one = apply_one  # one event in its own transaction (takes the gate itself)
+        self.gate = gate  # held while a batch is taken and written
         self.pid = os.getpid()
         self._queue: list[Pending] = []
         self._lock = threading.Lock()
@@ -69,38 +73,29 @@ class GroupCommitter:
             raise pending.error
         return pending.result
 
-    def _lead(self) -> None:
+    def _take(self) -> list[Pending]:
         with self._lock:
             batch = self._queue[:MAX_BATCH]
             del self._queue[:MAX_BATCH]
-        try:
-            self._process(batch)
-        finally:
-            with self._lock:
-                if self._queue:
-                    following = self._queue[0]
-                    following.lead = True
-                    following.done.set()
-                else:
-                    self._busy = False
+        return batch
 
-    def _process(self, batch: list[Pending]) -> None:
+    def _lead(self) -> None:
+        batch: list[Pending] = []
+        results: list[Any] | None = None
         try:
             try:
-                results = self.apply_batch(batch)
-            except Exception:
-                db.session.rollback()
-                log.info("webhook batch of %d rolled back; handling its events one by one", len(batch))
-                results = None
-            for index, pending in enumerate(batch):
-                if results is not None:
-                    pending.result = results[index]
-                    continue
-                try:
-                    pending.result = self.apply_one(pending)
-                except Exception as exc:  # HandlerFailed and the like: the request answers 500
-                    db.session.rollback()
-                    pending.error = exc
+                with self.gate():
+                    # Taken only once the gate is ours: what queued while we waited joins the batch.
+                    batch = self._take()
+                    results = self._apply_batch(batch)
+            finally:
+                if not batch:  # the gate failed: fail the batch we would have written
+                    batch = self._take()
+            if results is None:
+                self._apply_one_by_one(batch)
+            else:
+                for pending, result in zip(batch, results):
+                    pending.result = result
         except BaseException as exc:  # never leave a request waiting
             for pending in batch:
                 if pending.result is None and pending.error is None:
@@ -110,12 +105,35 @@ class GroupCommitter:
             for pending in batch:
                 pending.finished = True
                 pending.done.set()
+            with self._lock:
+                if self._queue:
+                    following = self._queue[0]
+                    following.lead = True
+                    following.done.set()
+                else:
+                    self._busy = False
+
+    def _apply_batch(self, batch: list[Pending]) -> list[Any] | None:
+        try:
+            return self.apply_batch(batch)
+        except Exception:
+            db.session.rollback()
+            log.info("webhook batch of %d rolled back; handling its events one by one", len(batch))
+            return None
+
+    def _apply_one_by_one(self, batch: list[Pending]) -> None:
+        for pending in batch:
+            try:
+                pending.result = self.apply_one(pending)
+            except Exception as exc:  # HandlerFailed and the like: the request answers 500
+                db.session.rollback()
+                pending.error = exc
 
 
-def committer(apply_batch, apply_one) -> GroupCommitter:
+def committer(apply_batch, apply_one, gate) -> GroupCommitter:
     """This process's committer for the current app (made on first use, after any fork)."""
     app = current_app._get_current_object()
     found = app.extensions.get(EXTENSION)
     if found is None or found.pid != os.getpid():
-        found = app.extensions[EXTENSION] = GroupCommitter(apply_batch, apply_one)
+        found = app.extensions[EXTENSION] = GroupCommitter(apply_batch, apply_one, gate)
     return found

@@ -174,42 +174,48 @@ def _receive_one(event: dict[str, Any], payload: str) -> Received:
 
 
 def _apply_batch(batch: list[group_commit.Pending]) -> list[Received]:
-    """Claim and handle new events in one transaction; raises (nothing committed) on any failure."""
+    """Claim and handle new events in one transaction; raises (nothing committed) on any failure.
+
+    The caller (the group committer) holds the write gate.
+    """
     now = utcnow()
     connection = db.session.connection()
     seen: set[str] = set()
-    with write_gate().held():
-        try:
-            fresh: list[tuple[group_commit.Pending, str]] = []
-            for pending in batch:
-                if pending.event["id"] not in seen:  # two copies in one batch: the second is a duplicate
-                    seen.add(pending.event["id"])
-                    fresh.append((pending, handlers.expected_status(pending.event)))
-            # All claims in one statement; a copy stored meanwhile by another worker fails it all.
-            _INSERT.executemany(connection, [_claim_row(p.event, p.payload, now, expected) for p, expected in fresh])
-            outcome: dict[str, Received] = {}
-            unhandled = {p.event["id"] for p, _ in fresh}
-            for pending, expected in fresh:
-                event = pending.event
-                unhandled.discard(event["id"])
-                token = handlers.UNHANDLED_IN_BATCH.set(frozenset(unhandled))
-                try:
-                    result = handlers.dispatch(event)
-                    # The next handler's Core statements must see this one's ORM writes.
-                    db.session.flush()
-                finally:
-                    handlers.UNHANDLED_IN_BATCH.reset(token)
-                if result.status != expected:
-                    _SET_STATUS.execute(connection, {"b_event_id": event["id"], "b_status": result.status})
-                outcome[event["id"]] = Received(result.status, result.note, 1)
-            db.session.commit()
-            results = [outcome.pop(p.event["id"], None) or Received(DUPLICATE, "already handled") for p in batch]
-        except Exception:
-            db.session.rollback()  # inside the gate: SQLite's write lock goes with it
-            raise
+    try:
+        fresh: list[tuple[group_commit.Pending, str]] = []
+        for pending in batch:
+            if pending.event["id"] not in seen:  # two copies in one batch: the second is a duplicate
+                seen.add(pending.event["id"])
+                fresh.append((pending, handlers.expected_status(pending.event)))
+        # All claims in one statement; a copy stored meanwhile by another worker fails it all.
+        _INSERT.executemany(connection, [_claim_row(p.event, p.payload, now, expected) for p, expected in fresh])
+        outcome: dict[str, Received] = {}
+        unhandled = {p.event["id"] for p, _ in fresh}
+        for pending, expected in fresh:
+            event = pending.event
+            unhandled.discard(event["id"])
+            token = handlers.UNHANDLED_IN_BATCH.set(frozenset(unhandled))
+            try:
+                result = handlers.dispatch(event)
+                # The next handler's Core statements must see this one's ORM writes.
+                db.session.flush()
+            finally:
+                handlers.UNHANDLED_IN_BATCH.reset(token)
+            if result.status != expected:
+                _SET_STATUS.execute(connection, {"b_event_id": event["id"], "b_status": result.status})
+            outcome[event["id"]] = Received(result.status, result.note, 1)
+        db.session.commit()
+        results = [outcome.pop(p.event["id"], None) or Received(DUPLICATE, "already handled") for p in batch]
+    except Exception:
+        db.session.rollback()  # inside the gate: SQLite's write lock goes with it
+        raise
     for result in results:
         metrics.EVENTS.labels(result.status).inc()
     return results
+
+
+def _held_gate():
+    return write_gate().held()
 
 
 def _apply_one(pending: group_commit.Pending) -> Received:
@@ -226,7 +232,7 @@ def receive(event: dict[str, Any], payload: str) -> Received:
     started = time.perf_counter()
     try:
         if status is None:
-            return group_commit.committer(_apply_batch, _apply_one).submit(event, payload)
+            return group_commit.committer(_apply_batch, _apply_one, _held_gate).submit(event, payload)
         with write_gate().held():  # failed before: this delivery is the retry
             return _receive_one(event, payload)
     finally:

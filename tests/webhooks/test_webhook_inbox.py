@@ -178,7 +178,10 @@ def test_a_batch_that_fails_is_rolled_back_and_its_events_handled_one_by_one(app
               for n in (1, 2, 3)]
     batch = [group_commit.Pending(e, json.dumps(e)) for e in events] + [group_commit.Pending(events[0], "{}")]
     with app.app_context():
-        group_commit.GroupCommitter(inbox._apply_batch, inbox._apply_one)._process(batch)
+        committer = group_commit.GroupCommitter(inbox._apply_batch, inbox._apply_one)
+        committer._queue.extend(batch)
+        committer._busy = True
+        committer._lead()
     assert [p.result.status if p.result else type(p.error).__name__ for p in batch] == \
         ["processed", "HandlerFailed", "processed", "duplicate"]
     assert all(p.done.is_set() for p in batch)
