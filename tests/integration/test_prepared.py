@@ -81,3 +81,17 @@ def test_onupdate_defaults_and_literals_are_applied_and_rowcount_returned(app):
         gone, live = db.session.scalars(select(Subscription).order_by(Subscription.stripe_subscription_id))
         assert (gone.status, live.status) == ("canceled", "past_due")
         assert live.updated_at > long_ago and gone.updated_at == long_ago  # onupdate=utcnow ran
+
+
+def test_sqlite_reads_see_each_commit_and_hold_no_transaction_open(app):
+    status = Prepared(select(_events.c.status).where(_events.c.event_id == bindparam("event_id")))
+    with app.app_context():
+        assert status.read_one(db.engine, {"event_id": "evt_later"}) is None
+        INSERT.execute(db.session.connection(), _row("evt_later"))
+        db.session.commit()
+        assert status.read_one(db.engine, {"event_id": "evt_later"}) == ("processed",)  # no stale snapshot
+        # A reader holding a snapshot would keep a full checkpoint from truncating the WAL (busy = 1).
+        with db.engine.connect() as connection:
+            busy, _, _ = connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+        assert busy == 0
+        assert db.engine.pool.checkedout() == 0  # the reader takes no pool slot
