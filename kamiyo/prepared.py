@@ -35,14 +35,15 @@ class _Compiled:
     defaults: Mapping[str, Any]  # the columns' Python-side default / onupdate, when not given
 
     def parameters(self, given: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
-        processors = self.processors
         values = {**self.fixed, **given}
         for name, default in self.defaults.items():
             if name not in given:
                 values[name] = default.arg(None) if default.is_callable else default.arg
+        for name, processor in self.processors.items():  # once a name, however often it is bound
+            values[name] = processor(values[name])
         if self.positional:
-            return tuple(processors[n](values[n]) if n in processors else values[n] for n in self.names)
-        return {n: processors[n](values[n]) if n in processors else values[n] for n in self.names}
+            return tuple(values[name] for name in self.names)
+        return {name: values[name] for name in self.names}
 
 
 class Prepared:

@@ -66,6 +66,18 @@ _CLAIM_COLUMNS = ("event_id", "type", "api_version", "livemode", "object_id", "c
                   "processed_at", "status", "attempts", "last_error", "payload")
 _STATUS = Prepared(select(_events.c.status).where(_events.c.event_id == bindparam("event_id")))
 _INSERT = Prepared(insert(_events), column_keys=_CLAIM_COLUMNS)
+_BATCH_INSERTS: dict[int, Prepared] = {}
+
+
+def _insert_claims(connection, rows: list[dict[str, Any]]) -> None:
+    """All of a batch's claims as one multi-row INSERT: one statement for the database to run,
+    where executemany would step (and hand the GIL to another thread) once a row."""
+    statement = _BATCH_INSERTS.get(len(rows))
+    if statement is None:
+        values = [{name: bindparam(f"{name}_{n}", type_=_events.c[name].type) for name in _CLAIM_COLUMNS}
+                  for n in range(len(rows))]
+        statement = _BATCH_INSERTS.setdefault(len(rows), Prepared(insert(_events).values(values)))
+    statement.execute(connection, {f"{name}_{n}": row[name] for n, row in enumerate(rows) for name in row})
 _SET_STATUS = Prepared(update(_events).where(_events.c.event_id == bindparam("b_event_id")).values(
     status=bindparam("b_status")))
 
@@ -188,7 +200,7 @@ def _apply_batch(batch: list[group_commit.Pending]) -> list[Received]:
                 seen.add(pending.event["id"])
                 fresh.append((pending, handlers.expected_status(pending.event)))
         # All claims in one statement; a copy stored meanwhile by another worker fails it all.
-        _INSERT.executemany(connection, [_claim_row(p.event, p.payload, now, expected) for p, expected in fresh])
+        _insert_claims(connection, [_claim_row(p.event, p.payload, now, expected) for p, expected in fresh])
         outcome: dict[str, Received] = {}
         unhandled = {p.event["id"] for p, _ in fresh}
         for pending, expected in fresh:
