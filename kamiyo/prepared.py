@@ -47,7 +47,7 @@ class _Compiled:
 
 
 class Prepared:
-    """One statement; `execute` and `executemany` take plain dicts of bind values."""
+    """One statement; `execute` and `read_one` take plain dicts of bind values."""
 
     def __init__(self, statement: ClauseElement, column_keys: Iterable[str] | None = None) -> None:
         self.statement = statement
@@ -77,34 +77,25 @@ class Prepared:
 
     def execute(self, connection: Connection, values: Mapping[str, Any]) -> int:
         """Run once in the connection's transaction; returns the number of rows it changed."""
-        return self._run(connection.dialect, connection.connection, "execute", values)
-
-    def executemany(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-        self._run(connection.dialect, connection.connection, "executemany", rows)
+        return self._run(connection.dialect, connection.connection, values, fetch=False)
 
     def read_one(self, engine: Engine, values: Mapping[str, Any]) -> tuple | None:
         """A read of committed data, outside any transaction of the caller's."""
         if engine.dialect.name == "sqlite":
-            return self._run(engine.dialect, _sqlite_reader(engine), "fetchone", values)
+            return self._run(engine.dialect, _sqlite_reader(engine), values, fetch=True)
         dbapi_connection = engine.raw_connection()  # pooled; handed back rolled back
         try:
-            return self._run(engine.dialect, dbapi_connection, "fetchone", values)
+            return self._run(engine.dialect, dbapi_connection, values, fetch=True)
         finally:
             dbapi_connection.close()
 
-    def _run(self, dialect: Dialect, dbapi_connection, how: str, values):
+    def _run(self, dialect: Dialect, dbapi_connection, values: Mapping[str, Any], fetch: bool):
         compiled = self.compiled(dialect)
-        if how == "executemany":
-            parameters = [compiled.parameters(row) for row in values]
-        else:
-            parameters = compiled.parameters(values)
+        parameters = compiled.parameters(values)
         cursor = dbapi_connection.cursor()
         try:
-            if how == "executemany":
-                cursor.executemany(compiled.sql, parameters)
-            else:
-                cursor.execute(compiled.sql, parameters)
-            return cursor.fetchone() if how == "fetchone" else cursor.rowcount
+            cursor.execute(compiled.sql, parameters)
+            return cursor.fetchone() if fetch else cursor.rowcount
         except dialect.loaded_dbapi.Error as exc:
             # The exceptions SQLAlchemy would raise (IntegrityError and the like), for the callers' handlers.
             # Parameters left out of the message: they carry event payloads.

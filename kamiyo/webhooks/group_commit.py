@@ -35,11 +35,38 @@ EXTENSION = "kamiyo_webhook_group_commit"
 MAX_BATCH = 64
 
 
+class _Wakeup:
+    """A one-shot wake-up for one waiting thread: a held lock that `set` releases.
+
+    What threading.Event does with a Condition and two locks, with one: every
+    follower of every batch is woken through this.
+    """
+
+    __slots__ = ("_lock", "_set")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._set = False
+
+    def set(self) -> None:  # called by one thread at a time (the leader, or under the queue lock)
+        if not self._set:
+            self._set = True
+            self._lock.release()
+
+    def wait(self) -> None:
+        with self._lock:
+            pass
+
+    def is_set(self) -> bool:
+        return self._set
+
+
 @dataclass
 class Pending:
     event: dict[str, Any]
     payload: str
-    done: threading.Event = field(default_factory=threading.Event)
+    done: _Wakeup = field(default_factory=_Wakeup)
     result: Any = None
     error: BaseException | None = None
     finished: bool = False

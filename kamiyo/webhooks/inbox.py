@@ -66,7 +66,9 @@ _CLAIM_COLUMNS = ("event_id", "type", "api_version", "livemode", "object_id", "c
                   "processed_at", "status", "attempts", "last_error", "payload")
 _STATUS = Prepared(select(_events.c.status).where(_events.c.event_id == bindparam("event_id")))
 _INSERT = Prepared(insert(_events), column_keys=_CLAIM_COLUMNS)
-_BATCH_INSERTS: dict[int, Prepared] = {}
+_SET_STATUS = Prepared(update(_events).where(_events.c.event_id == bindparam("b_event_id")).values(
+    status=bindparam("b_status")))
+_BATCH_INSERTS: dict[int, Prepared] = {}  # by row count, up to group_commit.MAX_BATCH
 
 
 def _insert_claims(connection, rows: list[dict[str, Any]]) -> None:
@@ -78,14 +80,13 @@ def _insert_claims(connection, rows: list[dict[str, Any]]) -> None:
                   for n in range(len(rows))]
         statement = _BATCH_INSERTS.setdefault(len(rows), Prepared(insert(_events).values(values)))
     statement.execute(connection, {f"{name}_{n}": row[name] for n, row in enumerate(rows) for name in row})
-_SET_STATUS = Prepared(update(_events).where(_events.c.event_id == bindparam("b_event_id")).values(
-    status=bindparam("b_status")))
 
 
 def _status(event_id: str) -> str | None:
     """The stored status of an event: the duplicate check on every delivery.
 
-    Committed data only, on a pooled connection of its own; writes nothing.
+    Committed data only, outside any transaction of the request's (see
+    Prepared.read_one); writes nothing.
     """
     row = _STATUS.read_one(db.engine, {"event_id": event_id})
     return row[0] if row else None

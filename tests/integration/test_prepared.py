@@ -55,7 +55,8 @@ def test_a_duplicate_raises_sqlalchemys_integrity_error_without_the_parameters(a
 
 def test_statements_run_in_the_callers_transaction(app):
     with app.app_context():
-        INSERT.executemany(db.session.connection(), [_row("evt_a"), _row("evt_b")])
+        INSERT.execute(db.session.connection(), _row("evt_a"))
+        INSERT.execute(db.session.connection(), _row("evt_b"))
         db.session.rollback()
         assert db.session.scalar(select(WebhookEvent.id)) is None
 
