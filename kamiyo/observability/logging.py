@@ -13,6 +13,7 @@ Note: this module is ``kamiyo.observability.logging``; inside it the name
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import decimal
 import enum
@@ -20,7 +21,8 @@ import logging
 import re
 import sys
 import uuid
-from typing import Any, TextIO
+from contextvars import ContextVar
+from typing import Any, Iterator, TextIO
 
 from flask import g, has_request_context
 from pythonjsonlogger.json import JsonFormatter
@@ -30,6 +32,7 @@ __all__ = [
     "RedactionFilter",
     "RequestContextFilter",
     "configure_logging",
+    "on_behalf_of",
 ]
 
 REDACTED = "[REDACTED]"
@@ -342,6 +345,21 @@ class RedactionFilter(logging.Filter):
             record.stack_info = redact(record.stack_info)
 
 
+# Set while one request's thread works for another request (the webhook group
+# commit handles its followers' events): their log lines carry *their* id.
+_ON_BEHALF_OF: ContextVar[str | None] = ContextVar("kamiyo_log_on_behalf_of", default=None)
+
+
+@contextlib.contextmanager
+def on_behalf_of(request_id: str | None) -> Iterator[None]:
+    """Log lines written meanwhile carry `request_id` (an already sanitised id)."""
+    token = _ON_BEHALF_OF.set(request_id)
+    try:
+        yield
+    finally:
+        _ON_BEHALF_OF.reset(token)
+
+
 class RequestContextFilter(logging.Filter):
     """Attach the current request's correlation id as ``record.request_id``.
 
@@ -350,8 +368,8 @@ class RequestContextFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        request_id = None
-        if has_request_context():
+        request_id = _ON_BEHALF_OF.get()
+        if request_id is None and has_request_context():
             try:
                 request_id = g.get("request_id")
             except RuntimeError:  # request context without app context

@@ -25,9 +25,10 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager
 
-from flask import current_app
+from flask import current_app, g, has_request_context
 
 from ..extensions import db
+from ..observability.logging import on_behalf_of
 
 log = logging.getLogger("kamiyo.webhooks")
 
@@ -71,6 +72,7 @@ class Pending:
     error: BaseException | None = None
     finished: bool = False
     lead: bool = False  # set (with `done`) when this request is to write the next batch
+    request_id: str | None = None  # its request's correlation id: the leader logs its event under it
 
 
 class GroupCommitter:
@@ -86,7 +88,7 @@ class GroupCommitter:
         self._busy = False
 
     def submit(self, event: dict[str, Any], payload: str) -> Any:
-        pending = Pending(event, payload)
+        pending = Pending(event, payload, request_id=g.get("request_id") if has_request_context() else None)
         with self._lock:
             self._queue.append(pending)
             if not self._busy:
@@ -151,7 +153,8 @@ class GroupCommitter:
     def _apply_one_by_one(self, batch: list[Pending]) -> None:
         for pending in batch:
             try:
-                pending.result = self.apply_one(pending)
+                with on_behalf_of(pending.request_id):
+                    pending.result = self.apply_one(pending)
             except Exception as exc:  # HandlerFailed and the like: the request answers 500
                 db.session.rollback()
                 pending.error = exc

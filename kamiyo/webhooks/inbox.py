@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
 from ..models import utcnow
-from ..observability.logging import redact
+from ..observability.logging import on_behalf_of, redact
 from ..prepared import Prepared
 from . import group_commit, handlers, metrics
 from .models import RateLimitViolation, WebhookEvent
@@ -209,9 +209,10 @@ def _apply_batch(batch: list[group_commit.Pending]) -> list[Received]:
             unhandled.discard(event["id"])
             token = handlers.UNHANDLED_IN_BATCH.set(frozenset(unhandled))
             try:
-                result = handlers.dispatch(event)
-                # The next handler's Core statements must see this one's ORM writes.
-                db.session.flush()
+                with on_behalf_of(pending.request_id):  # its log lines carry its own request's id
+                    result = handlers.dispatch(event)
+                    # The next handler's Core statements must see this one's ORM writes.
+                    db.session.flush()
             finally:
                 handlers.UNHANDLED_IN_BATCH.reset(token)
             if result.status != expected:

@@ -240,3 +240,37 @@ def test_the_customer_order_check_uses_the_partial_index(app):
         sql = str(query.compile(db.engine, compile_kwargs={"literal_binds": True}))
         plan = " ".join(row[-1] for row in db.session.execute(db.text("EXPLAIN QUERY PLAN " + sql)))
     assert "ix_webhook_events_customer_object_id" in plan, plan
+
+
+def test_each_event_of_a_batch_is_logged_under_its_own_requests_id(app, monkeypatch):
+    """The leader handles its followers' events; their log lines must carry the followers' ids."""
+    import logging
+
+    from flask import g
+
+    from kamiyo.observability.logging import RequestContextFilter
+    from kamiyo.webhooks import group_commit, inbox
+
+    real = handlers.HANDLERS["customer.created"]
+
+    def logging_handler(event):
+        logging.getLogger("kamiyo.webhooks").warning("handling %s", event["id"])
+        return real(event)
+
+    monkeypatch.setitem(handlers.HANDLERS, "customer.created", logging_handler)
+    records: list[logging.LogRecord] = []
+    collector = logging.Handler()
+    collector.emit = records.append
+    collector.addFilter(RequestContextFilter())
+    logging.getLogger("kamiyo.webhooks").addHandler(collector)
+    events = [make_event("customer.created", customer(f"cus_log{n}", user_id=f"u-log{n}"), event_id=f"evt_log{n}")
+              for n in (1, 2)]
+    batch = [group_commit.Pending(e, json.dumps(e), request_id=f"request{n}abc") for n, e in enumerate(events, 1)]
+    try:
+        with app.test_request_context():
+            g.request_id = "leaderrequest1"  # the leader's own request
+            inbox._apply_batch(batch)
+    finally:
+        logging.getLogger("kamiyo.webhooks").removeHandler(collector)
+    handled = {r.getMessage(): r.request_id for r in records if r.getMessage().startswith("handling")}
+    assert handled == {"handling evt_log1": "request1abc", "handling evt_log2": "request2abc"}
