@@ -274,3 +274,22 @@ def test_each_event_of_a_batch_is_logged_under_its_own_requests_id(app, monkeypa
         logging.getLogger("kamiyo.webhooks").removeHandler(collector)
     handled = {r.getMessage(): r.request_id for r in records if r.getMessage().startswith("handling")}
     assert handled == {"handling evt_log1": "request1abc", "handling evt_log2": "request2abc"}
+
+
+def test_batches_run_on_their_own_session_which_keeps_nothing_between_batches(app):
+    from flask import current_app
+
+    from kamiyo.webhooks import inbox
+    from kamiyo.webhooks.group_commit import Pending
+
+    event = make_event("customer.created", customer("cus_own", user_id="user-own"))
+    with app.test_request_context():
+        request_session = db.session()
+        inbox._apply_batch([Pending(event, json.dumps(event))])
+        _, batch_session = current_app.extensions[inbox._BATCH_SESSION]
+        assert db.session() is request_session  # given back to the request
+        assert batch_session is not request_session
+        assert len(batch_session.identity_map) == 0 and not batch_session.in_transaction()
+        assert db.engine.pool.checkedout() == 0  # its connection takes no pool slot
+        assert db.session.scalar(db.select(Customer.user_id).where(Customer.stripe_customer_id == "cus_own")) \
+            == "user-own"
