@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
-# Debian packages the test suite needs (real Redis; later PostgreSQL, Chromium).
+# Debian packages the test suite needs (real Redis and PostgreSQL; later Chromium).
 # Idempotent: installs only what is missing, and does nothing when all is there.
 set -euo pipefail
 
+have_initdb() {
+    # Debian keeps the PostgreSQL server binaries off PATH, in /usr/lib/postgresql/<version>/bin.
+    command -v initdb >/dev/null 2>&1 && return 0
+    local found
+    for found in /usr/lib/postgresql/*/bin/initdb; do
+        [ -x "$found" ] && return 0
+    done
+    return 1
+}
+
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+have_initdb || need+=(postgresql)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
