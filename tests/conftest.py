@@ -1,8 +1,10 @@
-"""Shared fixtures: an app on a temp SQLite, its client and CLI runner, and a
-real localstripe on a free loopback port. Later features reuse these."""
+"""Shared fixtures: an app on a temp SQLite (or a real PostgreSQL, for tests
+marked `both_databases`), its client and CLI runner, and a real localstripe on
+a free loopback port. Later features reuse these."""
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import socket
 import subprocess
@@ -23,6 +25,27 @@ from kamiyo.config import DEFAULTS  # noqa: E402
 from kamiyo.extensions import db  # noqa: E402
 from tests.support import TEST_SECRETS, closed_port_url, free_port  # noqa: E402
 
+DATABASES = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc):
+    """`@pytest.mark.both_databases`: run the test once on SQLite and once on PostgreSQL.
+
+    On a module (`pytestmark`) the mark leaves alone the tests that use no
+    database, and those that choose theirs (`@pytest.mark.parametrize("database",
+    ["postgresql"], indirect=True)`, see tests.support.postgresql_only).
+    """
+    if metafunc.definition.get_closest_marker("both_databases") is None:
+        return
+    if "database" not in metafunc.fixturenames:
+        if any(mark.name == "both_databases" for mark in metafunc.definition.own_markers):
+            raise pytest.UsageError(f"{metafunc.definition.nodeid} is marked both_databases but uses no database")
+        return
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0]
+        if "database" in ([n.strip() for n in names.split(",")] if isinstance(names, str) else names):
+            return
+    metafunc.parametrize("database", DATABASES, indirect=True)
 
 
 @pytest.fixture(autouse=True)
@@ -95,14 +118,76 @@ def migrated_template(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    """A throwaway PostgreSQL cluster on a free loopback port, for the whole session (tests/postgres.py)."""
+    from tests.postgres import PostgresCluster, PostgresUnavailable, cluster_parent
+
+    try:
+        cluster = PostgresCluster(cluster_parent(tmp_path_factory.getbasetemp()))
+    except PostgresUnavailable as exc:
+        pytest.fail(f"{exc}: run `make test` (it installs the Debian package postgresql)", pytrace=False)
+    atexit.register(cluster.stop)  # should the session end without its teardown
+    try:
+        cluster.init()
+        for attempt in range(3):  # another process may take the free port before postgres binds it
+            try:
+                cluster.start(free_port())
+                break
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+        yield cluster
+    finally:
+        cluster.stop()
+        atexit.unregister(cluster.stop)
+
+
+@pytest.fixture(scope="session")
+def pg_template(postgres):
+    """A database migrated once (like migrated_template), then the template of every test's database."""
+    from flask_migrate import upgrade
+
+    name = postgres.create_database("kamiyo_template")
+    app = create_app({"TESTING": True, **TEST_SECRETS, "SQLALCHEMY_DATABASE_URI": postgres.url(name)})
+    with app.app_context():
+        upgrade()
+        db.engine.dispose()
+    postgres.mark_template(name)
+    return name
+
+
 @pytest.fixture
-def app_config(tmp_path, migrated_template):
+def pg_database(postgres, pg_template):
+    """A fresh, migrated PostgreSQL database for one test (a copy of the template); its URL."""
+    name = postgres.create_database(postgres.new_name(), template=pg_template)
+    yield postgres.url(name)
+    postgres.drop_database(name)
+
+
+@pytest.fixture
+def database(request) -> str:
+    """The database the test's app runs on: "sqlite", unless the test opts in to both."""
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def database_uri(database, request, tmp_path) -> str:
+    """A fresh, migrated database of the test's kind. PostgreSQL starts only when a test needs it."""
+    if database == "postgresql":
+        return request.getfixturevalue("pg_database")
+    assert database == "sqlite", database
     db_path = tmp_path / "kamiyo.db"
-    shutil.copy(migrated_template, db_path)
+    shutil.copy(request.getfixturevalue("migrated_template"), db_path)
+    return f"sqlite:///{db_path}"
+
+
+@pytest.fixture
+def app_config(database_uri):
     return {
         "TESTING": True,
         **TEST_SECRETS,
-        "SQLALCHEMY_DATABASE_URI": f"sqlite:///{db_path}",
+        "SQLALCHEMY_DATABASE_URI": database_uri,
         # Unreachable unless a test asks for localstripe: no test calls Stripe by accident.
         "STRIPE_API_BASE": closed_port_url(),
     }
@@ -119,8 +204,26 @@ def make_app(app_config):
 
     yield factory
     for app in apps:
-        with app.app_context():
-            db.engine.dispose()
+        close_app_connections(app)
+
+
+def close_app_connections(app) -> None:
+    """Close every database connection the app holds, so its test database can go.
+
+    dispose() closes the pool; the webhook batches' connection is detached
+    from it (kamiyo/webhooks/inbox.py) and lives as long as the app, i.e. in
+    production as long as the worker: it is closed here.
+    """
+    from kamiyo.webhooks import inbox
+
+    found = app.extensions.pop(getattr(inbox, "_BATCH_SESSION", None), None)
+    if found is not None:
+        session = found[1]
+        connection = session.bind
+        session.close()
+        connection.close()
+    with app.app_context():
+        db.engine.dispose()
 
 
 @pytest.fixture

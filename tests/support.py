@@ -5,6 +5,8 @@ from __future__ import annotations
 import socket
 import time
 
+import pytest
+
 # The secrets every test app is configured with.
 TEST_SECRETS = {
     "SECRET_KEY": "test-secret-key",
@@ -12,6 +14,13 @@ TEST_SECRETS = {
     "STRIPE_PUBLISHABLE_KEY": "pk_test_kamiyo_tests",
     "STRIPE_WEBHOOK_SECRET": "whsec_kamiyo_tests",
 }
+
+
+# Marks for the database a test runs on (see conftest.py): both, or PostgreSQL alone
+# for what SQLite cannot show (row locks, concurrent writers, its query planner).
+both_databases = pytest.mark.both_databases
+postgresql_only = pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+sqlite_only = pytest.mark.parametrize("database", ["sqlite"], indirect=True)  # in a module marked for both
 
 
 def free_port() -> int:
