@@ -7,12 +7,13 @@ import logging
 
 from prometheus_client import Counter
 
-from tests.support import closed_port_url, wait_until
+from tests.support import both_databases, closed_port_url, wait_until
 from kamiyo.observability.alerts import send_alert
 
 ALERT_TEST_COUNTER = Counter("kamiyo_test_alerts_metric_total", "A counter only the tests increment")
 
 
+@both_databases
 def test_alert_is_logged_posted_and_deduplicated_per_key_and_hour(make_app, slack, caplog):
     url, received = slack
     app = make_app(ALERT_WEBHOOK_URL=url)

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from kamiyo.api_keys import hash_key, require_api_key
 from kamiyo.extensions import db
 from kamiyo.models import ApiKey, DashboardUser
+from tests.support import both_databases
 
 
 @pytest.fixture
@@ -52,6 +53,7 @@ def test_list_when_empty_says_how_to_create(runner):
     assert "api-keys create" in result.output
 
 
+@both_databases
 def test_bearer_guard(client, runner):
     url = "/api/v1/test/protected"
     missing = client.get(url)
@@ -73,6 +75,7 @@ def test_bearer_guard(client, runner):
     assert revoked.status_code == 401
 
 
+@both_databases
 def test_last_used_is_recorded(app, client, runner):
     key = create_key(runner)
     client.get("/api/v1/test/protected", headers={"Authorization": f"Bearer {key}"})

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import stripe
 
+from tests.support import both_databases
 
+
+@both_databases
 def test_health_ok(client):
     response = client.get("/health")
     assert response.status_code == 200

@@ -13,6 +13,9 @@ from kamiyo.extensions import db
 from kamiyo.models import Customer, Subscription
 from kamiyo.prepared import Prepared
 from kamiyo.webhooks.models import WebhookEvent
+from tests.support import postgresql_only, sqlite_only
+
+pytestmark = pytest.mark.both_databases  # the SQLite and the PostgreSQL path of Prepared
 
 UTC = dt.timezone.utc
 _events = WebhookEvent.__table__
@@ -84,6 +87,7 @@ def test_onupdate_defaults_and_literals_are_applied_and_rowcount_returned(app):
         assert live.updated_at > long_ago and gone.updated_at == long_ago  # onupdate=utcnow ran
 
 
+@sqlite_only
 def test_sqlite_reads_see_each_commit_and_hold_no_transaction_open(app):
     status = Prepared(select(_events.c.status).where(_events.c.event_id == bindparam("event_id")))
     with app.app_context():
@@ -96,3 +100,21 @@ def test_sqlite_reads_see_each_commit_and_hold_no_transaction_open(app):
             busy, _, _ = connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
         assert busy == 0
         assert db.engine.pool.checkedout() == 0  # the reader takes no pool slot
+
+
+@postgresql_only
+def test_postgresql_reads_see_each_commit_and_hand_their_connection_back_idle(app):
+    status = Prepared(select(_events.c.status).where(_events.c.event_id == bindparam("event_id")))
+    with app.app_context():
+        assert status.read_one(db.engine, {"event_id": "evt_later"}) is None
+        INSERT.execute(db.session.connection(), _row("evt_later"))
+        assert status.read_one(db.engine, {"event_id": "evt_later"}) is None  # not committed yet: not seen
+        db.session.commit()
+        assert status.read_one(db.engine, {"event_id": "evt_later"}) == ("processed",)
+        assert db.engine.pool.checkedout() == 0  # back in the pool
+        # ... and not left inside a transaction (which would hold its snapshot and locks).
+        with db.engine.connect() as connection:
+            states = connection.execute(text(
+                "SELECT state FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid()")).scalars().all()
+        assert states and "idle in transaction" not in states, states

@@ -20,6 +20,7 @@ from sqlalchemy import create_engine, text
 from kamiyo import scheduler
 from kamiyo.extensions import db
 from kamiyo.versioning.jobs import VERSION_CHECK_JOB
+from tests.support import both_databases
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,6 +89,7 @@ print(json.dumps(ran))
 """
 
 
+@both_databases
 def test_two_processes_firing_the_same_period_run_the_job_once(app_config, tmp_path):
     config = {**app_config, "SCHEDULER_ENABLED": True}
     ready = [str(tmp_path / f"ready-{n}") for n in range(2)]
@@ -109,6 +111,7 @@ def test_two_processes_firing_the_same_period_run_the_job_once(app_config, tmp_p
     assert [tuple(r) for r in runs] == [(VERSION_CHECK_JOB, p, "ok") for p in ("2026-W48", "2026-W49", "2026-W50")]
 
 
+@both_databases
 def test_a_failed_job_is_recorded_and_may_be_retaken_in_its_period(app):
     calls = []
 
@@ -128,6 +131,7 @@ def test_a_failed_job_is_recorded_and_may_be_retaken_in_its_period(app):
         assert all(r.finished_at is not None for r in rows)
 
 
+@both_databases
 def test_a_daily_job_registered_by_another_feature_runs_once_a_day(app):
     # How the webhook inbox purge is wired at merge time.
     purged = []
@@ -137,6 +141,7 @@ def test_a_daily_job_registered_by_another_feature_runs_once_a_day(app):
     assert purged == [1]
 
 
+@both_databases
 def test_old_job_runs_are_pruned(app):
     import time_machine
 
@@ -214,6 +219,7 @@ def test_flask_scheduler_run_starts_and_stops_cleanly(app_config, tmp_path):
     assert "Scheduler stopped." in out and "Traceback" not in err
 
 
+@both_databases
 def test_a_failed_run_can_be_retaken_in_the_same_period(make_app):
     app = make_app()
     calls = []

@@ -21,6 +21,7 @@ from kamiyo.versioning.models import VersionCheck
 from kamiyo.versioning.monitor import LIBRARY_API_VERSION, parse_version
 from kamiyo.versioning.observed import register_event_version_source
 from kamiyo.webhooks.models import WebhookEvent
+from tests.support import both_databases
 
 ROOT = Path(__file__).resolve().parents[2]
 UTC = dt.timezone.utc
@@ -103,6 +104,7 @@ def events_table_source(app):
     return add
 
 
+@both_databases
 def test_webhook_events_on_an_older_version_raise_a_warning_naming_both(make_app, caplog):
     app = make_app()
     add_event = events_table_source(app)
@@ -168,6 +170,7 @@ def test_webhook_endpoint_on_an_old_version_is_a_mismatch(make_app, stripe_with_
 
 # --- history and alerts over time -------------------------------------------------------
 
+@both_databases
 def test_alert_evaluation_stores_and_alerts_only_when_the_age_status_changes(make_app, caplog):
     app = make_app(STRIPE_API_VERSION="2026-01-05")
     released = dt.datetime(2026, 1, 5, 10, tzinfo=UTC)
@@ -184,6 +187,7 @@ def test_alert_evaluation_stores_and_alerts_only_when_the_age_status_changes(mak
     assert "https://docs.stripe.com/upgrades" in warning
 
 
+@both_databases
 def test_weekly_check_reminds_of_a_lasting_critical_once_a_week(make_app, caplog):
     app = make_app(STRIPE_API_VERSION="2023-10-16")
     monday = dt.datetime(2026, 11, 23, 9, tzinfo=UTC)
@@ -280,7 +284,8 @@ def test_response_versions_are_counted_per_app(make_app):
     record_response_version("outside any app: ignored")
 
 
-def test_a_broken_event_source_leaves_events_unverified(make_app):
+@both_databases
+def test_a_broken_event_source_leaves_events_unverified(make_app, database):
     app = make_app()
 
     def missing_table(since):
@@ -291,10 +296,14 @@ def test_a_broken_event_source_leaves_events_unverified(make_app):
     register_event_version_source(app, missing_table)
     with travel(30), app.app_context():
         result = run_version_check("cli", remote=False)
+    # Stored all the same: on PostgreSQL only because the failed read was rolled back (an
+    # aborted transaction refuses every later statement).
     assert result["stored"] is True and result["status"] == "healthy"
-    assert result["observed"]["webhook_events"] == {"status": "unverified", "reason": "error: OperationalError"}
+    error = {"sqlite": "OperationalError", "postgresql": "ProgrammingError"}[database]  # no such table
+    assert result["observed"]["webhook_events"] == {"status": "unverified", "reason": f"error: {error}"}
 
 
+@both_databases
 def test_versions_seen_by_the_web_workers_reach_the_scheduler_process(make_app, proxy):
     from kamiyo.versioning.observed import response_versions
     from tests.support import make_key

@@ -16,8 +16,10 @@ from kamiyo.models import Customer, utcnow
 from kamiyo.payments.idempotency import _fingerprint, derive_key
 from kamiyo.payments.models import ClientIdempotencyKey, PaymentOperation
 from tests.payments.conftest import stripe_customers_for
+from tests.support import both_databases
 
 
+@both_databases
 def test_twenty_concurrent_identical_creates_make_one_customer(payments_app, auth, serve_app, localstripe):
     base = serve_app(payments_app)
     user = f"race-{uuid.uuid4().hex[:10]}"
@@ -38,6 +40,7 @@ def test_twenty_concurrent_identical_creates_make_one_customer(payments_app, aut
                                  .where(PaymentOperation.scope == f"customer.create:{user}")) == 1
 
 
+@both_databases
 def test_client_idempotency_key_replays_and_refuses_other_bodies(api):
     key = str(uuid.uuid4())
     body = {"user_id": f"ik-{uuid.uuid4().hex[:8]}", "email": "ik@example.com"}
@@ -56,6 +59,7 @@ def test_client_idempotency_key_replays_and_refuses_other_bodies(api):
     assert bad.status_code == 400 and bad.get_json()["error"]["code"] == "invalid_idempotency_key"
 
 
+@both_databases
 def test_client_idempotency_key_in_flight_is_409(api, payments_app, auth):
     body = {"user_id": "inflight-user", "email": "f@example.com"}
     # The first request is still running: its record is in flight (as written before its view runs).
@@ -86,6 +90,7 @@ def test_stripe_key_is_deterministic_without_dates():
     assert before_midnight != derive_key("customer.create", "user-2", params, 0)  # other user
 
 
+@both_databases
 def test_reconcile_adopts_orphaned_stripe_customers(payments_app, localstripe):
     user = f"orphan-{uuid.uuid4().hex[:8]}"
     orphan = localstripe.v1.customers.create(params={"email": "o@example.com", "metadata": {"kamiyo_user_id": user}})
@@ -107,6 +112,7 @@ def test_reconcile_adopts_orphaned_stripe_customers(payments_app, localstripe):
     assert "0 adopted" in again.output
 
 
+@both_databases
 def test_daily_purge_drops_expired_keys_and_old_attempt_records(api, payments_app):
     from kamiyo.payments.models import StripeCall
     from kamiyo.payments.retention import purge_expired_records

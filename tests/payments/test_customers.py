@@ -10,12 +10,14 @@ from sqlalchemy import func, select
 from tests.payments.conftest import stripe_customers_for
 from kamiyo.extensions import db
 from kamiyo.models import Customer
+from tests.support import both_databases
 
 
 def new_user() -> str:
     return f"user-{uuid.uuid4().hex[:12]}"
 
 
+@both_databases
 def test_create_customer_then_same_user_returns_the_same(api, localstripe, payments_app, caplog):
     user = new_user()
     first = api.post("/customers", json={"user_id": user, "email": "ada@example.com", "name": "Ada"})

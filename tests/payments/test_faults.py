@@ -12,6 +12,7 @@ from devtools.stripe_proxy import Fault
 from kamiyo.extensions import db
 from kamiyo.payments.models import PaymentOperation, StripeCall
 from tests.payments.conftest import FAST_RETRIES, make_key, stripe_customers_for
+from tests.support import both_databases
 
 CUSTOMERS = r"^/v1/customers$"
 
@@ -61,6 +62,7 @@ def test_rate_limit_with_should_retry_true_is_retried(api, proxy):
     assert len(proxy.requests_to("POST", CUSTOMERS)) == 2
 
 
+@both_databases
 def test_lost_reply_is_adopted_not_duplicated(api, proxy, localstripe):
     request = body()
     proxy.add_faults(Fault("drop_after", path=CUSTOMERS))
@@ -72,6 +74,7 @@ def test_lost_reply_is_adopted_not_duplicated(api, proxy, localstripe):
     assert len(stripe_side) == 1 and stripe_side[0].id == response.get_json()["stripe_customer_id"]
 
 
+@both_databases
 def test_restart_after_stripe_created_it_adopts_with_the_same_key(make_app, proxy, localstripe):
     # The first process gives up (its only attempt lost the reply) ...
     first = make_app(STRIPE_API_BASE=proxy.url, **{**FAST_RETRIES, "STRIPE_RETRY_ATTEMPTS": 1})
@@ -90,6 +93,7 @@ def test_restart_after_stripe_created_it_adopts_with_the_same_key(make_app, prox
     assert len(stripe_customers_for(localstripe, request["user_id"])) == 1
 
 
+@both_databases
 def test_process_died_mid_call_is_resumed_after_the_lease(make_app, proxy, localstripe):
     from kamiyo.payments import idempotency
     from kamiyo.payments.gateway import get_gateway
@@ -118,6 +122,7 @@ def test_process_died_mid_call_is_resumed_after_the_lease(make_app, proxy, local
     assert len(stripe_customers_for(localstripe, request["user_id"])) == 1
 
 
+@both_databases
 def test_permanent_failure_bumps_the_generation(api, proxy, payments_app):
     request = body()
     proxy.add_faults(Fault("status", 400, error_type="invalid_request_error", path=CUSTOMERS))

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from devtools.stripe_proxy import Fault
 from kamiyo.extensions import db
 from kamiyo.payments.models import StripeCall
+from tests.support import both_databases
 
 
 def new_customer(api) -> dict:
@@ -17,6 +18,7 @@ def new_customer(api) -> dict:
     return response.get_json()
 
 
+@both_databases
 def test_subscribe_with_a_payment_method_then_same_again(api, plan_id, localstripe, proxy):
     customer = new_customer(api)
     body = {"customer_id": customer["id"], "price_id": plan_id, "tier": "pro", "payment_method": "pm_card_visa"}
@@ -65,6 +67,7 @@ def test_later_subscription_uses_the_customers_default_card(api, plan_id, locals
     assert response.get_json()["status"] == "active"
 
 
+@both_databases
 def test_cancel_then_subscribe_again(api, plan_id, proxy):
     customer = new_customer(api)
     body = {"customer_id": customer["id"], "price_id": plan_id, "tier": "pro", "payment_method": "pm_card_visa"}

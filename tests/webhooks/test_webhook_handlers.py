@@ -13,6 +13,8 @@ from kamiyo.models import Customer, Subscription
 from kamiyo.webhooks.models import PaymentOutcome, WebhookEvent
 from kamiyo.webhooks.outcomes import payment_success_rate
 
+pytestmark = pytest.mark.both_databases  # upserts and conditional updates: dialect-specific SQL
+
 T0 = 1_800_000_000
 
 

@@ -7,14 +7,18 @@ import json
 import datetime as dt
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
 
+from tests.support import sqlite_only
 from tests.webhooks.stripe_signing import URL, customer, make_event, post, signed
 from kamiyo.extensions import db
 from kamiyo.models import Customer
 from kamiyo.webhooks import handlers, metrics
 from kamiyo.webhooks.inbox import purge_expired_events
 from kamiyo.webhooks.models import WebhookEvent
+
+pytestmark = pytest.mark.both_databases
 
 
 def rows(app):
@@ -147,6 +151,7 @@ def test_a_failing_event_in_a_batch_does_not_fail_the_others(app, serve_app, mon
         assert db.session.scalar(db.select(db.func.count(Customer.id))) == 11
 
 
+@sqlite_only
 def test_the_sqlite_write_gate_uses_a_lock_file_next_to_the_database(app, tmp_path):
     from kamiyo.webhooks.write_gate import WriteGate, _lock_path, write_gate
 
@@ -229,6 +234,7 @@ def test_a_subscription_created_and_updated_in_one_batch_ends_in_the_update(app)
     assert row.status == "active"
 
 
+@sqlite_only
 def test_the_customer_order_check_uses_the_partial_index(app):
     """Only customer events' object ids are indexed; the check must still find them by index."""
     from sqlalchemy import select
