@@ -1,0 +1,126 @@
+"""The inbox on PostgreSQL: what SQLite, one writer at a time behind the write
+gate, cannot show. Several workers (apps with their own pools, as gunicorn
+workers have) write to one database at once; rows are locked, not the database."""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+from sqlalchemy import event as sa_event
+
+from kamiyo.extensions import db
+from kamiyo.models import Customer
+from kamiyo.webhooks import handlers
+from kamiyo.webhooks.models import WebhookEvent
+from tests.support import postgresql_only, wait_until
+from tests.webhooks.stripe_signing import URL, customer, make_event, post, signed
+
+pytestmark = postgresql_only
+
+
+
+def stored(app):
+    with app.app_context():
+        return {r.event_id: (r.status, r.attempts) for r in db.session.scalars(db.select(WebhookEvent))}
+
+
+def count_customers(app) -> int:
+    with app.app_context():
+        return db.session.scalar(db.select(db.func.count(Customer.id)))
+
+
+def lock_waiters(app) -> int:
+    """Sessions of this test's database waiting for a lock another transaction holds."""
+    with app.app_context():
+        waiting = db.session.scalar(db.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"))
+        db.session.rollback()
+        return waiting
+
+
+def test_ten_copies_at_two_workers_at_once_are_processed_once(make_app, serve_app):
+    urls = [serve_app(make_app()) + URL for _ in range(2)]
+    event = make_event("customer.created", customer("cus_two_workers", user_id="user-two-workers"))
+    body, headers = signed(event)
+    start = threading.Barrier(10)
+
+    def deliver(n: int):
+        start.wait(10)
+        return requests.post(urls[n % 2], data=body, headers=headers, timeout=30)
+
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(deliver, range(10)))
+    assert sorted(a.json()["status"] for a in answers) == ["duplicate"] * 9 + ["processed"]
+    checker = make_app()
+    assert stored(checker) == {event["id"]: ("processed", 1)}
+    assert count_customers(checker) == 1
+
+
+def test_a_copy_at_another_worker_waits_for_the_first_then_is_a_duplicate(make_app, monkeypatch):
+    """The second worker's claim waits on the first's uncommitted row (a row lock, not a
+    database lock), fails on the unique event id once that commits, and answers duplicate."""
+    first, second = make_app(), make_app()
+    event = make_event("customer.created", customer("cus_locked", user_id="user-locked"))
+    handling, release = threading.Event(), threading.Event()
+    calls = []
+    real = handlers.HANDLERS["customer.created"]
+
+    def held(e):
+        calls.append(e["id"])
+        handling.set()
+        assert release.wait(10)
+        return real(e)
+
+    monkeypatch.setitem(handlers.HANDLERS, "customer.created", held)
+    with ThreadPoolExecutor(2) as pool:
+        one = pool.submit(post, first.test_client(), event)
+        assert handling.wait(10)  # the first worker's claim is written, not committed
+        other = pool.submit(post, second.test_client(), event)
+        wait_until(lambda: lock_waiters(first) == 1)  # the second one's INSERT waits for it
+        release.set()
+        answers = [one.result(30).get_json(), other.result(30).get_json()]
+    assert answers == [{"status": "processed"}, {"status": "duplicate"}]
+    assert calls == [event["id"]]
+    assert stored(first) == {event["id"]: ("processed", 1)}
+    assert count_customers(first) == 1
+
+
+def test_the_customer_order_check_uses_the_partial_index(app):
+    """The query handlers.superseded really sends, planned by PostgreSQL: it must use the
+    partial index on customer events (and a query outside its predicate must not)."""
+    event = make_event("customer.updated", customer("cus_plan"))
+    sent = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        if "FROM webhook_events" in statement:
+            sent.append((statement, parameters))
+
+    with app.app_context():
+        sa_event.listen(db.engine, "before_cursor_execute", capture)
+        try:
+            handlers.superseded(event)
+        finally:
+            sa_event.remove(db.engine, "before_cursor_execute", capture)
+        [(statement, parameters)] = sent
+        connection = db.session.connection()
+        connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        plan = "\n".join(connection.exec_driver_sql("EXPLAIN " + statement, parameters).scalars())
+        other = "\n".join(connection.exec_driver_sql(
+            "EXPLAIN SELECT created FROM webhook_events WHERE object_id = 'cus_plan'").scalars())
+        db.session.rollback()
+    assert "ix_webhook_events_customer_object_id" in plan, plan
+    assert "ix_webhook_events_customer_object_id" not in other, other
+
+
+def test_stored_events_replay_on_postgresql(app, runner):
+    """The payload column round-trips through PostgreSQL's text type unchanged (replay reads it)."""
+    event = make_event("customer.created", customer("cus_replay", user_id="user-replay", name="Zoë Ünïcode ✓"))
+    assert post(app.test_client(), event).get_json() == {"status": "processed"}
+    with app.app_context():
+        payload = db.session.scalar(db.select(WebhookEvent.payload))
+    assert json.loads(payload) == event
+    result = runner.invoke(args=["webhooks", "replay", event["id"]])
+    assert result.exit_code == 0 and f"{event['id']}: processed (attempt 2)" in result.output, result.output
