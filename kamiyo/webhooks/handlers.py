@@ -90,11 +90,21 @@ def _rank(event_type: str) -> int:
 UNHANDLED_IN_BATCH: ContextVar[frozenset[str]] = ContextVar("unhandled_in_batch", default=frozenset())
 
 
+# Key space of the advisory locks below (two-key form: this number, then the object's hash).
+_ORDER_LOCKS = 0x6B6D
+
+
 def superseded(event: dict[str, Any]) -> bool:
     """Was a newer event about the same Stripe customer already applied?"""
     object_id = event["data"]["object"].get("id")
     if not object_id:
         return False
+    if db.session.connection().dialect.name == "postgresql":
+        # Another worker may be applying an event about this customer right now, unseen
+        # (uncommitted) by the query below; its write would then land after ours whatever
+        # their order. Events about one object take turns until commit. (SQLite: the write
+        # gate already admits one transaction at a time.)
+        db.session.execute(select(func.pg_advisory_xact_lock(_ORDER_LOCKS, func.hashtext(object_id))))
     mine = (event_time(event), _rank(event["type"]))
     applied = db.session.execute(
         select(WebhookEvent.created, WebhookEvent.type).where(

@@ -20,6 +20,7 @@ from tests.webhooks.stripe_signing import URL, customer, make_event, post, signe
 
 pytestmark = postgresql_only
 
+T0 = 1_800_000_000
 
 
 def stored(app):
@@ -86,6 +87,38 @@ def test_a_copy_at_another_worker_waits_for_the_first_then_is_a_duplicate(make_a
     assert calls == [event["id"]]
     assert stored(first) == {event["id"]: ("processed", 1)}
     assert count_customers(first) == 1
+
+
+def test_an_older_customer_event_at_another_worker_does_not_undo_a_newer_one(make_app, monkeypatch):
+    """Out-of-order check across workers: the older event must not be written after a newer
+    one it could not see yet (on SQLite the write gate serialises the two workers)."""
+    older_worker, newer_worker = make_app(), make_app()
+    with older_worker.app_context():
+        db.session.add(Customer(user_id="user-1", email="ada@example.com", stripe_customer_id="cus_1"))
+        db.session.commit()
+    newer = make_event("customer.updated", customer("cus_1", email="newer@example.com"), created=T0 + 5)
+    older = make_event("customer.updated", customer("cus_1", email="older@example.com"), created=T0 + 1)
+    older_checked, go_on = threading.Event(), threading.Event()
+    real = handlers.superseded
+
+    def paced(event):
+        answer = real(event)
+        if event["id"] == older["id"]:  # checked, not yet written: wait until the newer one is done or stuck
+            older_checked.set()
+            assert go_on.wait(10)
+        return answer
+
+    monkeypatch.setattr(handlers, "superseded", paced)
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(post, older_worker.test_client(), older, timestamp=None)
+        assert older_checked.wait(10)
+        second = pool.submit(post, newer_worker.test_client(), newer, timestamp=None)
+        wait_until(lambda: second.done() or lock_waiters(older_worker) > 0)
+        go_on.set()
+        answers = [first.result(30).get_json(), second.result(30).get_json()]
+    assert answers == [{"status": "processed"}, {"status": "processed"}]
+    with older_worker.app_context():
+        assert db.session.scalar(db.select(Customer.email)) == "newer@example.com"
 
 
 def test_the_customer_order_check_uses_the_partial_index(app):
