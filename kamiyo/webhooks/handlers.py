@@ -128,10 +128,16 @@ def _id(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _metadata(obj: dict[str, Any], key: str) -> str | None:
+def _text(value: Any, limit: int) -> str:
+    """Free text as stored: at most `limit` characters (the column's length, which PostgreSQL
+    enforces), without NUL (which PostgreSQL cannot store in text; JSON can carry it)."""
+    return str(value).replace("\x00", "")[:limit]
+
+
+def _metadata(obj: dict[str, Any], key: str, limit: int = 128) -> str | None:
     metadata = obj.get("metadata")
     value = metadata.get(key) if isinstance(metadata, dict) else None
-    return str(value)[:128] if value else None
+    return (_text(value, limit) or None) if value else None
 
 
 def _customer_by_stripe_id(stripe_customer_id: str | None) -> Customer | None:
@@ -179,9 +185,9 @@ def customer_event(event: dict[str, Any]) -> Result:
     if customer is None:
         return Result(IGNORED, "customer not created by Kamiyo")
     if "email" in obj:
-        customer.email = (obj["email"] or "")[:254]
+        customer.email = _text(obj["email"] or "", 254)
     if "name" in obj:
-        customer.name = (obj["name"] or None) and obj["name"][:256]
+        customer.name = _text(obj["name"] or "", 256) or None
     return Result(PROCESSED, f"customer {stripe_id} saved")
 
 
@@ -228,7 +234,7 @@ def subscription_event(event: dict[str, Any]) -> Result:
         "status": str(status)[:32] if status else None,
         "price_id": str(price["id"])[:255] if price else None,
         # Our API tags subscriptions with kamiyo_tier; a price's own tier metadata is the fallback.
-        "tier": _metadata(obj, "kamiyo_tier") or _metadata(obj, "tier") or _metadata(price, "tier"),
+        "tier": _metadata(obj, "kamiyo_tier", 64) or _metadata(obj, "tier", 64) or _metadata(price, "tier", 64),
         "period_end": subscription_period_end(obj),
         "event_at": event_time(event),
     }

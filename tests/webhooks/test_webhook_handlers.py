@@ -126,6 +126,21 @@ def test_subscription_before_its_customer_event_creates_the_customer_row(app, cl
     assert subscriptions(app)[0][:3] == ("sub_2", "user-2", "active")
 
 
+def test_a_long_tier_is_cut_to_what_the_column_holds(app, client, our_customer):
+    """Metadata is cut to 128 characters, the tier column holds 64 (PostgreSQL refuses longer)."""
+    long_tier = "t" * 100
+    obj = subscription("sub_long", "cus_1")
+    obj["metadata"]["kamiyo_tier"] = long_tier
+    send(client, "customer.subscription.created", obj, T0)
+    assert subscriptions(app)[0][4] == long_tier[:64]
+
+
+def test_nul_characters_from_stripe_are_dropped_not_fatal(app, client, our_customer):
+    """JSON may carry \\u0000; PostgreSQL cannot store it in text. The event must still be applied."""
+    send(client, "customer.updated", customer("cus_1", email="ada\x00@example.com", name="Ada\x00 L"), T0)
+    assert customers(app) == [("user-1", "ada@example.com", "Ada L", "cus_1")]
+
+
 def test_subscription_of_a_customer_made_elsewhere_is_ignored(app, client):
     send(client, "customer.subscription.created", subscription("sub_x", "cus_x", user_id=None), T0,
          expected="ignored")
