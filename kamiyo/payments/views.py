@@ -23,6 +23,9 @@ USER_ID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 STRIPE_ID_RE = re.compile(r"^[A-Za-z0-9_]{1,255}$")
 PAYMENT_METHOD_RE = re.compile(r"^pm_[A-Za-z0-9_]{1,250}$")
 TIER_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Control characters have no place in a name or an address; NUL cannot even be stored in
+# PostgreSQL text (refused here, before Stripe is called, not after).
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def register_health_check(app: Flask, name: str, check: Callable[[], dict[str, Any]]) -> None:
@@ -93,8 +96,10 @@ def create_customer():
     body = _json_body({"user_id", "email", "name"})
     _check(body, {
         "user_id": (True, _matches(USER_ID_RE)),
-        "email": (True, lambda v: isinstance(v, str) and len(v) <= 254 and bool(EMAIL_RE.fullmatch(v))),
-        "name": (False, lambda v: v is None or (isinstance(v, str) and 0 < len(v) <= 256)),
+        "email": (True, lambda v: isinstance(v, str) and len(v) <= 254 and bool(EMAIL_RE.fullmatch(v))
+                  and not CONTROL_RE.search(v)),
+        "name": (False, lambda v: v is None or (isinstance(v, str) and 0 < len(v) <= 256
+                                                 and not CONTROL_RE.search(v))),
     })
     result = service.create_customer(body["user_id"], body["email"], body.get("name"))
     return _answer(result, customer_json)

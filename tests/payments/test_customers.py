@@ -71,3 +71,16 @@ def test_unknown_and_invalid_fields_are_listed(api):
     assert missing.get_json()["error"]["fields"] == ["email", "user_id"]
     not_object = api.post("/customers", json=[1, 2])
     assert not_object.status_code == 400 and not_object.get_json()["error"]["code"] == "invalid_json"
+
+
+@both_databases
+def test_control_characters_are_refused_before_stripe_is_called(api, proxy):
+    """PostgreSQL cannot store NUL in text: such a customer used to reach Stripe, then fail
+    to be stored (500, a Stripe customer without our row). Refused up front instead."""
+    user = new_user()
+    response = api.post("/customers", json={"user_id": user, "email": "a\x00b@example.com", "name": "Ada\x00"})
+    assert response.status_code == 400
+    assert response.get_json()["error"]["fields"] == ["email", "name"]
+    assert proxy.requests_to("POST", "/v1/customers") == []
+    fine = api.post("/customers", json={"user_id": user, "email": "ada@example.com", "name": "Zoë Ünïcode"})
+    assert fine.status_code == 201 and fine.get_json()["name"] == "Zoë Ünïcode"
