@@ -202,6 +202,9 @@ def _batch_session() -> Iterator[None]:
     after each batch, so no ORM object outlives the transaction that loaded it.
     """
     found = current_app.extensions.get(_BATCH_SESSION)
+    if found is not None and found[0] == os.getpid() and found[1].bind.invalidated:
+        found[1].bind.close()  # the database dropped it: reconnecting, it would hold a pool slot for good
+        found = None
     if found is None or found[0] != os.getpid():  # made in each worker, after the fork
         connection = db.engine.connect()
         connection.connection.detach()  # takes no pool slot; closed with the app

@@ -157,3 +157,28 @@ def test_stored_events_replay_on_postgresql(app, runner):
     assert json.loads(payload) == event
     result = runner.invoke(args=["webhooks", "replay", event["id"]])
     assert result.exit_code == 0 and f"{event['id']}: processed (attempt 2)" in result.output, result.output
+
+
+def test_the_batch_connection_is_made_anew_when_the_database_drops_it(app, client):
+    """A PostgreSQL connection can die under the app (server restart, failover, an idle
+    timeout). The batches' own connection is then replaced by a new one, again outside the
+    pool, and the intake goes on."""
+    from kamiyo.webhooks import inbox
+
+    assert post(client, make_event("customer.created", customer("cus_d0", user_id="u-d0"))).status_code == 200
+    _, session = app.extensions[inbox._BATCH_SESSION]
+    pid = session.bind.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    session.bind.rollback()
+    with app.app_context():
+        assert db.session.scalar(db.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}) is True
+        wait_until(lambda: not db.session.scalar(
+            db.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}))
+        db.session.rollback()
+    events = [make_event("customer.created", customer(f"cus_d{n}", user_id=f"u-d{n}")) for n in (1, 2, 3)]
+    assert [post(client, e).get_json() for e in events] == [{"status": "processed"}] * 3
+    assert set(stored(app).values()) == {("processed", 1)} and count_customers(app) == 4
+    with app.app_context():
+        assert db.engine.pool.checkedout() == 0  # the new batch connection takes no pool slot either
+    _, session = app.extensions[inbox._BATCH_SESSION]
+    assert session.bind.exec_driver_sql("SELECT pg_backend_pid()").scalar() != pid
+    session.bind.rollback()
