@@ -35,6 +35,7 @@ SETTINGS = {
     "max_connections": "300",  # every test app has a pool; concurrency tests run 20 threads and more
     "shared_buffers": "64MB",
     "max_wal_size": "1GB",  # no checkpoints forced by WAL volume during a session
+    "timezone": "'America/St_Johns'",  # not UTC (nor a whole hour): stored times must not depend on it
     "log_min_messages": "warning",
     "log_min_error_statement": "panic",  # expected errors (duplicate keys) need not fill the log
 }
