@@ -9,7 +9,7 @@ import pytest
 import requests
 from localstripe import webhooks as localstripe_webhooks
 
-from tests.support import make_key
+from tests.support import both_databases, make_key
 from tests.webhooks.stripe_signing import SECRET, URL
 from kamiyo.extensions import db
 from kamiyo.models import Customer, Subscription
@@ -52,6 +52,7 @@ def wait_for(check, timeout=15.0):
         time.sleep(0.1)
 
 
+@both_databases
 def test_localstripe_events_arrive_verified_and_processed(make_app, proxy, plan_id, delivering_to):
     # Our API talks to localstripe through the emulator proxy (it translates price to plan).
     app = make_app(STRIPE_API_BASE=proxy.url)
@@ -88,6 +89,7 @@ def test_localstripe_events_arrive_verified_and_processed(make_app, proxy, plan_
         assert {(o.outcome, o.amount, o.stripe_customer_id) for o in outcomes} == {("succeeded", 2900, customer_id)}
 
 
+@both_databases
 def test_webhook_that_beats_our_own_answer_is_completed_not_duplicated(make_app, proxy, plan_id, delivering_to,
                                                                         caplog):
     from devtools.stripe_proxy import Fault

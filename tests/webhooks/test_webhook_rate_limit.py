@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 
-from tests.support import wait_until
+from tests.support import both_databases, wait_until
 from tests.webhooks.stripe_signing import URL, customer, make_event, post
 from kamiyo.extensions import db
 from kamiyo.webhooks import metrics
@@ -77,7 +77,11 @@ def test_behind_a_trusted_proxy_the_forwarded_client_is_limited(make_app):
         assert db.session.scalar(db.select(RateLimitViolation.client_ip)) == "192.0.2.1"
 
 
-def test_alert_once_per_ip_and_hour_past_the_threshold(make_app, slack, caplog):
+@both_databases
+def test_alert_once_per_ip_and_hour_past_the_threshold(make_app, slack, caplog, monkeypatch):
+    from kamiyo.webhooks import limiting
+
+    monkeypatch.setattr(limiting, "_alerted", set())  # the process remembers alerted IPs per hour
     url, received = slack
     app = make_app(WEBHOOK_RATE_LIMIT="2/minute", RATE_LIMIT_ALERT_PER_HOUR=3, ALERT_WEBHOOK_URL=url)
     client = app.test_client()
