@@ -1,13 +1,17 @@
-"""Two gunicorn workers with Redis share one rate-limit count (the production setup)."""
+"""Two gunicorn workers (the production setup): with Redis they share one rate-limit count;
+on one PostgreSQL database they handle each event once."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import redis
@@ -21,12 +25,13 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def gunicorn_url(tmp_path_factory, redis_url):
-    instance = tmp_path_factory.mktemp("gunicorn-instance")
+@contextlib.contextmanager
+def gunicorn(instance: Path, database_url: str, **settings: str) -> Iterator[str]:
+    """The production server (gunicorn.conf.py, two workers) on `database_url`, migrated; its URL."""
     env = {k: v for k, v in os.environ.items() if k not in DEFAULTS and not k.startswith("KAMIYO_")}
-    env.update(TEST_SECRETS, KAMIYO_INSTANCE_PATH=str(instance), DATABASE_URL=f"sqlite:///{instance}/kamiyo.db",
-               REDIS_URL=redis_url, PORT=str(free_port()), WEB_CONCURRENCY="2", LOG_LEVEL="WARNING")
+    env.update(TEST_SECRETS, KAMIYO_INSTANCE_PATH=str(instance), DATABASE_URL=database_url,
+               PORT=str(free_port()), WEB_CONCURRENCY="2", LOG_LEVEL="WARNING")
+    env.update(settings)
     flask = Path(sys.executable).with_name("flask")
     subprocess.run([flask, "--app", "wsgi", "db", "upgrade"], cwd=ROOT, env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -52,6 +57,13 @@ def gunicorn_url(tmp_path_factory, redis_url):
         log.close()
 
 
+@pytest.fixture(scope="module")
+def gunicorn_url(tmp_path_factory, redis_url):
+    instance = tmp_path_factory.mktemp("gunicorn-instance")
+    with gunicorn(instance, f"sqlite:///{instance}/kamiyo.db", REDIS_URL=redis_url) as url:
+        yield url
+
+
 def test_two_workers_share_one_count_in_redis(gunicorn_url, redis_url):
     body, headers = signed(make_event("customer.created", customer("cus_gunicorn")))
     assert requests.post(gunicorn_url + URL, data=body, headers=headers, timeout=10).json() == {"status": "processed"}
@@ -66,3 +78,31 @@ def test_two_workers_share_one_count_in_redis(gunicorn_url, redis_url):
     store = redis.Redis.from_url(redis_url)
     [key] = [k for k in store.scan_iter("*webhooks.stripe_webhook*")]
     assert int(store.get(key)) == 30
+
+
+def test_two_workers_on_one_postgresql_database_handle_each_event_once(pg_database, isolated_environment):
+    """Copies of one event reach both workers at once (a new connection each); so do
+    many new events. Every event is processed once, and only once."""
+    from sqlalchemy import create_engine, text
+
+    instance = isolated_environment  # this test's instance folder
+    copies = make_event("customer.created", customer("cus_pg_gunicorn", user_id="user-pg-gunicorn"))
+    fresh = [make_event("customer.created", customer(f"cus_pg_{n}", user_id=f"user-pg-{n}")) for n in range(30)]
+    deliveries = [signed(copies)] * 10 + [signed(event) for event in fresh]
+    with gunicorn(instance, pg_database, LOG_LEVEL="INFO") as url:
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(lambda d: requests.post(url + URL, data=d[0], headers={**d[1], "Connection": "close"},
+                                                            timeout=30), deliveries))
+    logged = [json.loads(line) for line in (instance / "gunicorn.log").read_text().splitlines() if line.startswith("{")]
+    served_by = {line["process"] for line in logged if line.get("path") == URL}
+    assert len(served_by) == 2, "both workers took deliveries"
+    statuses = [a.json().get("status") for a in answers]
+    assert sorted(statuses[:10]) == ["duplicate"] * 9 + ["processed"]
+    assert statuses[10:] == ["processed"] * 30
+    engine = create_engine(pg_database)
+    with engine.connect() as connection:
+        events = connection.execute(text("SELECT status, attempts, count(*) FROM webhook_events GROUP BY 1, 2")).all()
+        customers = connection.execute(text("SELECT count(DISTINCT stripe_customer_id), count(*) FROM customers")).one()
+    engine.dispose()
+    assert [tuple(row) for row in events] == [("processed", 1, 31)]
+    assert tuple(customers) == (31, 31)
