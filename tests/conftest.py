@@ -121,12 +121,16 @@ def migrated_template(tmp_path_factory):
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory):
     """A throwaway PostgreSQL cluster on a free loopback port, for the whole session (tests/postgres.py)."""
-    from tests.postgres import PostgresCluster, PostgresUnavailable, cluster_parent
+    from tests.postgres import PostgresCluster, PostgresUnavailable, cluster_parent, sweep_orphans
 
+    parent = cluster_parent(tmp_path_factory.getbasetemp())
+    sweep_orphans(parent)
     try:
-        cluster = PostgresCluster(cluster_parent(tmp_path_factory.getbasetemp()))
+        cluster, missing = PostgresCluster(parent), None
     except PostgresUnavailable as exc:
-        pytest.fail(f"{exc}: run `make test` (it installs the Debian package postgresql)", pytrace=False)
+        cluster, missing = None, str(exc)
+    if cluster is None:
+        pytest.fail(f"{missing}: run `make test` (it installs the Debian package postgresql)", pytrace=False)
     atexit.register(cluster.stop)  # should the session end without its teardown
     try:
         cluster.init()

@@ -18,6 +18,7 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -76,6 +77,40 @@ def cluster_parent(fallback: Path) -> Path:
     return Path(tempfile.gettempdir()) if os.geteuid() == 0 else fallback
 
 
+PREFIX = "kamiyo-pg-"
+OWNER_FILE = "owner.pid"  # the pytest process the cluster belongs to
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def sweep_orphans(parent: Path) -> list[Path]:
+    """Stop and delete the clusters of sessions that died without their teardown (SIGKILL):
+    a postgres left running would hold memory and a port until the machine restarts."""
+    swept = []
+    for directory in parent.glob(PREFIX + "*"):
+        try:
+            owner = int((directory / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # not ours, or being set up right now
+        if _alive(owner):
+            continue
+        try:
+            os.kill(int((directory / "data" / "postmaster.pid").read_text().split()[0]), signal.SIGQUIT)
+        except (OSError, ValueError, IndexError):
+            pass  # not running
+        shutil.rmtree(directory, ignore_errors=True)
+        swept.append(directory)
+    return swept
+
+
 class PostgresCluster:
     def __init__(self, parent: Path) -> None:
         self.bindir = find_bindir()
@@ -91,7 +126,8 @@ class PostgresCluster:
             if runuser is None:
                 raise PostgresUnavailable("running as root, and `runuser` is missing")
             self.run_as = [runuser, "-u", SUPERUSER, "--"]
-        self.directory = Path(tempfile.mkdtemp(prefix="kamiyo-pg-", dir=parent))
+        self.directory = Path(tempfile.mkdtemp(prefix=PREFIX, dir=parent))
+        (self.directory / OWNER_FILE).write_text(str(os.getpid()))
         self.data = self.directory / "data"
         self.log = self.directory / "postgres.log"
         self.port: int | None = None
@@ -144,7 +180,7 @@ class PostgresCluster:
     def _kill_postmaster(self) -> None:
         try:
             pid = int((self.data / "postmaster.pid").read_text().split()[0])
-            os.kill(pid, 9)  # children exit when the postmaster is gone
+            os.kill(pid, signal.SIGKILL)  # children exit when the postmaster is gone
         except (OSError, ValueError, IndexError):
             pass
 
