@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -310,7 +311,7 @@ def test_versions_seen_by_the_web_workers_reach_the_scheduler_process(make_app, 
 
     web = make_app(STRIPE_API_BASE=proxy.url, STRIPE_API_VERSION="2024-09-30.acacia")
     response = web.test_client().post("/api/v1/payments/customers", headers=make_key(web),
-                                      json={"user_id": "versions-user", "email": "v@example.com"})
+                                      json={"user_id": f"versions-{uuid.uuid4().hex[:8]}", "email": "v@example.com"})
     assert response.status_code == 201
     scheduler_process = make_app(STRIPE_API_BASE=proxy.url)  # another app on the same database
     with scheduler_process.app_context():

@@ -117,7 +117,8 @@ def test_daily_purge_drops_expired_keys_and_old_attempt_records(api, payments_ap
     from kamiyo.payments.models import StripeCall
     from kamiyo.payments.retention import purge_expired_records
 
-    assert api.post("/customers", json={"user_id": "purge-user", "email": "p@example.com"},
+    # A user of its own: localstripe outlives the test (and this test runs once per database).
+    assert api.post("/customers", json={"user_id": f"purge-{uuid.uuid4().hex[:8]}", "email": "p@example.com"},
                     headers={"Idempotency-Key": "k-purge"}).status_code == 201
     with payments_app.app_context():
         assert purge_expired_records() == {"client_idempotency_keys": 0, "stripe_calls": 0}
