@@ -242,7 +242,10 @@ def _write_batch(batch: list[group_commit.Pending]) -> list[Received]:
                 seen.add(pending.event["id"])
                 fresh.append((pending, handlers.expected_status(pending.event)))
         # All claims in one statement; a copy stored meanwhile by another worker fails it all.
-        _insert_claims(connection, [_claim_row(p.event, p.payload, now, expected) for p, expected in fresh])
+        # In event id order: on PostgreSQL two workers' batches holding copies of the same
+        # events then wait for each other in one order, never in a deadlock.
+        _insert_claims(connection, sorted((_claim_row(p.event, p.payload, now, expected) for p, expected in fresh),
+                                          key=lambda row: row["event_id"]))
         outcome: dict[str, Received] = {}
         unhandled = {p.event["id"] for p, _ in fresh}
         for pending, expected in fresh:

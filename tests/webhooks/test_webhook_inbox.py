@@ -151,6 +151,21 @@ def test_a_failing_event_in_a_batch_does_not_fail_the_others(app, serve_app, mon
         assert db.session.scalar(db.select(db.func.count(Customer.id))) == 11
 
 
+def test_a_batch_claims_its_events_in_event_id_order_whatever_their_arrival(app):
+    """Two workers' batches with copies of the same events lock them in the same order
+    (on PostgreSQL a crossed order is a deadlock); handlers still run in arrival order."""
+    from kamiyo.webhooks import inbox
+    from kamiyo.webhooks.group_commit import Pending
+
+    events = [make_event("customer.created", customer(f"cus_order_{n}", user_id=f"user-order-{n}"),
+                         event_id=f"evt_order_{n}") for n in (3, 1, 2)]
+    with app.test_request_context():
+        results = inbox._apply_batch([Pending(e, json.dumps(e)) for e in events])
+        claimed = list(db.session.scalars(db.select(WebhookEvent.event_id).order_by(WebhookEvent.id)))
+    assert claimed == ["evt_order_1", "evt_order_2", "evt_order_3"]
+    assert [r.note for r in results] == [f"customer cus_order_{n} saved" for n in (3, 1, 2)]
+
+
 @sqlite_only
 def test_the_sqlite_write_gate_uses_a_lock_file_next_to_the_database(app, tmp_path):
     from kamiyo.webhooks.write_gate import WriteGate, _lock_path, write_gate
