@@ -12,7 +12,8 @@ from .models import DashboardUser
 
 ROLES = ("viewer", "admin")
 MIN_PASSWORD_LENGTH = 12
-EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,189}\.[^@\s]{2,63}$")
+# No whitespace and no control characters anywhere (NUL cannot even be stored in PostgreSQL text).
+EMAIL_RE = re.compile(r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]{1,189}\.[^@\s\x00-\x1f\x7f]{2,63}$")
 
 
 def create_user(email: str, password: str, role: str = "viewer") -> DashboardUser:

@@ -108,3 +108,9 @@ def test_users_create(app, runner):
     assert again.exit_code == 1 and "already exists" in again.output
     short = runner.invoke(args=["users", "create", "x@example.com", "--password-stdin"], input="short\n")
     assert short.exit_code == 1 and "at least" in short.output
+    for control in ("\x00", "\x1b", "\x7f"):
+        odd = runner.invoke(args=["users", "create", f"x{control}y@example.com", "--password-stdin"],
+                            input="correct horse battery\n")
+        assert odd.exit_code == 1 and "email address" in odd.output
+    with app.app_context():
+        assert db.session.scalar(select(db.func.count(DashboardUser.id))) == 1
