@@ -14,6 +14,12 @@ Where the scheduler runs:
 - in the web process itself when SCHEDULER_ENABLED is true (a single-process
   deployment or `flask run`): never twice in one process, never in the
   reloader's parent, never in a one-off CLI command (`db upgrade`, ...).
+
+A run that failed (Stripe down during the weekly version check, say), or whose
+process died, is taken again by the hourly retake (`retake_failed`), until it
+succeeds or its period ends: a weekly job does not wait a week for its next
+chance. The retake never starts a period's first run; only the job's own
+trigger does.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import click
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy import Integer, String, UniqueConstraint
@@ -187,6 +194,24 @@ def run_once(app: Flask, name: str, period: str | None = None) -> bool:
         return True
 
 
+RETAKE_EVERY = dt.timedelta(hours=1)
+
+
+def retake_failed(app: Flask, name: str) -> bool:
+    """Run job `name` again if its current period's run failed (or died); returns whether it ran."""
+    spec: JobSpec = app.extensions[JOBS_KEY][name]
+    period = spec.period_fn(dt.datetime.now(timezone_of(app)))
+    with app.app_context():
+        status = db.session.execute(
+            db.select(JobRun.status, JobRun.started_at).filter_by(job=name, period=period)).first()
+        db.session.rollback()
+    if status is None or not (status[0] == "failed" or (status[0] == "running"
+                                                         and status[1] < utcnow() - STALE_RUN)):
+        return False  # not started yet in this period (its trigger will), done, or running now
+    log.warning("job %s for %s: taking the failed run again", name, period, extra={"job": name, "period": period})
+    return run_once(app, name, period)
+
+
 # --- starting the scheduler -------------------------------------------------------
 
 _lock = threading.Lock()
@@ -201,7 +226,14 @@ def build_scheduler(app: Flask) -> BackgroundScheduler:
     )
     for name, spec in app.extensions.get(JOBS_KEY, {}).items():
         scheduler.add_job(run_once, trigger=spec.trigger, args=[app, name], id=name, name=name)
+        scheduler.add_job(retake_failed, trigger=IntervalTrigger(seconds=RETAKE_EVERY.total_seconds()),
+                          args=[app, name], id=f"{name}:retake", name=f"{name} (retake if failed)")
     return scheduler
+
+
+def _own_jobs(scheduler: BackgroundScheduler) -> list:
+    """The jobs features registered, without their hourly retakes."""
+    return [job for job in scheduler.get_jobs() if not job.id.endswith(":retake")]
 
 
 def start_scheduler(app: Flask) -> BackgroundScheduler | None:
@@ -214,7 +246,7 @@ def start_scheduler(app: Flask) -> BackgroundScheduler | None:
         scheduler.start()
         _started[os.getpid()] = scheduler
     atexit.register(_shutdown, os.getpid())
-    for job in scheduler.get_jobs():
+    for job in _own_jobs(scheduler):
         log.info("scheduled job %s, next run %s", job.id, job.next_run_time.isoformat(),
                  extra={"job": job.id})
     return scheduler
@@ -301,8 +333,9 @@ def scheduler_run() -> None:
     if scheduler is None:
         raise click.ClickException("a scheduler already runs in this process")
     click.echo(f"Scheduler running ({app.config['SCHEDULER_TIMEZONE']}); Ctrl-C stops it.")
-    for job in scheduler.get_jobs():
+    for job in _own_jobs(scheduler):
         click.echo(f"  {job.id:<24} next run {job.next_run_time.isoformat()}")
+    click.echo("  (a run that failed is taken again every hour until it succeeds or its period ends)")
     try:
         while not stop.wait(1):
             pass

@@ -176,8 +176,8 @@ def test_never_twice_in_one_process(make_app):
     first = make_app(SCHEDULER_ENABLED=True)
     assert os.getpid() in scheduler._started
     running = scheduler._started[os.getpid()]
-    assert running.running and {j.id for j in running.get_jobs()} == {
-        VERSION_CHECK_JOB, scheduler.ALERT_EVALUATION_JOB, scheduler.PRUNE_JOB, "webhook-purge", "payments-purge"}
+    jobs = {VERSION_CHECK_JOB, scheduler.ALERT_EVALUATION_JOB, scheduler.PRUNE_JOB, "webhook-purge", "payments-purge"}
+    assert running.running and {j.id for j in running.get_jobs()} == jobs | {f"{job}:retake" for job in jobs}
     make_app(SCHEDULER_ENABLED=True)
     assert scheduler.start_in_process(first) is None
     assert scheduler._started[os.getpid()] is running
@@ -212,6 +212,7 @@ def test_flask_scheduler_run_starts_and_stops_cleanly(app_config, tmp_path):
         assert proc.stdout.readline().startswith("Scheduler running (Europe/Copenhagen)")
         lines = [proc.stdout.readline() for _ in range(5)]  # one line per job
         assert any(line.split()[0] == VERSION_CHECK_JOB and "T09:00:00+0" in line for line in lines), lines
+        assert "taken again every hour" in proc.stdout.readline()
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=20)
@@ -234,3 +235,50 @@ def test_a_failed_run_can_be_retaken_in_the_same_period(make_app):
     assert scheduler.run_once(app, "flaky-test-job", "2026-11-23") is True  # retaken, succeeded
     assert scheduler.run_once(app, "flaky-test-job", "2026-11-23") is False  # done for the period
     assert len(calls) == 2
+
+
+@both_databases
+def test_a_failed_run_is_retaken_within_the_hour_until_it_succeeds(make_app):
+    """The weekly version check failing on Monday morning must not wait a week."""
+    import time_machine
+
+    app = make_app()
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError("Stripe was down")
+
+    scheduler.register_job(app, "flaky-weekly", scheduler.weekly_trigger("UTC"), flaky, scheduler.iso_week)
+    retake = scheduler.build_scheduler(app).get_job("flaky-weekly:retake")
+    assert retake.trigger.interval == dt.timedelta(hours=1)
+    with time_machine.travel(dt.datetime(2026, 11, 23, 8, tzinfo=dt.timezone.utc), tick=False):
+        assert scheduler.retake_failed(app, "flaky-weekly") is False  # never the period's first run
+        assert calls == []
+        assert scheduler.run_once(app, "flaky-weekly") is True  # the trigger's run: fails
+        assert scheduler.retake_failed(app, "flaky-weekly") is True  # fails again
+        assert scheduler.retake_failed(app, "flaky-weekly") is True  # succeeds
+        assert scheduler.retake_failed(app, "flaky-weekly") is False  # done for the week
+    assert len(calls) == 3
+    with app.app_context():
+        run = db.session.execute(db.select(scheduler.JobRun).filter_by(job="flaky-weekly")).scalar_one()
+        assert (run.period, run.status) == ("2026-W48", "ok")
+
+
+@both_databases
+def test_a_run_whose_process_died_is_retaken_but_not_one_still_running(make_app):
+    import time_machine
+
+    app = make_app()
+    calls = []
+    scheduler.register_job(app, "died", scheduler.daily_trigger("UTC"), lambda: calls.append(1), scheduler.day)
+    with time_machine.travel(dt.datetime(2026, 11, 23, 12, tzinfo=dt.timezone.utc), tick=False):
+        with app.app_context():
+            db.session.add(scheduler.JobRun(job="died", period="2026-11-23", status="running", host="gone", pid=1,
+                                            started_at=dt.datetime(2026, 11, 23, 11, 30, tzinfo=dt.timezone.utc)))
+            db.session.commit()
+        assert scheduler.retake_failed(app, "died") is False  # 30 minutes: perhaps still at work
+    with time_machine.travel(dt.datetime(2026, 11, 23, 13, tzinfo=dt.timezone.utc), tick=False):
+        assert scheduler.retake_failed(app, "died") is True  # 90 minutes: its process is gone
+    assert calls == [1]
