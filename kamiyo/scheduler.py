@@ -149,6 +149,11 @@ def timezone_of(app: Flask) -> zoneinfo.ZoneInfo:
 STALE_RUN = dt.timedelta(hours=1)  # a run still "running" after this died with its process
 
 
+def _retakable(now: dt.datetime):
+    """A run that may be taken again: it failed, or its process died while running."""
+    return (JobRun.status == "failed") | ((JobRun.status == "running") & (JobRun.started_at < now - STALE_RUN))
+
+
 def _claim(name: str, period: str) -> bool:
     now, host, pid = utcnow(), socket.gethostname()[:255], os.getpid()
     try:
@@ -160,8 +165,7 @@ def _claim(name: str, period: str) -> bool:
     # A failed run, or one whose process died, may be retaken: one contender wins the update.
     retaken = db.session.execute(
         db.update(JobRun)
-        .where(JobRun.job == name, JobRun.period == period,
-               (JobRun.status == "failed") | ((JobRun.status == "running") & (JobRun.started_at < now - STALE_RUN)))
+        .where(JobRun.job == name, JobRun.period == period, _retakable(now))
         .values(status="running", started_at=now, finished_at=None, host=host, pid=pid)
         .execution_options(synchronize_session=False))
     db.session.commit()
@@ -202,11 +206,10 @@ def retake_failed(app: Flask, name: str) -> bool:
     spec: JobSpec = app.extensions[JOBS_KEY][name]
     period = spec.period_fn(dt.datetime.now(timezone_of(app)))
     with app.app_context():
-        status = db.session.execute(
-            db.select(JobRun.status, JobRun.started_at).filter_by(job=name, period=period)).first()
+        retakable = db.session.scalar(db.select(JobRun.id).where(
+            JobRun.job == name, JobRun.period == period, _retakable(utcnow())))
         db.session.rollback()
-    if status is None or not (status[0] == "failed" or (status[0] == "running"
-                                                         and status[1] < utcnow() - STALE_RUN)):
+    if retakable is None:
         return False  # not started yet in this period (its trigger will), done, or running now
     log.warning("job %s for %s: taking the failed run again", name, period, extra={"job": name, "period": period})
     return run_once(app, name, period)

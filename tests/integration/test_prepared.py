@@ -22,6 +22,7 @@ _events = WebhookEvent.__table__
 COLUMNS = ("event_id", "type", "api_version", "livemode", "object_id", "created", "received_at",
            "processed_at", "status", "attempts", "last_error", "payload")
 INSERT = Prepared(insert(_events), column_keys=COLUMNS)
+STATUS = Prepared(select(_events.c.status).where(_events.c.event_id == bindparam("event_id")))
 
 
 def _row(event_id: str, **overrides):
@@ -89,12 +90,11 @@ def test_onupdate_defaults_and_literals_are_applied_and_rowcount_returned(app):
 
 @sqlite_only
 def test_sqlite_reads_see_each_commit_and_hold_no_transaction_open(app):
-    status = Prepared(select(_events.c.status).where(_events.c.event_id == bindparam("event_id")))
     with app.app_context():
-        assert status.read_one(db.engine, {"event_id": "evt_later"}) is None
+        assert STATUS.read_one(db.engine, {"event_id": "evt_later"}) is None
         INSERT.execute(db.session.connection(), _row("evt_later"))
         db.session.commit()
-        assert status.read_one(db.engine, {"event_id": "evt_later"}) == ("processed",)  # no stale snapshot
+        assert STATUS.read_one(db.engine, {"event_id": "evt_later"}) == ("processed",)  # no stale snapshot
         # A reader holding a snapshot would keep a full checkpoint from truncating the WAL (busy = 1).
         with db.engine.connect() as connection:
             busy, _, _ = connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
@@ -104,13 +104,12 @@ def test_sqlite_reads_see_each_commit_and_hold_no_transaction_open(app):
 
 @postgresql_only
 def test_postgresql_reads_see_each_commit_and_hand_their_connection_back_idle(app):
-    status = Prepared(select(_events.c.status).where(_events.c.event_id == bindparam("event_id")))
     with app.app_context():
-        assert status.read_one(db.engine, {"event_id": "evt_later"}) is None
+        assert STATUS.read_one(db.engine, {"event_id": "evt_later"}) is None
         INSERT.execute(db.session.connection(), _row("evt_later"))
-        assert status.read_one(db.engine, {"event_id": "evt_later"}) is None  # not committed yet: not seen
+        assert STATUS.read_one(db.engine, {"event_id": "evt_later"}) is None  # not committed yet: not seen
         db.session.commit()
-        assert status.read_one(db.engine, {"event_id": "evt_later"}) == ("processed",)
+        assert STATUS.read_one(db.engine, {"event_id": "evt_later"}) == ("processed",)
         assert db.engine.pool.checkedout() == 0  # back in the pool
         # ... and not left inside a transaction (which would hold its snapshot and locks).
         with db.engine.connect() as connection:
