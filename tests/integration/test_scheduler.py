@@ -220,16 +220,22 @@ def test_flask_scheduler_run_starts_and_stops_cleanly(app_config, tmp_path):
     assert "Scheduler stopped." in out and "Traceback" not in err
 
 
+def _flaky(failures: int) -> tuple[list[int], object]:
+    """A job that fails its first `failures` runs (as in a Stripe outage); the list counts runs."""
+    calls: list[int] = []
+
+    def job():
+        calls.append(1)
+        if len(calls) <= failures:
+            raise RuntimeError("Stripe was down")
+
+    return calls, job
+
+
 @both_databases
 def test_a_failed_run_can_be_retaken_in_the_same_period(make_app):
     app = make_app()
-    calls = []
-
-    def flaky():
-        calls.append(1)
-        if len(calls) == 1:
-            raise RuntimeError("Stripe was down")
-
+    calls, flaky = _flaky(1)
     scheduler.register_job(app, "flaky-test-job", scheduler.daily_trigger("UTC"), flaky, scheduler.day)
     assert scheduler.run_once(app, "flaky-test-job", "2026-11-23") is True  # ran, and failed
     assert scheduler.run_once(app, "flaky-test-job", "2026-11-23") is True  # retaken, succeeded
@@ -243,13 +249,7 @@ def test_a_failed_run_is_retaken_within_the_hour_until_it_succeeds(make_app):
     import time_machine
 
     app = make_app()
-    calls = []
-
-    def flaky():
-        calls.append(1)
-        if len(calls) < 3:
-            raise RuntimeError("Stripe was down")
-
+    calls, flaky = _flaky(2)
     scheduler.register_job(app, "flaky-weekly", scheduler.weekly_trigger("UTC"), flaky, scheduler.iso_week)
     retake = scheduler.build_scheduler(app).get_job("flaky-weekly:retake")
     assert retake.trigger.interval == dt.timedelta(hours=1)
