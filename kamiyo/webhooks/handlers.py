@@ -67,6 +67,20 @@ def expected_status(event: dict[str, Any]) -> str:
     return PROCESSED if event["type"] in HANDLERS else IGNORED
 
 
+def lock_order(event: dict[str, Any]) -> str:
+    """The row an event's handler locks first: what a batch's events are handled in the order of.
+
+    PostgreSQL: two workers' batches that lock the same objects in opposite orders would
+    deadlock (detected after a second, both batches then redone one event at a time). In
+    one global order they queue instead. A payment's outcome row is keyed by the intent an
+    invoice names, so invoice.paid and payment_intent.succeeded sort as one object.
+    """
+    obj = event["data"]["object"]
+    if event["type"].startswith("invoice."):
+        return _id(obj.get("payment_intent")) or str(obj.get("id") or "")
+    return str(obj.get("id") or "")
+
+
 def dispatch(event: dict[str, Any]) -> Result:
     handler = HANDLERS.get(event["type"])
     if handler is None:

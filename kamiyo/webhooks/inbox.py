@@ -241,6 +241,9 @@ def _write_batch(batch: list[group_commit.Pending]) -> list[Received]:
             if pending.event["id"] not in seen:  # two copies in one batch: the second is a duplicate
                 seen.add(pending.event["id"])
                 fresh.append((pending, handlers.expected_status(pending.event)))
+        # Handled in the order of the objects they lock (stable: one object's events keep their
+        # arrival order), so that concurrent batches on PostgreSQL queue rather than deadlock.
+        fresh.sort(key=lambda item: handlers.lock_order(item[0].event))
         # All claims in one statement; a copy stored meanwhile by another worker fails it all.
         # In event id order: on PostgreSQL two workers' batches holding copies of the same
         # events then wait for each other in one order, never in a deadlock.

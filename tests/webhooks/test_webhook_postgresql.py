@@ -182,3 +182,45 @@ def test_the_batch_connection_is_made_anew_when_the_database_drops_it(app, clien
     _, session = app.extensions[inbox._BATCH_SESSION]
     assert session.bind.exec_driver_sql("SELECT pg_backend_pid()").scalar() != pid
     session.bind.rollback()
+
+
+def test_two_batches_about_the_same_customers_in_opposite_orders_queue_without_a_deadlock(make_app, monkeypatch):
+    """Two workers' batches hold events about cus_a and cus_b, arriving in opposite orders.
+    Were each handled in arrival order, each batch would lock one customer, then wait for the
+    other's: a deadlock, which PostgreSQL breaks after a second by failing one batch. Handled
+    in one global order, the second batch waits for the first at its first customer."""
+    from kamiyo.webhooks import group_commit, inbox
+
+    workers = make_app(), make_app()
+    with workers[0].app_context():
+        db.session.add_all([Customer(user_id=f"user-{c}", email="old@example.com", stripe_customer_id=f"cus_{c}")
+                            for c in "ab"])
+        db.session.commit()
+    batches = [[make_event("customer.updated", customer(f"cus_{c}", email=f"{c}{n}@example.com"), created=T0 + n)
+                for c in order] for n, order in ((1, "ab"), (2, "ba"))]
+    first_done = [threading.Event(), threading.Event()]
+    handled = threading.local()
+    real = handlers.dispatch
+
+    def paced(event):
+        result = real(event)
+        me = next(n for n, batch in enumerate(batches) if event in batch)
+        if not getattr(handled, "once", False):
+            # Holding the first customer's locks: go on once the other batch holds its first
+            # too (the deadlock, in arrival order) or waits for ours (the global order).
+            handled.once = True
+            first_done[me].set()
+            wait_until(lambda: first_done[1 - me].is_set() or lock_waiters(workers[me]) > 0)
+        return result
+
+    def write(n: int):
+        with workers[n].app_context():
+            return inbox._apply_batch([group_commit.Pending(e, json.dumps(e)) for e in batches[n]])
+
+    monkeypatch.setattr(handlers, "dispatch", paced)
+    with ThreadPoolExecutor(2) as pool:
+        results = [f.result(30) for f in [pool.submit(write, n) for n in (0, 1)]]
+    assert [[r.status for r in batch] for batch in results] == [["processed", "processed"]] * 2
+    with workers[0].app_context():
+        emails = dict(db.session.execute(db.select(Customer.stripe_customer_id, Customer.email)).all())
+    assert emails == {"cus_a": "a2@example.com", "cus_b": "b2@example.com"}  # the newer batch's
