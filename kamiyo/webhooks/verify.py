@@ -43,7 +43,8 @@ def verify_event(
     if not secrets:
         raise VerificationError("no webhook secret configured")
     timestamp = _header_timestamp(header)
-    if timestamp is None:
+    # Stripe's header is ASCII; stripe-python's compare_digest raises TypeError on anything else.
+    if timestamp is None or not header.isascii():
         raise VerificationError("malformed Stripe-Signature header")
     if timestamp > (time.time() if now is None else now) + tolerance:
         raise VerificationError("timestamp is in the future")

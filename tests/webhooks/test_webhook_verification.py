@@ -81,6 +81,16 @@ def test_missing_or_malformed_header_is_refused(client, caplog):
                    "malformed Stripe-Signature header")
 
 
+def test_a_non_ascii_signature_is_refused_and_counts_against_the_rate_limit(make_app, caplog):
+    client = make_app(WEBHOOK_RATE_LIMIT="3/minute").test_client()
+    body, headers = signed(make_event("customer.created", customer("cus_latin1")))
+    headers["Stripe-Signature"] = headers["Stripe-Signature"][:-1] + "\u00e9"  # a byte outside ASCII
+    responses = [client.post(URL, data=body, headers=headers) for _ in range(4)]
+    for response in responses[:3]:
+        assert_refused(response, caplog, "malformed Stripe-Signature header")
+    assert responses[3].status_code == 429
+
+
 def test_signed_non_json_and_non_events_are_refused(client, caplog):
     body = b"this is not json"
     assert_refused(client.post(URL, data=body, headers={"Stripe-Signature": sign(body)}), caplog, "body is not JSON")
