@@ -160,10 +160,20 @@ class GroupCommitter:
                 pending.error = exc
 
 
+_made = threading.Lock()
+
+
 def committer(apply_batch, apply_one, gate) -> GroupCommitter:
-    """This process's committer for the current app (made on first use, after any fork)."""
+    """This process's committer for the current app (made on first use, after any fork).
+
+    Exactly one per process: two would each have a leader, and on PostgreSQL (where the
+    gate admits everyone) both would write through the one batch Session at once.
+    """
     app = current_app._get_current_object()
     found = app.extensions.get(EXTENSION)
     if found is None or found.pid != os.getpid():
-        found = app.extensions[EXTENSION] = GroupCommitter(apply_batch, apply_one, gate)
+        with _made:  # the first requests after a start often arrive together
+            found = app.extensions.get(EXTENSION)
+            if found is None or found.pid != os.getpid():
+                found = app.extensions[EXTENSION] = GroupCommitter(apply_batch, apply_one, gate)
     return found

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 
 import pytest
 
+from kamiyo.webhooks import group_commit
 from kamiyo.webhooks.group_commit import GroupCommitter
 from tests.support import wait_until
 
@@ -64,3 +66,30 @@ def test_a_gate_that_fails_fails_the_waiting_requests_and_the_next_one_still_lea
     assert not committer._busy and not committer._queue
     failing[0] = False
     assert committer.submit(_event(2), "{}") == "ok"
+
+
+def test_requests_arriving_together_at_a_fresh_worker_share_one_committer(monkeypatch):
+    """Two committers in one process would mean two leaders writing at once."""
+    from flask import Flask
+
+    made = GroupCommitter.__init__
+
+    def slowly(self, *args):
+        made(self, *args)
+        time.sleep(0.05)  # long enough for the other request to look meanwhile
+
+    monkeypatch.setattr(GroupCommitter, "__init__", slowly)
+    app, found = Flask(__name__), []
+    start = threading.Barrier(2)
+
+    def look() -> None:
+        with app.app_context():
+            start.wait(5)
+            found.append(group_commit.committer(lambda batch: [], lambda pending: None, contextlib.nullcontext))
+
+    threads = [threading.Thread(target=look) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5)
+    assert len(found) == 2 and found[0] is found[1]
