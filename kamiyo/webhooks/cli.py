@@ -28,8 +28,10 @@ def replay(event_id: str | None, failed: bool) -> None:
     failures = 0
     for ident in event_ids:
         try:
-            result = inbox.replay(ident)
+            result = inbox.replay(ident, only_failed=failed)
             click.echo(f"{ident}: {result.status} (attempt {result.attempts}): {result.note}")
+        except inbox.NoLongerFailed as exc:  # a Stripe retry got there first
+            click.echo(f"{ident}: skipped, {exc.status} meanwhile")
         except LookupError:
             failures += 1
             click.echo(f"{ident}: not stored (unknown id, or purged)")

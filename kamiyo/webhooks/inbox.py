@@ -50,6 +50,14 @@ class HandlerFailed(Exception):
     """The handler raised; the event is stored as failed and Stripe should retry."""
 
 
+class NoLongerFailed(Exception):
+    """Replaying failed events: this one was handled meanwhile (a Stripe retry), so it is left alone."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(status)
+        self.status = status
+
+
 @dataclass(frozen=True)
 class Received:
     status: str  # processed | ignored | duplicate
@@ -142,8 +150,12 @@ def _reclaim(event_id: str, now: dt.datetime, only_failed: bool) -> int | None:
     return attempts
 
 
-def _record_failure(event: dict[str, Any], payload: str, exc: BaseException) -> None:
-    """In its own transaction: the failed attempt stays visible after the rollback."""
+def _record_failure(event: dict[str, Any], payload: str, exc: BaseException, replayed: bool = False) -> None:
+    """In its own transaction: the failed attempt stays visible after the rollback.
+
+    A replay of a handled event that fails keeps the event's status (its earlier
+    handling stands: the rollback undid only the replay) but counts the attempt and
+    keeps the error."""
     error = sanitise_error(exc)
     now = utcnow()
     if _insert_claim(event, payload, now, "failed"):
@@ -151,13 +163,15 @@ def _record_failure(event: dict[str, Any], payload: str, exc: BaseException) -> 
                            .values(processed_at=None, last_error=error))
     else:
         # Stored already: count the attempt, unless a concurrent copy succeeded meanwhile.
-        db.session.execute(update(WebhookEvent)
-                           .where(WebhookEvent.event_id == event["id"], WebhookEvent.status == "failed")
+        condition = WebhookEvent.event_id == event["id"]
+        if not replayed:
+            condition = condition & (WebhookEvent.status == "failed")
+        db.session.execute(update(WebhookEvent).where(condition)
                            .values(attempts=WebhookEvent.attempts + 1, last_error=error))
     db.session.commit()
 
 
-def _handle(event: dict[str, Any], payload: str, attempt: int, expected: str) -> Received:
+def _handle(event: dict[str, Any], payload: str, attempt: int, expected: str, replayed: bool = False) -> Received:
     try:
         result = handlers.dispatch(event)
         if result.status != expected:
@@ -167,7 +181,7 @@ def _handle(event: dict[str, Any], payload: str, attempt: int, expected: str) ->
         db.session.rollback()
         log.error("webhook %s (%s) failed on attempt %d: %s", event["id"], event["type"], attempt,
                   sanitise_error(exc), exc_info=True)
-        _record_failure(event, payload, exc)
+        _record_failure(event, payload, exc, replayed)
         metrics.EVENTS.labels("failed").inc()
         raise HandlerFailed(event["id"]) from exc
     metrics.EVENTS.labels(result.status).inc()
@@ -300,18 +314,22 @@ def receive(event: dict[str, Any], payload: str) -> Received:
         metrics.HANDLING_SECONDS.observe(time.perf_counter() - started)
 
 
-def replay(event_id: str) -> Received:
-    """Run a stored event through its handler again. Raises LookupError, HandlerFailed."""
+def replay(event_id: str, only_failed: bool = False) -> Received:
+    """Run a stored event through its handler again (`only_failed`: only if its last attempt
+    failed, checked as it is taken). Raises LookupError, NoLongerFailed, HandlerFailed."""
     row = db.session.execute(select(WebhookEvent.payload).where(WebhookEvent.event_id == event_id)).scalar()
     db.session.rollback()  # end the read before the write transaction begins
     if row is None:
         raise LookupError(event_id)
     event = json.loads(row)
     with write_gate().held():
-        attempt = _reclaim(event_id, utcnow(), only_failed=False)
-        if attempt is None:  # purged meanwhile
-            raise LookupError(event_id)
-        return _handle(event, row, attempt, handlers.PROCESSED)
+        attempt = _reclaim(event_id, utcnow(), only_failed=only_failed)
+        if attempt is None:
+            status = _status(event_id)
+            if status is None:  # purged meanwhile
+                raise LookupError(event_id)
+            raise NoLongerFailed(status)
+        return _handle(event, row, attempt, handlers.PROCESSED, replayed=True)
 
 
 def failed_event_ids() -> list[str]:

@@ -125,6 +125,32 @@ def test_replay_cli_reruns_one_event_or_all_failed_ones(app, client, runner, mon
     assert runner.invoke(args=["webhooks", "replay"]).exit_code == 2
 
 
+def test_a_failed_replay_of_a_handled_event_keeps_its_status_and_records_the_attempt(app, client, runner,
+                                                                                  monkeypatch):
+    event = make_event("customer.created", customer("cus_r3", user_id="u-r3"))
+    assert post(client, event).get_json() == {"status": "processed"}
+    monkeypatch.setitem(handlers.HANDLERS, "customer.created", lambda e: 1 / 0)
+    result = runner.invoke(args=["webhooks", "replay", event["id"]])
+    assert result.exit_code == 1 and "failed again" in result.output
+    status, attempts, error = rows(app)[event["id"]]
+    # Its first handling stands (the replay was rolled back); the failed attempt is on record.
+    assert (status, attempts) == ("processed", 2) and error.startswith("ZeroDivisionError")
+
+
+def test_replaying_failed_events_skips_one_that_a_stripe_retry_handled_meanwhile(app, client, runner, monkeypatch):
+    from kamiyo.webhooks import inbox
+
+    event = make_event("customer.created", customer("cus_r4", user_id="u-r4"))
+    assert post(client, event).get_json() == {"status": "processed"}
+    calls = []
+    monkeypatch.setattr(inbox, "failed_event_ids", lambda: [event["id"]])  # listed just before the retry landed
+    monkeypatch.setattr(handlers, "dispatch", lambda e: calls.append(e) or pytest.fail("handled twice"))
+    result = runner.invoke(args=["webhooks", "replay", "--failed"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"{event['id']}: skipped, processed meanwhile"
+    assert calls == [] and rows(app)[event["id"]][:2] == ("processed", 1)
+
+
 def test_a_failing_event_in_a_batch_does_not_fail_the_others(app, serve_app, monkeypatch):
     """Concurrent new events share a transaction; one raising costs only itself its answer."""
     real = handlers.HANDLERS["customer.created"]
