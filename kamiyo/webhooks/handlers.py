@@ -73,7 +73,9 @@ def lock_order(event: dict[str, Any]) -> str:
     PostgreSQL: two workers' batches that lock the same objects in opposite orders would
     deadlock (detected after a second, both batches then redone one event at a time). In
     one global order they queue instead. A payment's outcome row is keyed by the intent an
-    invoice names, so invoice.paid and payment_intent.succeeded sort as one object.
+    invoice names, so invoice.paid and payment_intent.succeeded sort as one object. (The
+    first news of a subscription locks its customer too, second: rare enough to leave to
+    PostgreSQL's deadlock detection and the one-by-one redo.)
     """
     obj = event["data"]["object"]
     if event["type"].startswith("invoice."):
@@ -160,11 +162,23 @@ def _customer_by_stripe_id(stripe_customer_id: str | None) -> Customer | None:
     return db.session.scalar(select(Customer).where(Customer.stripe_customer_id == stripe_customer_id))
 
 
+def _deleted_in_stripe(stripe_customer_id: str) -> bool:
+    """Was this Stripe customer's deletion applied? Stripe never revives a deleted customer."""
+    if db.session.connection().dialect.name == "postgresql":  # as in superseded(): wait for one being applied
+        db.session.execute(select(func.pg_advisory_xact_lock(_ORDER_LOCKS, func.hashtext(stripe_customer_id))))
+    return db.session.scalar(select(WebhookEvent.id).where(
+        CUSTOMER_EVENTS, WebhookEvent.object_id == stripe_customer_id,
+        WebhookEvent.type == "customer.deleted", WebhookEvent.status == PROCESSED).limit(1)) is not None
+
+
 def _claim_customer(stripe_customer_id: str, user_id: str | None) -> Customer | None:
     """Our row for this Stripe customer, linking or creating it from the user id."""
     customer = _customer_by_stripe_id(stripe_customer_id)
     if customer is not None or not user_id:
         return customer
+    if _deleted_in_stripe(stripe_customer_id):
+        # An event about it older than its deletion (a subscription's, say) must not link it again.
+        return None
     customer = db.session.scalar(select(Customer).where(Customer.user_id == user_id))
     if customer is None:
         customer = Customer(user_id=user_id, email="", stripe_customer_id=stripe_customer_id)
@@ -260,7 +274,7 @@ def subscription_event(event: dict[str, Any]) -> Result:
     stripe_customer = _id(obj.get("customer"))
     customer = stripe_customer and _claim_customer(stripe_customer, _metadata(obj, "kamiyo_user_id"))
     if not customer:
-        return Result(IGNORED, "subscription of a customer not created by Kamiyo")
+        return Result(IGNORED, "subscription of a customer Kamiyo does not hold (made elsewhere, or deleted)")
     db.session.add(Subscription(
         customer=customer, stripe_subscription_id=stripe_id, status=values["status"] or "incomplete",
         price_id=values["price_id"] or "", tier=values["tier"] or "unknown",

@@ -60,6 +60,16 @@ def test_customer_created_updated_deleted(app, client, our_customer):
     assert customers(app) == [("user-1", "ada@new.example", "Ada", None)]  # unlinked, history kept
 
 
+def test_an_event_older_than_the_customers_deletion_does_not_link_it_again(app, client, our_customer):
+    send(client, "customer.created", customer("cus_1"), T0)
+    send(client, "customer.deleted", customer("cus_1", deleted=True), T0 + 10)
+    # First news of its subscription, sent before the deletion and delivered after it.
+    send(client, "customer.subscription.deleted", subscription("sub_1", "cus_1", status="canceled"), T0 + 9,
+         expected="ignored")
+    send(client, "customer.updated", customer("cus_1", email="late@example.com"), T0 + 5)
+    assert customers(app) == [("user-1", "ada@example.com", "Ada", None)] and subscriptions(app) == []
+
+
 def test_customer_made_by_our_api_is_linked_or_created_from_metadata(app, client):
     send(client, "customer.created", customer("cus_new", user_id="user-9", email="x@example.com"), T0)
     assert customers(app) == [("user-9", "x@example.com", "Ada", "cus_new")]
