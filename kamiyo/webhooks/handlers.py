@@ -325,10 +325,15 @@ def invoice_event(event: dict[str, Any]) -> Result:
     obj = event["data"]["object"]
     if not obj.get("amount_due"):
         return Result(PROCESSED, "nothing to charge")
+    if "payment_intent" not in obj:
+        # API versions from 2025-03-31 (ours among them) dropped the invoice's payment_intent,
+        # and the intent names no invoice either: recorded from here too, one payment would
+        # count twice. Its payment_intent.* events are its record.
+        return Result(PROCESSED, "payment recorded from its payment_intent events")
     succeeded = event["type"] != "invoice.payment_failed"
-    # One row per payment: the intent's id when the invoice names it, so that
-    # invoice.paid and payment_intent.succeeded count once.
-    payment_id = _id(obj.get("payment_intent")) or obj["id"]
+    # Older versions: one row per payment, the intent's id when the invoice names it, so
+    # that invoice.paid and payment_intent.succeeded count once (null: paid without one).
+    payment_id = _id(obj["payment_intent"]) or obj["id"]
     amount = obj.get("amount_paid") if succeeded else obj.get("amount_due")
     return _record_outcome(event, payment_id, succeeded, amount, None)
 

@@ -208,6 +208,19 @@ def test_a_batch_orders_an_invoice_by_the_payment_intent_whose_row_it_writes():
     assert orders == ["pi_4", "pi_4", "in_5", "sub_4", "cus_4"]
 
 
+def test_an_invoice_at_our_api_version_leaves_its_payment_to_the_intents_event(app, client):
+    """From API version 2025-03-31 an invoice no longer names its payment intent (nor the
+    intent its invoice): both recorded, one payment would count twice."""
+    current = invoice("in_6")
+    del current["payment_intent"]
+    send(client, "invoice.paid", current, T0)
+    assert outcomes(app) == {}
+    send(client, "payment_intent.succeeded", intent("pi_6"), T0)
+    assert outcomes(app) == {"pi_6": ("succeeded", 1500, "eur", None, "cus_1")}
+    send(client, "invoice.payment_failed", current, T0 + 1)
+    assert list(outcomes(app)) == ["pi_6"]
+
+
 def test_zero_invoices_are_not_payments(app, client):
     send(client, "invoice.paid", invoice("in_0", amount=0), T0)
     assert outcomes(app) == {}
