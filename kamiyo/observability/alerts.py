@@ -36,9 +36,13 @@ def _claim(dedup_key: str, now: dt.datetime) -> bool:
 
 
 def send_alert(title: str, text: str, *, severity: str = "critical", dedup_key: str | None = None,
-               fields: dict[str, object] | None = None) -> bool:
-    """Raise an alert. Returns False when it was a duplicate within the hour."""
-    if dedup_key and not _claim(dedup_key, utcnow()):
+               fields: dict[str, object] | None = None, now: dt.datetime | None = None) -> bool:
+    """Raise an alert. Returns False when it was a duplicate within the hour.
+
+    `now`: when what is alerted on happened, if the caller counted it by the hour: the
+    hour it is de-duplicated in must be that one, even when the clock ticks over meanwhile.
+    """
+    if dedup_key and not _claim(dedup_key, now or utcnow()):
         return False
     title, text = redact(title), redact(text)
     log.log(LEVELS.get(severity, logging.CRITICAL), "ALERT %s: %s", title, text,

@@ -103,7 +103,7 @@ def _maybe_alert(fields: dict[str, str], now) -> None:
     if count <= threshold:
         return
     send_alert("Webhook rate limit", f"{ip} was blocked {count} times this hour on {fields['endpoint']}",
-               severity="critical", dedup_key=f"webhook-rate-limit:{ip}",
+               severity="critical", dedup_key=f"webhook-rate-limit:{ip}", now=now,
                fields={"client_ip": ip, "violations": count, "endpoint": fields["endpoint"],
                        "user_agent": fields["user_agent"]})
     with _alerted_lock:  # bounded: only this hour's IPs are kept

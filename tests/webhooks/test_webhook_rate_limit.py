@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
+import pytest
 
 from tests.support import both_databases, wait_until
 from tests.webhooks.stripe_signing import URL, customer, make_event, post
@@ -98,6 +100,24 @@ def test_alert_once_per_ip_and_hour_past_the_threshold(make_app, slack, caplog, 
     with app.app_context():
         assert db.session.scalar(db.select(AlertSent.dedup_key)) == "webhook-rate-limit:203.0.113.7"
         assert db.session.scalar(db.select(db.func.count(RateLimitViolation.id))) == 6
+
+
+def test_an_alert_is_de_duplicated_in_the_hour_its_violations_were_counted_in(make_app, monkeypatch):
+    """Counted at 09:59:59.9, claimed at 10:00:00.1: claimed for 10:00, it would
+    silence the alert that 10:00's own violations may call for."""
+    from kamiyo.observability import alerts
+    from kamiyo.webhooks import limiting
+
+    monkeypatch.setattr(limiting, "_alerted", set())
+    late = dt.datetime(2030, 1, 1, 9, 59, 59, 900_000, tzinfo=dt.timezone.utc)
+    monkeypatch.setattr(alerts, "utcnow", lambda: late + dt.timedelta(seconds=0.2))
+    app = make_app(RATE_LIMIT_ALERT_PER_HOUR=1)
+    with app.app_context():
+        db.session.add_all([RateLimitViolation(client_ip="192.0.2.50", user_agent="x", endpoint=URL,
+                                               limit="30 per 1 minute", occurred_at=late) for _ in range(2)])
+        db.session.commit()
+        limiting._maybe_alert({"client_ip": "192.0.2.50", "endpoint": URL, "user_agent": "x"}, late)
+        assert db.session.scalars(db.select(AlertSent.period)).all() == ["2030-01-01T09"]
 
 
 def test_memory_storage_with_several_workers_warns(make_app, monkeypatch, caplog):
