@@ -120,6 +120,14 @@ def test_an_alert_is_de_duplicated_in_the_hour_its_violations_were_counted_in(ma
         assert db.session.scalars(db.select(AlertSent.period)).all() == ["2030-01-01T09"]
 
 
+@pytest.mark.parametrize("value", ["30 a minute", "", "thirty"])
+def test_a_webhook_rate_limit_that_does_not_parse_stops_the_start(make_app, value):
+    from kamiyo.config import ConfigError
+
+    with pytest.raises(ConfigError, match="WEBHOOK_RATE_LIMIT"):
+        make_app(WEBHOOK_RATE_LIMIT=value)
+
+
 def test_memory_storage_with_several_workers_warns(make_app, monkeypatch, caplog):
     monkeypatch.setenv("WEB_CONCURRENCY", "2")
     with caplog.at_level(logging.WARNING, logger="kamiyo.ratelimit"):
