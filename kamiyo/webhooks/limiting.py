@@ -40,6 +40,14 @@ def init_app(app: Flask) -> None:
     config = app.config
     if not config.get("RATELIMIT_STORAGE_URI"):
         config["RATELIMIT_STORAGE_URI"] = config.get("REDIS_URL") or "memory://"
+    # A store that is down or stalled: counted in this process's memory meanwhile (Flask-Limiter
+    # retries the store now and then), rather than every request waiting out Redis's timeout,
+    # twice (the check, then the count): with all threads waiting, the whole service would stall.
+    config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
+    if config["RATELIMIT_STORAGE_URI"].startswith(("redis://", "rediss://")):
+        options = config.setdefault("RATELIMIT_STORAGE_OPTIONS", {})
+        options.setdefault("socket_timeout", 0.5)  # a healthy Redis answers in a millisecond
+        options.setdefault("socket_connect_timeout", 0.5)
     if config["RATELIMIT_STORAGE_URI"].startswith("memory://") and int(os.environ.get("WEB_CONCURRENCY", "1")) > 1:
         log.warning("rate limits are counted per worker (memory:// storage with %s workers), and so is the "
                     "circuit breaker: set REDIS_URL (or RATELIMIT_STORAGE_URI) to share them",

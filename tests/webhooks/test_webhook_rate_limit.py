@@ -148,3 +148,24 @@ def test_an_unreachable_rate_limit_store_does_not_turn_stripe_away(make_app):
     client = make_app(RATELIMIT_STORAGE_URI=store).test_client()
     assert post(client, make_event("customer.created", customer("cus_open"))).get_json() == {"status": "processed"}
     assert unsigned(client).status_code == 400
+
+
+def test_a_stalled_rate_limit_store_is_left_for_memory_instead_of_stalling_every_request(make_app):
+    """A Redis that accepts connections and never answers (hung, or cut off by the network):
+    waited for once, briefly, then the limit is counted in memory."""
+    import socket
+    import time
+
+    stalled = socket.socket()
+    stalled.bind(("127.0.0.1", 0))
+    stalled.listen(16)  # connections complete in the kernel's backlog; nobody ever reads
+    try:
+        client = make_app(RATELIMIT_STORAGE_URI=f"redis://127.0.0.1:{stalled.getsockname()[1]}/0",
+                          WEBHOOK_RATE_LIMIT="2/minute").test_client()
+        started = time.monotonic()
+        codes = [unsigned(client).status_code for _ in range(3)]
+        elapsed = time.monotonic() - started
+    finally:
+        stalled.close()
+    assert codes == [400, 400, 429]  # still limited
+    assert elapsed < 5, elapsed  # without the fallback: 2 x redis-py's timeout a request
