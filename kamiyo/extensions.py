@@ -38,10 +38,13 @@ limiter = Limiter(key_func=get_remote_address, swallow_errors=True)
 @event.listens_for(Engine, "connect")
 def _sqlite_pragmas(dbapi_connection, connection_record):
     # WAL lets readers run beside the one writer; foreign keys are off by default
-    # in SQLite. The busy timeout itself is set through connect_args (see create_app).
+    # in SQLite. synchronous=FULL syncs the log at each commit (NORMAL would lose the
+    # last commits with a power loss: webhooks already answered 200, never sent again);
+    # group commit makes that one sync per batch. The busy timeout itself is set
+    # through connect_args (see create_app).
     if isinstance(dbapi_connection, sqlite3.Connection):
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA synchronous=FULL")
         cursor.close()
