@@ -29,6 +29,14 @@ def load_config(app: Flask, test_config: Mapping[str, Any] | None = None) -> Non
         app.config["SQLALCHEMY_ENGINE_OPTIONS"].setdefault(
             "connect_args", {"timeout": app.config["SQLITE_BUSY_TIMEOUT_MS"] / 1000}
         )
+    elif app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        # Pooled connections that a restart or failover killed are replaced at checkout, not
+        # found dead by a request (one ping a checkout); a lock held by a stuck session
+        # fails the statement waiting for it instead of stalling every request behind it.
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"].setdefault("pool_pre_ping", True)
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"].setdefault(
+            "connect_args", {"options": f"-c lock_timeout={int(app.config['POSTGRES_LOCK_TIMEOUT_MS'])}"}
+        )
 
 
 def _new_flask() -> Flask:

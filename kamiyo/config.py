@@ -47,6 +47,9 @@ DEFAULTS: dict[str, Any] = {
     "ALERT_TIMEOUT_SECONDS": 5.0,
     "MAX_CONTENT_LENGTH": 1024 * 1024,  # 1 MiB: larger bodies answer 413
     "SQLITE_BUSY_TIMEOUT_MS": 5000,
+    # PostgreSQL: a statement waiting this long for a lock fails (and its batch is redone
+    # event by event) instead of holding up every webhook behind it; 0 waits for ever.
+    "POSTGRES_LOCK_TIMEOUT_MS": 5000,
     "DEMO_MODE": False,
     "DEMO_STRIPE_PORT": 8420,
     # Stripe API version monitor (kamiyo/versioning): age thresholds in days.

@@ -77,32 +77,54 @@ class Prepared:
 
     def execute(self, connection: Connection, values: Mapping[str, Any]) -> int:
         """Run once in the connection's transaction; returns the number of rows it changed."""
-        return self._run(connection.dialect, connection.connection, values, fetch=False)
+        try:
+            return self._run(connection.dialect, connection.connection, values, fetch=False)
+        except DBAPIError as exc:
+            if exc.connection_invalidated:  # as SQLAlchemy would: the Session can then roll back
+                connection.invalidate(exc.orig)
+            raise
 
     def read_one(self, engine: Engine, values: Mapping[str, Any]) -> tuple | None:
-        """A read of committed data, outside any transaction of the caller's."""
-        if engine.dialect.name == "sqlite":
-            return self._run(engine.dialect, _sqlite_reader(engine), values, fetch=True)
-        dbapi_connection = engine.raw_connection()  # pooled; handed back rolled back
-        try:
-            return self._run(engine.dialect, dbapi_connection, values, fetch=True)
-        finally:
-            dbapi_connection.close()
+        """A read of committed data, outside any transaction of the caller's.
+
+        A connection found dead is dropped and the read tried once more on a new one."""
+        sqlite = engine.dialect.name == "sqlite"
+        for last_try in (False, True):
+            # SQLite: this thread's reader. Else pooled, and handed back rolled back.
+            dbapi_connection = _sqlite_reader(engine) if sqlite else engine.raw_connection()
+            try:
+                return self._run(engine.dialect, dbapi_connection, values, fetch=True)
+            except DBAPIError as exc:
+                if not exc.connection_invalidated or last_try:
+                    raise
+                if sqlite:
+                    _readers.by_engine.pop(engine, None)
+                else:
+                    dbapi_connection.invalidate(exc.orig)
+            finally:
+                if not sqlite:
+                    dbapi_connection.close()
+        raise AssertionError("unreachable")
 
     def _run(self, dialect: Dialect, dbapi_connection, values: Mapping[str, Any], fetch: bool):
         compiled = self.compiled(dialect)
         parameters = compiled.parameters(values)
-        cursor = dbapi_connection.cursor()
+        cursor = None
         try:
+            cursor = dbapi_connection.cursor()  # inside: a closed connection fails here already
             cursor.execute(compiled.sql, parameters)
             return cursor.fetchone() if fetch else cursor.rowcount
         except dialect.loaded_dbapi.Error as exc:
-            # The exceptions SQLAlchemy would raise (IntegrityError and the like), for the callers' handlers.
-            # Parameters left out of the message: they carry event payloads.
+            # The exceptions SQLAlchemy would raise (IntegrityError and the like), for the callers'
+            # handlers, marked as SQLAlchemy marks a lost connection. Parameters left out of the
+            # message: they carry event payloads.
             raise DBAPIError.instance(compiled.sql, parameters, exc, dialect.loaded_dbapi.Error,
-                                      hide_parameters=True, dialect=dialect) from exc
+                                      hide_parameters=True, dialect=dialect,
+                                      connection_invalidated=dialect.is_disconnect(exc, dbapi_connection, cursor),
+                                      ) from exc
         finally:
-            cursor.close()
+            if cursor is not None:
+                cursor.close()
 
 
 _readers = threading.local()

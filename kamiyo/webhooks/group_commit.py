@@ -146,7 +146,7 @@ class GroupCommitter:
         try:
             return self.apply_batch(batch)
         except Exception:
-            db.session.rollback()
+            _roll_back()
             log.info("webhook batch of %d rolled back; handling its events one by one", len(batch))
             return None
 
@@ -156,8 +156,17 @@ class GroupCommitter:
                 with on_behalf_of(pending.request_id):
                     pending.result = self.apply_one(pending)
             except Exception as exc:  # HandlerFailed and the like: the request answers 500
-                db.session.rollback()
                 pending.error = exc
+                _roll_back()
+
+
+def _roll_back() -> None:
+    """Roll the Session back; when even that fails (its connection is gone), the next events
+    get a new Session rather than this error."""
+    try:
+        db.session.rollback()
+    except Exception:
+        db.session.remove()
 
 
 _made = threading.Lock()

@@ -93,3 +93,27 @@ def test_requests_arriving_together_at_a_fresh_worker_share_one_committer(monkey
     for thread in threads:
         thread.join(5)
     assert len(found) == 2 and found[0] is found[1]
+
+
+def test_a_broken_connection_in_the_one_by_one_redo_costs_only_its_own_event(app, monkeypatch):
+    """The redo after a failed batch rolls back after each failed event; when that rollback fails
+    too (the connection is gone), the events after it are still tried, on a new Session."""
+    from kamiyo.extensions import db
+
+    def apply_one(pending):
+        if pending.event["id"] == "evt_1":
+            raise RuntimeError("connection lost")
+        return f"done {pending.event['id']}"
+
+    def rollback():
+        raise RuntimeError("connection lost, still")
+
+    committer = GroupCommitter(lambda batch: 1 / 0, apply_one)  # the batch fails: one by one
+    pending = [group_commit.Pending(_event(n), "{}") for n in (1, 2, 3)]
+    with app.app_context():
+        monkeypatch.setattr(db.session, "rollback", rollback)
+        committer._queue.extend(pending)
+        committer._busy = True
+        committer._lead()
+    assert [(p.result, type(p.error).__name__ if p.error else None) for p in pending] == [
+        (None, "RuntimeError"), ("done evt_2", None), ("done evt_3", None)]

@@ -9,6 +9,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
+import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 
 from kamiyo.extensions import db
@@ -224,3 +225,51 @@ def test_two_batches_about_the_same_customers_in_opposite_orders_queue_without_a
     with workers[0].app_context():
         emails = dict(db.session.execute(db.select(Customer.stripe_customer_id, Customer.email)).all())
     assert emails == {"cus_a": "a2@example.com", "cus_b": "b2@example.com"}  # the newer batch's
+
+
+def requests_in_context(app) -> None:
+    """What a request does with the pool: check a connection out, use it, give it back."""
+    with app.app_context():
+        db.session.execute(db.text("SELECT pg_sleep(0.05)"))
+        db.session.rollback()
+
+
+def test_after_postgresql_drops_every_connection_the_next_deliveries_are_all_processed(app, client):
+    """A restart or failover kills the pooled connections: found dead at checkout (pre-ping) or
+    at the duplicate check, each is replaced; no delivery answers 500 for it."""
+    events = [make_event("customer.created", customer(f"cus_gone{n}", user_id=f"u-gone{n}")) for n in range(6)]
+    assert post(client, events[0]).get_json() == {"status": "processed"}
+    with app.app_context():
+        with ThreadPoolExecutor(4) as pool:  # several connections in the pool, all to be killed
+            list(pool.map(lambda _: requests_in_context(app), range(8)))
+        assert db.engine.pool.checkedin() > 1
+        outside = sa.create_engine(app.config["SQLALCHEMY_DATABASE_URI"], poolclass=sa.pool.NullPool)
+        with outside.connect() as killer:
+            killer.execute(db.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                   "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+        outside.dispose()
+    assert [post(client, e).get_json() for e in events[1:]] == [{"status": "processed"}] * 5
+    assert set(stored(app).values()) == {("processed", 1)}
+
+
+def test_a_lock_held_by_a_stuck_session_fails_the_delivery_instead_of_holding_it(make_app):
+    """An operator's session left open on our customer's lock: the delivery about that customer
+    answers 500 after POSTGRES_LOCK_TIMEOUT_MS (Stripe retries; the others are not held up
+    behind it), and goes through once the lock is let go."""
+    app = make_app(POSTGRES_LOCK_TIMEOUT_MS=300)
+    event = make_event("customer.updated", customer("cus_stuck", user_id="user-stuck"))
+    with app.app_context():
+        db.session.add(Customer(user_id="user-stuck", email="old@example.com", stripe_customer_id="cus_stuck"))
+        db.session.commit()
+        stuck = db.engine.connect()
+        stuck.execute(db.text("SELECT pg_advisory_xact_lock(:space, hashtext('cus_stuck'))"),
+                      {"space": handlers._ORDER_LOCKS})
+    try:
+        response = post(app.test_client(), event)
+        assert response.status_code == 500 and response.get_json()["error"]["code"] == "webhook_failed"
+        assert stored(app)[event["id"]][0] == "failed"
+    finally:
+        stuck.rollback()
+        stuck.close()
+    assert post(app.test_client(), event).get_json() == {"status": "processed"}
+    assert stored(app)[event["id"]] == ("processed", 2)
