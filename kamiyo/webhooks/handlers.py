@@ -168,7 +168,9 @@ def _deleted_in_stripe(stripe_customer_id: str) -> bool:
         db.session.execute(select(func.pg_advisory_xact_lock(_ORDER_LOCKS, func.hashtext(stripe_customer_id))))
     return db.session.scalar(select(WebhookEvent.id).where(
         CUSTOMER_EVENTS, WebhookEvent.object_id == stripe_customer_id,
-        WebhookEvent.type == "customer.deleted", WebhookEvent.status == PROCESSED).limit(1)) is not None
+        WebhookEvent.type == "customer.deleted", WebhookEvent.status == PROCESSED,
+        WebhookEvent.event_id.not_in(UNHANDLED_IN_BATCH.get()),  # claimed in this batch, not applied yet
+    ).limit(1)) is not None
 
 
 def _claim_customer(stripe_customer_id: str, user_id: str | None) -> Customer | None:

@@ -70,6 +70,21 @@ def test_an_event_older_than_the_customers_deletion_does_not_link_it_again(app, 
     assert customers(app) == [("user-1", "ada@example.com", "Ada", None)] and subscriptions(app) == []
 
 
+def test_a_customer_created_then_deleted_in_one_batch_ends_as_if_handled_one_by_one(app):
+    """Both claimed together, the deletion is stored as processed before it is applied: the
+    creation must not take it for one already applied."""
+    import json
+
+    from kamiyo.webhooks import group_commit, inbox
+
+    events = [make_event("customer.created", customer("cus_z", user_id="u-z", email="z@example.com"), created=T0),
+              make_event("customer.deleted", customer("cus_z", user_id="u-z", deleted=True), created=T0 + 1)]
+    with app.app_context():
+        results = inbox._apply_batch([group_commit.Pending(e, json.dumps(e)) for e in events])
+    assert [r.status for r in results] == ["processed", "processed"]
+    assert customers(app) == [("u-z", "z@example.com", "Ada", None)]
+
+
 def test_customer_made_by_our_api_is_linked_or_created_from_metadata(app, client):
     send(client, "customer.created", customer("cus_new", user_id="user-9", email="x@example.com"), T0)
     assert customers(app) == [("user-9", "x@example.com", "Ada", "cus_new")]
