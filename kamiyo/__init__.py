@@ -31,12 +31,8 @@ def load_config(app: Flask, test_config: Mapping[str, Any] | None = None) -> Non
         )
     elif app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
         # Pooled connections that a restart or failover killed are replaced at checkout, not
-        # found dead by a request (one ping a checkout); a lock held by a stuck session
-        # fails the statement waiting for it instead of stalling every request behind it.
+        # found dead by a request (one ping a checkout).
         app.config["SQLALCHEMY_ENGINE_OPTIONS"].setdefault("pool_pre_ping", True)
-        app.config["SQLALCHEMY_ENGINE_OPTIONS"].setdefault(
-            "connect_args", {"options": f"-c lock_timeout={int(app.config['POSTGRES_LOCK_TIMEOUT_MS'])}"}
-        )
 
 
 def _new_flask() -> Flask:
@@ -67,6 +63,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from .extensions import db, migrate
 
     db.init_app(app)
+    _postgres_lock_timeout(app)
     migrate.init_app(app, db, directory=MIGRATIONS_DIR)
     from . import models  # noqa: F401
     from .payments import models as payments_models  # noqa: F401
@@ -95,6 +92,29 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     _startup_checks(app)
     scheduler.start_in_process(app)  # only when SCHEDULER_ENABLED (see kamiyo/scheduler.py)
     return app
+
+
+def _postgres_lock_timeout(app: Flask) -> None:
+    """PostgreSQL: a statement that waits POSTGRES_LOCK_TIMEOUT_MS for a lock (one held by a
+    stuck session, say) fails instead of holding up every webhook behind it.
+
+    Set on each new connection, so that the URL's own `options` (a search_path, say) stay.
+    """
+    timeout_ms = int(app.config["POSTGRES_LOCK_TIMEOUT_MS"])
+    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql") or not timeout_ms:
+        return
+    from sqlalchemy import event
+
+    from .extensions import db
+
+    with app.app_context():
+        engine = db.engine
+
+    @event.listens_for(engine, "connect")
+    def _set_lock_timeout(dbapi_connection, connection_record):
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f"SET lock_timeout = {timeout_ms}")  # an int: nothing to quote
+        dbapi_connection.commit()
 
 
 def _startup_checks(app: Flask) -> None:

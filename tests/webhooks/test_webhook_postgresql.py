@@ -273,3 +273,14 @@ def test_a_lock_held_by_a_stuck_session_fails_the_delivery_instead_of_holding_it
         stuck.close()
     assert post(app.test_client(), event).get_json() == {"status": "processed"}
     assert stored(app)[event["id"]] == ("processed", 2)
+
+
+def test_the_lock_timeout_leaves_the_urls_own_options_alone(app, make_app):
+    url = sa.engine.make_url(app.config["SQLALCHEMY_DATABASE_URI"]).update_query_dict(
+        {"options": "-c statement_timeout=4321"})
+    other = make_app(SQLALCHEMY_DATABASE_URI=url.render_as_string(hide_password=False), POSTGRES_LOCK_TIMEOUT_MS=1234)
+    with other.app_context():
+        assert db.session.scalar(db.text("SHOW statement_timeout")) == "4321ms"
+        assert db.session.scalar(db.text("SHOW lock_timeout")) == "1234ms"
+        db.session.rollback()
+        db.engine.dispose()
