@@ -148,3 +148,22 @@ def finalise(config: dict[str, Any], instance_path: str) -> None:
 
     secrets_raw = config.get("STRIPE_WEBHOOK_SECRET") or ""
     config["STRIPE_WEBHOOK_SECRETS"] = [s.strip() for s in secrets_raw.split(",") if s.strip()]
+
+    # Checked here, where gunicorn's master sees them before forking workers that would die.
+    _check_rate_limit(config["WEBHOOK_RATE_LIMIT"])
+    if config["WEBHOOK_RATE_LIMIT_COUNT"] not in ("failed", "all"):
+        raise ConfigError("WEBHOOK_RATE_LIMIT_COUNT must be 'failed' or 'all'")
+    if int(config["POSTGRES_LOCK_TIMEOUT_MS"]) < 0:
+        raise ConfigError("POSTGRES_LOCK_TIMEOUT_MS must be 0 (no limit) or more")
+
+
+def _check_rate_limit(value: Any) -> None:
+    # Read per request by Flask-Limiter, which would only log a bad one and limit nothing.
+    from limits import parse_many
+
+    try:
+        if not parse_many(value):
+            raise ValueError
+    except (ValueError, TypeError):
+        raise ConfigError(f"WEBHOOK_RATE_LIMIT {value!r} is not a rate limit such as '30/minute' "
+                          "or '30 per minute'") from None

@@ -17,7 +17,6 @@ import time
 
 from flask import Flask, current_app, g, request
 from flask_limiter import RateLimitExceeded, RequestLimit
-from limits import parse_many
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -52,18 +51,6 @@ def init_app(app: Flask) -> None:
         log.warning("rate limits are counted per worker (memory:// storage with %s workers), and so is the "
                     "circuit breaker: set REDIS_URL (or RATELIMIT_STORAGE_URI) to share them",
                     os.environ["WEB_CONCURRENCY"])
-    if config["WEBHOOK_RATE_LIMIT_COUNT"] not in ("failed", "all"):
-        from ..config import ConfigError
-
-        raise ConfigError("WEBHOOK_RATE_LIMIT_COUNT must be 'failed' or 'all'")
-    try:  # read per request by Flask-Limiter, which would only log a bad one and limit nothing
-        if not parse_many(config["WEBHOOK_RATE_LIMIT"]):
-            raise ValueError
-    except (ValueError, TypeError):
-        from ..config import ConfigError
-
-        raise ConfigError(f"WEBHOOK_RATE_LIMIT {config['WEBHOOK_RATE_LIMIT']!r} is not a rate limit "
-                          "such as '30/minute' or '30 per minute'") from None
     proxies = int(config.get("TRUSTED_PROXY_COUNT") or 0)
     if proxies > 0:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)

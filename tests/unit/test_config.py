@@ -126,3 +126,19 @@ def test_gunicorn_without_secrets_stops_before_serving(tmp_path):
     assert "Traceback" not in result.stderr
     assert "kamiyo: configuration error: SECRET_KEY is not set" in result.stderr
     assert "Booting worker" not in result.stderr
+
+
+@pytest.mark.parametrize("name, value", [("WEBHOOK_RATE_LIMIT", "thirty"), ("WEBHOOK_RATE_LIMIT_COUNT", "some"),
+                                         ("POSTGRES_LOCK_TIMEOUT_MS", "-1")])
+def test_gunicorn_with_a_bad_setting_stops_before_serving(tmp_path, name, value):
+    """Found by the master, not by each worker: workers that die at start are only restarted."""
+    env = {**_clean_env(tmp_path), "PORT": "0", "SECRET_KEY": "x", "STRIPE_SECRET_KEY": "sk_test_x",
+           "STRIPE_WEBHOOK_SECRET": "whsec_x", name: value}
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    result = subprocess.run(
+        [str(gunicorn), "-c", "gunicorn.conf.py", "wsgi:app"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    assert f"kamiyo: configuration error: {name}" in result.stderr, result.stderr[-500:]
+    assert "Booting worker" not in result.stderr
