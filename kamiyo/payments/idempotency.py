@@ -125,6 +125,15 @@ def acquire(operation: str, scope: str, user_id: str, params: dict,
         time.sleep(POLL_INTERVAL)
 
 
+def renew(op: PaymentOperation) -> PaymentOperation:
+    """A resumed operation's key replayed an object that is gone since (deleted, cancelled):
+    the next generation, hence a new key, makes a new one."""
+    op = db.session.get(PaymentOperation, op.id)
+    op.generation += 1
+    db.session.commit()
+    return op
+
+
 def succeed(op: PaymentOperation, result_id: int) -> None:
     """Mark done; committed by the caller together with the result row."""
     op.status, op.result_id, op.lease_expires_at, op.error_code = "succeeded", result_id, None, None

@@ -15,6 +15,7 @@ from ..extensions import db
 from ..http_errors import ApiError
 from ..models import LIVE_SUBSCRIPTION_STATUSES, Customer, Subscription
 from ..stripe_objects import subscription_period_end
+from ..webhooks.handlers import deletion_applied
 from . import idempotency, metrics
 from .errors import CircuitOpenError, is_transient
 from .gateway import get_gateway
@@ -91,6 +92,12 @@ def create_customer(user_id: str, email: str, name: str | None) -> Result[Custom
     stored, key = json.loads(op.params_json), idempotency.stripe_key(op)
     db.session.commit()  # no transaction stays open while Stripe answers
     stripe_customer = _stripe_step(op, "customer.create", lambda: gateway.create_customer(stored, key))
+    if op.attempts > 1 and deletion_applied(stripe_customer["id"]):
+        # Resumed, the old key replayed a customer deleted since: the next generation makes a new one.
+        op = idempotency.renew(op)
+        key = idempotency.stripe_key(op)
+        db.session.commit()
+        stripe_customer = _stripe_step(op, "customer.create", lambda: gateway.create_customer(stored, key))
     try:
         customer = _adopt_customer(op, stripe_customer, user_id)
     except IntegrityError:
@@ -223,6 +230,13 @@ def create_subscription(customer_id: int, price_id: str, tier: str,
             raise ApiError(402, "payment_method_required", "This customer has no payment method on file.",
                            "Send a payment_method (a PaymentMethod id from the checkout) with the request.")
     stripe_sub = _stripe_step(op, "subscription.create", lambda: gateway.create_subscription(stored, key))
+    if op.attempts > 1 and db.session.scalar(select(Subscription.status).where(
+            Subscription.stripe_subscription_id == stripe_sub["id"])) not in (None, *LIVE_SUBSCRIPTION_STATUSES):
+        # Resumed, the old key replayed a subscription cancelled since: the next generation makes a new one.
+        op = idempotency.renew(op)
+        key = idempotency.stripe_key(op)
+        db.session.commit()
+        stripe_sub = _stripe_step(op, "subscription.create", lambda: gateway.create_subscription(stored, key))
     subscription = Subscription(customer_id=customer.id, price_id=price_id, tier=tier, status=stripe_sub["status"],
                                 stripe_subscription_id=stripe_sub["id"],
                                 current_period_end=subscription_period_end(stripe_sub))

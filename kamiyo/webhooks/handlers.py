@@ -163,9 +163,13 @@ def _customer_by_stripe_id(stripe_customer_id: str | None) -> Customer | None:
 
 
 def _deleted_in_stripe(stripe_customer_id: str) -> bool:
-    """Was this Stripe customer's deletion applied? Stripe never revives a deleted customer."""
     if db.session.connection().dialect.name == "postgresql":  # as in superseded(): wait for one being applied
         db.session.execute(select(func.pg_advisory_xact_lock(_ORDER_LOCKS, func.hashtext(stripe_customer_id))))
+    return deletion_applied(stripe_customer_id)
+
+
+def deletion_applied(stripe_customer_id: str) -> bool:
+    """Was this Stripe customer's deletion applied? Stripe never revives a deleted customer."""
     return db.session.scalar(select(WebhookEvent.id).where(
         CUSTOMER_EVENTS, WebhookEvent.object_id == stripe_customer_id,
         WebhookEvent.type == "customer.deleted", WebhookEvent.status == PROCESSED,
