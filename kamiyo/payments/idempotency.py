@@ -125,13 +125,13 @@ def acquire(operation: str, scope: str, user_id: str, params: dict,
         time.sleep(POLL_INTERVAL)
 
 
-def renew(op: PaymentOperation) -> PaymentOperation:
-    """A resumed operation's key replayed an object that is gone since (deleted, cancelled):
-    the next generation, hence a new key, makes a new one."""
+def next_generation(op: PaymentOperation) -> str:
+    """Move an owned operation to its next generation; returns its new Stripe key (committed)."""
     op = db.session.get(PaymentOperation, op.id)
     op.generation += 1
-    db.session.commit()
-    return op
+    key = stripe_key(op)
+    db.session.commit()  # no transaction stays open while Stripe answers
+    return key
 
 
 def succeed(op: PaymentOperation, result_id: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 
 import stripe
 from sqlalchemy import select
@@ -57,6 +57,22 @@ def _stripe_step(op: PaymentOperation, operation: str, call):
         raise
 
 
+def _anew_if_gone(op: PaymentOperation, operation: str, made: dict, gone: Callable[[str], bool],
+                  create: Callable[[str], dict]) -> dict:
+    """A resumed operation's old key may replay an object that is gone since (its webhook
+    stored it, then its deletion or cancellation): then the next generation makes a new one."""
+    if op.attempts == 1 or not gone(made["id"]):
+        return made
+    key = idempotency.next_generation(op)
+    return _stripe_step(op, operation, lambda: create(key))
+
+
+def _cancelled(stripe_subscription_id: str) -> bool:
+    status = db.session.scalar(select(Subscription.status).where(
+        Subscription.stripe_subscription_id == stripe_subscription_id))
+    return status is not None and status not in LIVE_SUBSCRIPTION_STATUSES
+
+
 # -- customers ----------------------------------------------------------------------
 
 def get_customer(customer_id: int) -> Customer:
@@ -92,12 +108,8 @@ def create_customer(user_id: str, email: str, name: str | None) -> Result[Custom
     stored, key = json.loads(op.params_json), idempotency.stripe_key(op)
     db.session.commit()  # no transaction stays open while Stripe answers
     stripe_customer = _stripe_step(op, "customer.create", lambda: gateway.create_customer(stored, key))
-    if op.attempts > 1 and deletion_applied(stripe_customer["id"]):
-        # Resumed, the old key replayed a customer deleted since: the next generation makes a new one.
-        op = idempotency.renew(op)
-        key = idempotency.stripe_key(op)
-        db.session.commit()
-        stripe_customer = _stripe_step(op, "customer.create", lambda: gateway.create_customer(stored, key))
+    stripe_customer = _anew_if_gone(op, "customer.create", stripe_customer, deletion_applied,
+                                    lambda new_key: gateway.create_customer(stored, new_key))
     try:
         customer = _adopt_customer(op, stripe_customer, user_id)
     except IntegrityError:
@@ -230,13 +242,8 @@ def create_subscription(customer_id: int, price_id: str, tier: str,
             raise ApiError(402, "payment_method_required", "This customer has no payment method on file.",
                            "Send a payment_method (a PaymentMethod id from the checkout) with the request.")
     stripe_sub = _stripe_step(op, "subscription.create", lambda: gateway.create_subscription(stored, key))
-    if op.attempts > 1 and db.session.scalar(select(Subscription.status).where(
-            Subscription.stripe_subscription_id == stripe_sub["id"])) not in (None, *LIVE_SUBSCRIPTION_STATUSES):
-        # Resumed, the old key replayed a subscription cancelled since: the next generation makes a new one.
-        op = idempotency.renew(op)
-        key = idempotency.stripe_key(op)
-        db.session.commit()
-        stripe_sub = _stripe_step(op, "subscription.create", lambda: gateway.create_subscription(stored, key))
+    stripe_sub = _anew_if_gone(op, "subscription.create", stripe_sub, _cancelled,
+                               lambda new_key: gateway.create_subscription(stored, new_key))
     subscription = Subscription(customer_id=customer.id, price_id=price_id, tier=tier, status=stripe_sub["status"],
                                 stripe_subscription_id=stripe_sub["id"],
                                 current_period_end=subscription_period_end(stripe_sub))

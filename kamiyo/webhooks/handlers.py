@@ -110,17 +110,21 @@ UNHANDLED_IN_BATCH: ContextVar[frozenset[str]] = ContextVar("unhandled_in_batch"
 _ORDER_LOCKS = 0x6B6D
 
 
+def _take_turns(object_id: str) -> None:
+    """PostgreSQL: another worker may be applying an event about this object right now,
+    unseen (uncommitted) by our checks; its write would then land after ours whatever their
+    order. Events about one object take turns until commit. (SQLite: the write gate already
+    admits one transaction at a time.)"""
+    if db.session.connection().dialect.name == "postgresql":
+        db.session.execute(select(func.pg_advisory_xact_lock(_ORDER_LOCKS, func.hashtext(object_id))))
+
+
 def superseded(event: dict[str, Any]) -> bool:
     """Was a newer event about the same Stripe customer already applied?"""
     object_id = event["data"]["object"].get("id")
     if not object_id:
         return False
-    if db.session.connection().dialect.name == "postgresql":
-        # Another worker may be applying an event about this customer right now, unseen
-        # (uncommitted) by the query below; its write would then land after ours whatever
-        # their order. Events about one object take turns until commit. (SQLite: the write
-        # gate already admits one transaction at a time.)
-        db.session.execute(select(func.pg_advisory_xact_lock(_ORDER_LOCKS, func.hashtext(object_id))))
+    _take_turns(object_id)
     mine = (event_time(event), _rank(event["type"]))
     applied = db.session.execute(
         select(WebhookEvent.created, WebhookEvent.type).where(
@@ -163,8 +167,7 @@ def _customer_by_stripe_id(stripe_customer_id: str | None) -> Customer | None:
 
 
 def _deleted_in_stripe(stripe_customer_id: str) -> bool:
-    if db.session.connection().dialect.name == "postgresql":  # as in superseded(): wait for one being applied
-        db.session.execute(select(func.pg_advisory_xact_lock(_ORDER_LOCKS, func.hashtext(stripe_customer_id))))
+    _take_turns(stripe_customer_id)  # a deletion being applied right now counts
     return deletion_applied(stripe_customer_id)
 
 
