@@ -2,12 +2,14 @@
 
 The stock `localstripe` command binds every interface and pickles its store
 into /tmp after each write; here it serves 127.0.0.1 only and keeps its state
-in memory. localstripe's store and app are module globals, so one emulator per
-process.
+in memory. localstripe's store, app and webhooks are module globals, so one
+emulator per process; its webhook delay (1 s before each event) can be shortened
+for tests that wait for many events.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import pickle
@@ -15,7 +17,7 @@ import socket
 from pathlib import Path
 
 from aiohttp import web
-from localstripe import resources
+from localstripe import resources, webhooks
 from localstripe.server import app as localstripe_app
 
 from .loop_server import LoopbackServer
@@ -25,6 +27,23 @@ resources.Store.dump_to_disk = lambda self: None
 resources.Store.try_load_from_disk = lambda self: None
 
 logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+_webhook_delay = 1.0  # seconds before each event is sent, as in localstripe
+
+
+class _WebhookClock:
+    """localstripe's webhooks module as it sees asyncio: its one-second wait before each event
+    lasts LocalStripe.set_webhook_delay's seconds instead; everything else is asyncio's."""
+
+    def __getattr__(self, name: str):
+        return getattr(asyncio, name)
+
+    @staticmethod
+    async def sleep(delay: float, *args, **kwargs):
+        return await asyncio.sleep(_webhook_delay if delay == 1 else delay, *args, **kwargs)
+
+
+webhooks.asyncio = _WebhookClock()
 
 
 class LocalStripe(LoopbackServer):
@@ -62,6 +81,28 @@ class LocalStripe(LoopbackServer):
         resources.store.clear()
         resources.store.update(saved)
         return True
+
+    @staticmethod
+    def set_webhook_delay(seconds: float) -> None:
+        """Wait this long before sending each event (localstripe: 1 s)."""
+        global _webhook_delay
+        if seconds < 0:
+            raise ValueError("the webhook delay must be >= 0")
+        _webhook_delay = float(seconds)
+
+    @staticmethod
+    def webhook_delay() -> float:
+        return _webhook_delay
+
+    @staticmethod
+    def unregister_webhook(webhook_id: str) -> bool:
+        """Remove a URL registered at /_config/webhooks/<id> (localstripe has no route for
+        it); False if there was none. The registry is replaced rather than changed: an event
+        being sent in the emulator's thread goes on over the one it started with."""
+        registered = dict(webhooks._webhooks)
+        found = registered.pop(webhook_id, None) is not None
+        webhooks._webhooks = registered
+        return found
 
     @staticmethod
     def flush() -> None:

@@ -9,6 +9,10 @@ retries and the circuit breaker against something that behaves like Stripe:
   `Idempotent-Replayed: true`, `idempotency_error` (400) when a key is reused
   with other parameters, 409 `idempotency_key_in_use` while the first request
   with that key is still running;
+- a status fault can be `stored` under the request's idempotency key, as Stripe
+  stores a 500: later requests with that key replay it;
+- deleting a customer cancels its subscriptions first (localstripe leaves them
+  active for ever);
 - a record of every request (the form as the client sent it, for contract checks);
 - `Request-Id` and `Stripe-Version` headers on every response;
 - today's Stripe speaks of `price` where localstripe only knows `plan`: subscription
@@ -36,7 +40,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 import aiohttp
 import stripe
@@ -65,6 +69,8 @@ _NOT_EXECUTED = {400, 401, 403, 429}
 _PRICE_TO_PLAN_PATHS = re.compile(r"^/v1/(subscriptions|subscription_items)(/[^/]+)?$")
 _ITEM_PRICE = re.compile(r"^items\[(\d+)\]\[price\]$")
 _SECRET = re.compile(r"\b(sk|rk)_(test|live)_[A-Za-z0-9_]+")
+_CUSTOMER_PATH = re.compile(r"^/v1/customers/([^/]+)$")
+_ENDED_SUBSCRIPTION = {"canceled", "incomplete_expired"}
 
 
 @dataclass
@@ -76,6 +82,7 @@ class Fault:
     method: str | None = None          # only requests with this method consume the fault (None: any)
     path: str | None = None            # regex matched (re.search) against the path; None: any
     error_type: str | None = None      # Stripe error type for status faults (default by status)
+    stored: bool = False               # kind="status": keep it as the result of the request's idempotency key
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -88,6 +95,10 @@ class Fault:
             re.compile(self.path)  # fail when queued, not when a request arrives
         if self.method is not None:
             self.method = self.method.upper()
+        if not isinstance(self.stored, bool):
+            raise ValueError(f"stored must be true or false, not {self.stored!r}")
+        if self.stored and self.kind != "status":
+            raise ValueError("only a status fault can be stored")
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method is None or self.method == method) and (
@@ -294,8 +305,11 @@ class StripeProxy(LoopbackServer):
         if fault:
             rec.fault, rec.outcome = fault.kind, f"fault:{fault.kind}"
             if fault.kind == "status":
+                result = self._fault_result(fault)
+                if fault.stored:
+                    self._store_fault(request, rec, result, ours)
                 self._finish(rec, started, fault.status, rec.outcome)
-                return self._fault_response(fault, ours)
+                return self._response(*result, ours)
             if fault.kind == "drop_before":
                 self._finish(rec, started, None, rec.outcome)
                 return self._drop(request)
@@ -308,9 +322,7 @@ class StripeProxy(LoopbackServer):
             if len(key) > 255:
                 return self._answer(rec, started, 400, ours, "idempotency_error", _error_body(
                     "invalid_request_error", "Idempotency-Key must be at most 255 characters long."))
-            account = request.headers.get("Authorization", "") + "|" + request.headers.get("Stripe-Account", "")
-            scope = (hashlib.sha256(account.encode()).hexdigest(), key)
-            fingerprint = json.dumps([rec.method, rec.path, rec.form], sort_keys=True)
+            scope, fingerprint = _scope(request, key), _fingerprint(rec)
             with self._lock:
                 stored = self._idempotency.get(scope)
                 if stored is None:
@@ -343,6 +355,9 @@ class StripeProxy(LoopbackServer):
         try:
             if fault and fault.kind == "delay":
                 await asyncio.sleep(fault.delay)
+            deleted_customer = _CUSTOMER_PATH.match(rec.path) if rec.method == "DELETE" else None
+            if deleted_customer:
+                await self._cancel_subscriptions(request, deleted_customer.group(1))
             status, headers, data = await self._forward(request, rec)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             self._forget(scope, entry)
@@ -373,6 +388,45 @@ class StripeProxy(LoopbackServer):
             if self._idempotency.get(scope) is entry:
                 del self._idempotency[scope]
 
+    def _store_fault(self, request: web.Request, rec: RecordedRequest,
+                     result: tuple[int, list[tuple[str, str]], bytes], ours: dict[str, str]) -> None:
+        """Keep a stored fault's answer as the first result of the request's key (a
+        key that already has one keeps it, as Stripe keeps the first)."""
+        key = rec.idempotency_key
+        if rec.method != "POST" or not key or len(key) > 255:
+            return
+        with self._lock:
+            self._idempotency.setdefault(_scope(request, key), _Stored(
+                _fingerprint(rec), response=result, request_id=rec.request_id))
+        ours["Idempotency-Key"] = key
+
+    async def _cancel_subscriptions(self, request: web.Request, customer: str) -> None:
+        """Cancel the customer's live subscriptions upstream, as Stripe does when it deletes a
+        customer (localstripe sends a customer.subscription.deleted for each)."""
+        assert self._session is not None
+        headers = {"Authorization": request.headers["Authorization"]} if "Authorization" in request.headers else {}
+        live: list[str] = []
+        seen: set[str] = set()
+        params = {"customer": customer, "status": "all", "limit": "100"}
+        while True:
+            async with self._session.get(self.upstream + "/v1/subscriptions", params=params,
+                                         headers=headers) as resp:
+                if resp.status != 200:
+                    return  # no such customer, or not allowed: the deletion itself answers that
+                page = await resp.json()
+            new = [s for s in page["data"] if s["id"] not in seen]
+            seen.update(s["id"] for s in new)
+            live += [s["id"] for s in new if s.get("status") not in _ENDED_SUBSCRIPTION]
+            # localstripe starts over when starting_after is unknown: stop on a page seen before.
+            if not page.get("has_more") or not new:
+                break
+            params["starting_after"] = new[-1]["id"]
+        for subscription in live:
+            async with self._session.delete(f"{self.upstream}/v1/subscriptions/{quote(subscription, safe='')}",
+                                            headers=headers) as resp:
+                if resp.status != 200:
+                    log.warning("cancelling %s before deleting its customer: HTTP %s", subscription, resp.status)
+
     async def _forward(self, request: web.Request, rec: RecordedRequest) -> tuple[int, list[tuple[str, str]], bytes]:
         assert self._session is not None
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _SKIP_REQUEST_HEADERS]
@@ -399,7 +453,8 @@ class StripeProxy(LoopbackServer):
             response.headers[name] = value
         return response
 
-    def _fault_response(self, fault: Fault, ours: dict[str, str]) -> web.Response:
+    @staticmethod
+    def _fault_result(fault: Fault) -> tuple[int, list[tuple[str, str]], bytes]:
         type_, code = _default_error(fault.status)
         if fault.error_type:
             type_ = fault.error_type
@@ -407,7 +462,7 @@ class StripeProxy(LoopbackServer):
         if fault.should_retry is not None:
             headers.append(("Stripe-Should-Retry", "true" if fault.should_retry else "false"))
         message = f"Injected fault: HTTP {fault.status} from the Stripe emulator proxy."
-        return self._response(fault.status, headers, _error_body(type_, message, code), ours)
+        return fault.status, headers, _error_body(type_, message, code)
 
     @staticmethod
     def _drop(request: web.Request) -> web.Response:
@@ -451,6 +506,16 @@ class StripeProxy(LoopbackServer):
             self.clear_requests()
             return web.json_response({"recorded": 0})
         return web.json_response({"error": f"no control route {method} {request.path}"}, status=404)
+
+
+def _scope(request: web.Request, key: str) -> tuple[str, str]:
+    """Idempotency keys belong to an API key (and connected account)."""
+    account = request.headers.get("Authorization", "") + "|" + request.headers.get("Stripe-Account", "")
+    return hashlib.sha256(account.encode()).hexdigest(), key
+
+
+def _fingerprint(rec: RecordedRequest) -> str:
+    return json.dumps([rec.method, rec.path, rec.form], sort_keys=True)
 
 
 def _as_json(rec: RecordedRequest) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import stripe
 
 from devtools.stripe_form import decode
 from devtools.stripe_proxy import Fault, StripeProxy, translate_price_to_plan
+from tests.devtools.test_localstripe_server import fast_webhooks, webhook_receiver  # noqa: F401 (fixtures)
 
 API_KEY = "sk_test_proxy_tests"
 
@@ -40,6 +41,13 @@ def unique_email() -> str:
 
 def customers_with(client: stripe.StripeClient, email: str) -> list:
     return [c for c in client.v1.customers.list(params={"limit": 100}).auto_paging_iter() if c.email == email]
+
+
+def paying_customer(client: stripe.StripeClient) -> str:
+    customer = client.v1.customers.create(params={"email": unique_email()})
+    pm = client.v1.payment_methods.attach("pm_card_visa", params={"customer": customer.id})
+    client.v1.customers.update(customer.id, params={"invoice_settings": {"default_payment_method": pm.id}})
+    return customer.id
 
 
 # -- faults --------------------------------------------------------------------
@@ -158,7 +166,72 @@ def test_fault_validation():
         Fault("explode")
     with pytest.raises(ValueError):
         Fault("status", status=200)
+    with pytest.raises(ValueError):
+        Fault("drop_before", stored=True)
+    with pytest.raises(ValueError):
+        Fault("status", stored="yes")
     assert Fault("status", method="post").method == "POST"
+
+
+def test_stored_status_fault_is_replayed_under_its_key(proxy, sc, upstream):
+    email = unique_email()
+    proxy.add_faults(Fault("status", status=500, stored=True, method="POST"))
+    with pytest.raises(stripe.APIError) as first:
+        sc.v1.customers.create(params={"email": email}, options={"idempotency_key": "stored-500"})
+    assert first.value.http_status == 500
+    assert first.value.headers["Idempotency-Key"] == "stored-500"
+    assert customers_with(upstream, email) == []
+
+    # Stripe keeps the first result of a key, 500s included: the retry gets it again.
+    with pytest.raises(stripe.APIError) as again:
+        sc.v1.customers.create(params={"email": email}, options={"idempotency_key": "stored-500"})
+    assert again.value.http_status == 500
+    assert again.value.headers["Idempotent-Replayed"] == "true"
+    assert again.value.headers["Original-Request"] == proxy.requests[0].request_id
+    assert again.value.error.type == first.value.error.type == "api_error"
+    with pytest.raises(stripe.IdempotencyError):
+        sc.v1.customers.create(params={"email": unique_email()}, options={"idempotency_key": "stored-500"})
+    assert customers_with(upstream, email) == []
+
+    created = sc.v1.customers.create(params={"email": email}, options={"idempotency_key": "stored-500-new"})
+    assert [c.id for c in customers_with(upstream, email)] == [created.id]
+    assert [(r.outcome, r.status, r.reached_upstream) for r in proxy.requests] == [
+        ("fault:status", 500, False), ("replayed", 500, False), ("idempotency_error", 400, False),
+        ("forwarded", 200, True)]
+
+
+def test_stored_status_fault_without_a_key_or_on_a_get_stores_nothing(proxy, sc):
+    proxy.add_faults(Fault("status", status=500, stored=True), Fault("status", status=503, stored=True))
+    with pytest.raises(stripe.APIError):
+        sc.v1.customers.list()
+    response = requests.post(f"{proxy.url}/v1/customers", auth=(API_KEY, ""), data={"email": unique_email()},
+                             timeout=5)
+    assert response.status_code == 503 and "Idempotency-Key" not in response.headers
+    sc.v1.customers.list()
+    sc.v1.customers.create(params={"email": unique_email()})
+    assert [r.outcome for r in proxy.requests] == ["fault:status", "fault:status", "forwarded", "forwarded"]
+
+
+def test_stored_status_fault_through_the_control_api(proxy, upstream):
+    fault = {"kind": "status", "status": 500, "stored": True, "method": "POST", "path": "^/v1/customers$"}
+    assert requests.post(f"{proxy.url}/_proxy/faults", json=fault, timeout=5).status_code == 201
+    assert requests.get(f"{proxy.url}/_proxy/faults", timeout=5).json()[0]["stored"] is True
+    bad = requests.post(f"{proxy.url}/_proxy/faults", json={"kind": "delay", "stored": True}, timeout=5)
+    assert bad.status_code == 400 and proxy.pending_faults() == 1
+
+    email = unique_email()
+
+    def create(key: str, email: str) -> requests.Response:
+        return requests.post(f"{proxy.url}/v1/customers", auth=(API_KEY, ""), data={"email": email},
+                             headers={"Idempotency-Key": key}, timeout=5)
+
+    first, second, other = create("ctl-500", email), create("ctl-500", email), create("ctl-500", unique_email())
+    assert (first.status_code, second.status_code, other.status_code) == (500, 500, 400)
+    assert "Idempotent-Replayed" not in first.headers and second.headers["Idempotent-Replayed"] == "true"
+    assert second.json() == first.json()
+    assert other.json()["error"]["type"] == "idempotency_error"
+    assert create("ctl-500-new", email).status_code == 200
+    assert len(customers_with(upstream, email)) == 1
 
 
 # -- idempotency ---------------------------------------------------------------
@@ -255,6 +328,53 @@ def test_upstream_client_errors_are_not_stored(proxy, sc):
     with pytest.raises(stripe.InvalidRequestError):
         sc.v1.customers.create(params={"balance": "lots"}, options={"idempotency_key": "bad-1"})
     assert [r.outcome for r in proxy.requests] == ["forwarded", "forwarded"]
+
+
+# -- deleting a customer -------------------------------------------------------
+
+def test_deleting_a_customer_cancels_its_subscriptions_first(proxy, sc, upstream, plan_id,
+                                                             fast_webhooks, webhook_receiver):
+    customer = paying_customer(sc)
+    first, second, ended = (sc.v1.subscriptions.create(params={"customer": customer, "items": [{"price": plan_id}]})
+                            for _ in range(3))
+    upstream.v1.subscriptions.cancel(ended.id)
+    webhook_receiver.wait_for("customer.subscription.deleted", ended.id)
+    proxy.clear_requests()
+
+    assert sc.v1.customers.delete(customer).deleted is True
+    for subscription in (first, second):
+        assert upstream.v1.subscriptions.retrieve(subscription.id).status == "canceled"
+        webhook_receiver.wait_for("customer.subscription.deleted", subscription.id)
+    with pytest.raises(stripe.InvalidRequestError):
+        upstream.v1.customers.retrieve(customer)
+    # The customer was deleted after its subscriptions: none was live any more.
+    gone = webhook_receiver.wait_for("customer.deleted", customer)
+    assert gone.event["data"]["object"]["subscriptions"]["data"] == []
+    time.sleep(0.3)
+    assert len(webhook_receiver.events("customer.subscription.deleted", ended.id)) == 1  # not canceled twice
+    # The cancellations are the proxy's own calls: the record is what the client sent.
+    assert [(r.method, r.path, r.status) for r in proxy.requests] == [("DELETE", f"/v1/customers/{customer}", 200)]
+
+
+def test_deleting_a_customer_without_subscriptions(proxy, sc, upstream):
+    customer = sc.v1.customers.create(params={"email": unique_email()})
+    deleted = sc.v1.customers.delete(customer.id)
+    assert (deleted.id, deleted.deleted) == (customer.id, True)
+    with pytest.raises(stripe.InvalidRequestError):
+        upstream.v1.customers.retrieve(customer.id)
+    with pytest.raises(stripe.InvalidRequestError) as missing:
+        sc.v1.customers.delete(customer.id)
+    assert missing.value.http_status == 404
+
+
+def test_a_customer_deletion_dropped_before_forwarding_cancels_nothing(proxy, sc, upstream, plan_id):
+    customer = paying_customer(sc)
+    subscription = sc.v1.subscriptions.create(params={"customer": customer, "items": [{"price": plan_id}]})
+    proxy.add_faults(Fault("drop_before", method="DELETE"))
+    with pytest.raises(stripe.APIConnectionError):
+        sc.v1.customers.delete(customer)
+    assert upstream.v1.subscriptions.retrieve(subscription.id).status == "active"
+    assert upstream.v1.customers.retrieve(customer).id == customer
 
 
 # -- headers and translation -------------------------------------------------
