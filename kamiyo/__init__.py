@@ -73,10 +73,12 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     # Request plumbing, error handlers, the core routes and commands.
     from . import cli, health, http_errors
+    from .ids import IdConverter
     from .observability import metrics, request_context
 
     request_context.init_app(app)
     http_errors.init_app(app)
+    app.url_map.converters["id"] = IdConverter  # <id:...>: a row id in range, else 404
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
     cli.init_app(app)

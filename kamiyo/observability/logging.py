@@ -27,6 +27,8 @@ from typing import Any, Iterator, TextIO
 from flask import g, has_request_context
 from pythonjsonlogger.json import JsonFormatter
 
+from ..card_data import is_card_digits, redact_card_numbers
+
 __all__ = [
     "redact",
     "RedactionFilter",
@@ -98,74 +100,6 @@ _CVC_RE = re.compile(
     re.IGNORECASE | re.VERBOSE,
 )
 
-# Pre-check for the card scan: a stretch of 13+ digits/spaces/dashes. A
-# superset of what can hold a card, but one cheap C-level scan that ordinary
-# lines (timestamps, status codes, durations) fail.
-_CARD_HINT_RE = re.compile(r"[0-9][0-9 -]{11,}[0-9]")
-# A maximal run of digit groups joined by single spaces or dashes.
-_DIGIT_RUN_RE = re.compile(r"[0-9]+(?:[ -][0-9]+)*")
-_GROUP_SPLIT_RE = re.compile(r"([ -])")
-
-
-def _luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i & 1:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
-
-
-def _is_card_digits(digits: str) -> bool:
-    return 13 <= len(digits) <= 19 and _luhn_ok(digits)
-
-
-def _redact_card_run(match: re.Match) -> str:
-    run = match.group(0)
-    parts = _GROUP_SPLIT_RE.split(run)  # [group, sep, group, sep, ...]
-    groups = parts[0::2]
-    if sum(map(len, groups)) < 13:
-        return run
-    # Cards are printed in whole groups (4242 4242 ... or one block), so
-    # candidates are runs of whole groups holding 13-19 digits. A single
-    # 20+ digit block can never be part of a candidate: it is not a card.
-    # Being group-aligned also means a card next to another number
-    # ("2024-01-15 4242424242424242") is still found.
-    n = len(groups)
-    card_of = [-1] * n  # which candidate (if any) each group belongs to
-    i = 0
-    while i < n:
-        best = -1
-        total = 0
-        for j in range(i, n):
-            total += len(groups[j])
-            if total > 19:
-                break
-            if total >= 13 and _luhn_ok("".join(groups[i : j + 1])):
-                best = j  # prefer the longest valid candidate
-        if best >= 0:
-            for k in range(i, best + 1):
-                card_of[k] = i
-            i = best + 1
-        else:
-            i += 1
-    if max(card_of) < 0:
-        return run
-    out: list[str] = []
-    for k in range(n):
-        same_card_as_next = k < n - 1 and card_of[k] >= 0 and card_of[k] == card_of[k + 1]
-        if card_of[k] < 0:
-            out.append(groups[k])
-        elif k == 0 or card_of[k - 1] != card_of[k]:
-            out.append(REDACTED_CARD)  # one marker per card
-        if k < n - 1 and not same_card_as_next:
-            out.append(parts[2 * k + 1])
-    return "".join(out)
-
-
 def _keep_key_redact_value(match: re.Match) -> str:
     quote = match.group("vq")
     if quote is not None:
@@ -213,9 +147,7 @@ def _redact_once(text: str) -> str:
         text = _AUTH_RE.sub(_keep_key_redact_value, text)
     if "cvc" in lowered or "cvv" in lowered:
         text = _CVC_RE.sub(_keep_key_redact_value, text)
-    if _CARD_HINT_RE.search(text) is not None:
-        text = _DIGIT_RUN_RE.sub(_redact_card_run, text)
-    return text
+    return redact_card_numbers(text, REDACTED_CARD)
 
 
 # --------------------------------------------------------------------------
@@ -255,7 +187,7 @@ def _redact_value(value: Any, key: Any = None, depth: int = 0) -> Any:
         return value
     if isinstance(value, int):
         # json would print a card number stored as an int verbatim
-        return REDACTED_CARD if _is_card_digits(str(abs(value))) else value
+        return REDACTED_CARD if is_card_digits(str(abs(value))) else value
     if depth < _MAX_DEPTH:
         # Copies, never in-place: the caller may still hold the object.
         if type(value) is dict:

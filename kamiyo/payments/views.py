@@ -8,7 +8,10 @@ from typing import Any, Callable
 from flask import Blueprint, Flask, current_app, jsonify, request
 
 from ..api_keys import require_api_key
+from ..card_data import contains_card_number
 from ..http_errors import ApiError
+from ..ids import valid_id
+from ..json_input import MAX_DEPTH, too_deep
 from ..models import Customer, Subscription
 from ..users import EMAIL_RE
 from . import service
@@ -23,6 +26,7 @@ USER_ID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 STRIPE_ID_RE = re.compile(r"^[A-Za-z0-9_]{1,255}$")
 PAYMENT_METHOD_RE = re.compile(r"^pm_[A-Za-z0-9_]{1,250}$")
 TIER_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+CARD_SCAN_MAX = 1024  # characters: more than any text field takes (name: 256)
 # Control characters have no place in a name (EMAIL_RE refuses them in an address); NUL cannot
 # even be stored in PostgreSQL text (refused here, before Stripe is called, not after).
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -36,6 +40,28 @@ def register_health_check(app: Flask, name: str, check: Callable[[], dict[str, A
 
 # -- input ------------------------------------------------------------------------
 
+@bp.before_request
+def _refuse_deep_json() -> None:
+    # Before any view or decorator parses the body (the Idempotency-Key fingerprint does):
+    # json recurses once per level, and a deep enough body raises RecursionError.
+    if request.is_json and too_deep(request.get_data(cache=True)):
+        raise ApiError(400, "invalid_json", f"The request body is nested deeper than {MAX_DEPTH} levels.",
+                       f"Send a JSON body nested at most {MAX_DEPTH} levels deep.")
+
+
+def _refuse_card_data(body: dict[str, Any]) -> None:
+    # Card details go to Stripe from the browser, never through us: a card number typed into
+    # a text field must not be stored, logged or forwarded. The value is never echoed back.
+    # Values longer than any field allows are refused by the format checks anyway (never stored
+    # or echoed); scanning a megabyte of "1 1 1 ..." for cards would take seconds.
+    found = [name for name, value in body.items()
+             if isinstance(value, str) and len(value) <= CARD_SCAN_MAX and contains_card_number(value)]
+    if found:
+        raise ApiError(400, "card_data_not_allowed", "Card numbers are not accepted in these fields.",
+                       "Remove the card number: card details are entered in Stripe's own form.",
+                       fields=found)
+
+
 def _json_body(allowed: set[str]) -> dict[str, Any]:
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "The request body must be JSON.",
@@ -47,6 +73,7 @@ def _json_body(allowed: set[str]) -> dict[str, Any]:
     if unknown:
         raise ApiError(400, "unknown_fields", "The request has fields this endpoint does not take.",
                        f"Remove them; allowed: {', '.join(sorted(allowed))}.", fields=unknown)
+    _refuse_card_data(body)  # before the format checks: "4242-4242-4242-4242" is a valid user id
     return body
 
 
@@ -104,7 +131,7 @@ def create_customer():
     return _answer(result, customer_json)
 
 
-@bp.get("/customers/<int:customer_id>")
+@bp.get("/customers/<id:customer_id>")
 @require_api_key
 def get_customer(customer_id: int):
     return jsonify(customer_json(service.get_customer(customer_id)))
@@ -116,7 +143,7 @@ def get_customer(customer_id: int):
 def create_subscription():
     body = _json_body({"customer_id", "price_id", "tier", "payment_method"})
     _check(body, {
-        "customer_id": (True, lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0),
+        "customer_id": (True, valid_id),
         "price_id": (True, _matches(STRIPE_ID_RE)),
         "tier": (True, _matches(TIER_RE)),
         "payment_method": (False, lambda v: v is None or bool(isinstance(v, str) and PAYMENT_METHOD_RE.fullmatch(v))),
@@ -126,13 +153,13 @@ def create_subscription():
     return _answer(result, subscription_json)
 
 
-@bp.get("/subscriptions/<int:subscription_id>")
+@bp.get("/subscriptions/<id:subscription_id>")
 @require_api_key
 def get_subscription(subscription_id: int):
     return jsonify(subscription_json(service.get_subscription(subscription_id)))
 
 
-@bp.post("/subscriptions/<int:subscription_id>/cancel")
+@bp.post("/subscriptions/<id:subscription_id>/cancel")
 @require_api_key
 @client_idempotent
 def cancel_subscription(subscription_id: int):

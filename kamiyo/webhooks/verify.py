@@ -14,6 +14,8 @@ from typing import Any, Sequence
 
 import stripe
 
+from ..json_input import MAX_DEPTH, too_deep
+
 
 class VerificationError(Exception):
     """The request is not a verified Stripe event. `reason` is for the log only."""
@@ -65,6 +67,10 @@ def verify_event(
     else:
         raise VerificationError(reason)
 
+    # json.loads recurses once per level: a deep body, even a signed one, would raise
+    # RecursionError. The reason names JSON, so the refusal is counted as malformed.
+    if too_deep(payload):
+        raise VerificationError(f"body is JSON nested deeper than {MAX_DEPTH} levels")
     try:
         event = json.loads(text)
     except ValueError:

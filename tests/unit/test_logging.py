@@ -361,3 +361,22 @@ def test_redaction_filter_leaves_extras_objects_without_secrets():
     assert record.thing is marker
     assert record.count == 3
     assert record.note == "plain"
+
+
+# ------------------------------------------- one definition of a card number
+
+
+card_soup = st.lists(
+    st.sampled_from(["4242", "4242424242424242", "5555-5555-5555-4444", "378282246310005", "0", "1", "7",
+                     " ", "-", "x", "  ", "4111 1111 1111 1111", "12"]),
+    max_size=12,
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(text=card_soup)
+def test_redaction_and_input_validation_agree_on_what_a_card_is(text):
+    # The API refuses exactly the text that logging would redact (kamiyo.card_data).
+    from kamiyo.card_data import contains_card_number
+
+    assert contains_card_number(text) == ("[REDACTED CARD]" in redact(text))
