@@ -155,6 +155,26 @@ def finalise(config: dict[str, Any], instance_path: str) -> None:
         raise ConfigError("WEBHOOK_RATE_LIMIT_COUNT must be 'failed' or 'all'")
     if int(config["POSTGRES_LOCK_TIMEOUT_MS"]) < 0:
         raise ConfigError("POSTGRES_LOCK_TIMEOUT_MS must be 0 (no limit) or more")
+    _check_lease(config)
+
+
+def stripe_step_seconds(config: Mapping[str, Any]) -> float:
+    """The longest one Stripe call can take through its retries: attempts x timeout + backoff."""
+    attempts = int(config["STRIPE_RETRY_ATTEMPTS"])
+    waits = sum(min(float(config["STRIPE_RETRY_MAX_WAIT"]), float(config["STRIPE_RETRY_MIN_WAIT"]) * 2 ** n)
+                for n in range(attempts - 1))
+    return attempts * float(config["STRIPE_TIMEOUT_SECONDS"]) + waits
+
+
+def _check_lease(config: Mapping[str, Any]) -> None:
+    # The lease is renewed before each Stripe step: it must outlast the longest step, or a
+    # worker still retrying one would lose its operation to a second request mid-call.
+    step = stripe_step_seconds(config)
+    if float(config["OPERATION_LEASE_SECONDS"]) < step:
+        raise ConfigError(
+            f"OPERATION_LEASE_SECONDS ({float(config['OPERATION_LEASE_SECONDS']):g}) is shorter than one Stripe "
+            f"step at worst ({step:g} s: STRIPE_RETRY_ATTEMPTS x STRIPE_TIMEOUT_SECONDS + backoff); raise it "
+            "or lower those")
 
 
 def _check_rate_limit(value: Any) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Optional
 
-from sqlalchemy import CheckConstraint, DateTime, ForeignKey, Index, String, TypeDecorator, UniqueConstraint, text
+from sqlalchemy import (CheckConstraint, DateTime, ForeignKey, Index, SmallInteger, String, TypeDecorator,
+                        UniqueConstraint, select, text)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
@@ -43,7 +44,21 @@ class TimestampMixin:
     )
 
 
-class Customer(TimestampMixin, db.Model):
+class LastEventMixin:
+    """The newest Stripe event applied to this row, as (created, rank, event id).
+
+    Stripe delivers out of order, with one-second timestamps: an event is applied only when
+    (created, rank) is greater than the row's, so ordering costs one indexed read of the row
+    however long the object's history. Within one second created (0) < updated (1) <
+    deleted (2); an equal pair with another event id is a tie, settled by fetching the object.
+    """
+
+    last_event_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
+    last_event_rank: Mapped[Optional[int]] = mapped_column(SmallInteger)
+    last_event_id: Mapped[Optional[str]] = mapped_column(String(255))
+
+
+class Customer(LastEventMixin, TimestampMixin, db.Model):
     __tablename__ = "customers"
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -56,17 +71,39 @@ class Customer(TimestampMixin, db.Model):
     subscriptions: Mapped[list["Subscription"]] = relationship(back_populates="customer")
 
 
+class DeletedStripeCustomer(db.Model):
+    """A Stripe customer whose deletion we applied. Stripe never revives one, so an older
+    event about it must never link it again: kept for good (a row per deleted customer),
+    unlike the webhook inbox, which is purged after 30 days."""
+
+    __tablename__ = "deleted_stripe_customers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    stripe_customer_id: Mapped[str] = mapped_column(String(255), unique=True, nullable=False)
+    deleted_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+def stripe_customer_deleted(stripe_customer_id: str) -> bool:
+    """Was this Stripe customer's deletion applied here?"""
+    return db.session.scalar(select(DeletedStripeCustomer.id).where(
+        DeletedStripeCustomer.stripe_customer_id == stripe_customer_id)) is not None
+
+
 # Statuses in which a subscription still holds its customer and price: at most
 # one such subscription per customer and price (the database enforces it).
-LIVE_SUBSCRIPTION_STATUSES = ("active", "trialing", "past_due", "unpaid", "incomplete")
-_LIVE = text("status IN ('active', 'trialing', 'past_due', 'unpaid', 'incomplete')")
+# A paused subscription resumes (and bills) by itself: it holds its customer and price too.
+LIVE_SUBSCRIPTION_STATUSES = ("active", "trialing", "past_due", "unpaid", "incomplete", "paused")
+# A second live subscription that Stripe holds anyway is stored flagged (duplicate_of) rather
+# than refused: refusing it would fail its webhook for Stripe's three days of retries.
+LIVE_SUBSCRIPTION = text("status IN ('active', 'trialing', 'past_due', 'unpaid', 'incomplete', 'paused') "
+                         "AND duplicate_of IS NULL")
 
 
-class Subscription(TimestampMixin, db.Model):
+class Subscription(LastEventMixin, TimestampMixin, db.Model):
     __tablename__ = "subscriptions"
     __table_args__ = (
         Index("uq_subscriptions_live_customer_price", "customer_id", "price_id", unique=True,
-              sqlite_where=_LIVE, postgresql_where=_LIVE),
+              sqlite_where=LIVE_SUBSCRIPTION, postgresql_where=LIVE_SUBSCRIPTION),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -76,8 +113,8 @@ class Subscription(TimestampMixin, db.Model):
     status: Mapped[str] = mapped_column(String(32), nullable=False, default="incomplete")
     stripe_subscription_id: Mapped[Optional[str]] = mapped_column(String(255), unique=True)
     current_period_end: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
-    # The newest Stripe event applied to this row (out-of-order webhook guard).
-    last_event_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
+    # The live subscription this one duplicates (same customer and price), when Stripe holds both.
+    duplicate_of: Mapped[Optional[int]] = mapped_column(ForeignKey("subscriptions.id"))
 
     customer: Mapped[Customer] = relationship(back_populates="subscriptions")
 
@@ -121,3 +158,14 @@ class AlertSent(db.Model):
     dedup_key: Mapped[str] = mapped_column(String(255), nullable=False)
     period: Mapped[str] = mapped_column(String(16), nullable=False)  # UTC hour, e.g. 2026-11-22T09
     sent_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+
+
+def live_subscription(customer_id: int, price_id: str, excluding: int | None = None) -> Subscription | None:
+    """The subscription that holds this customer and price: the unflagged live one, else a
+    flagged one still live after its original ended (it bills all the same)."""
+    query = select(Subscription).where(
+        Subscription.customer_id == customer_id, Subscription.price_id == price_id,
+        Subscription.status.in_(LIVE_SUBSCRIPTION_STATUSES))
+    if excluding is not None:
+        query = query.where(Subscription.id != excluding)
+    return db.session.scalar(query.order_by(Subscription.duplicate_of.is_not(None), Subscription.id).limit(1))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from flask import current_app
+
 
 def first_item(subscription: dict[str, Any]) -> dict[str, Any]:
     items = subscription.get("items")
@@ -16,3 +18,26 @@ def subscription_period_end(subscription: dict[str, Any]) -> dt.datetime | None:
     # Since 2025 Stripe reports the period on the items; older versions on the subscription.
     value = subscription.get("current_period_end") or first_item(subscription).get("current_period_end")
     return dt.datetime.fromtimestamp(value, tz=dt.timezone.utc) if isinstance(value, int) else None
+
+
+def price_id(subscription: dict[str, Any]) -> str | None:
+    """The price of a subscription's first item (a plan, on older versions and the emulator)."""
+    item = first_item(subscription)
+    for candidate in (item.get("price"), item.get("plan"), subscription.get("plan")):
+        if isinstance(candidate, dict) and candidate.get("id"):
+            return str(candidate["id"])
+        if isinstance(candidate, str) and candidate:
+            return candidate
+    return None
+
+
+def fetch_stripe_object(kind: str, object_id: str) -> dict[str, Any]:
+    """The object as Stripe holds it now, through the app's one Stripe gateway (registered by
+    the payments feature), so that the call is retried, breaker-guarded and recorded."""
+    return current_app.extensions["stripe_gateway"].retrieve(kind, object_id)
+
+
+def list_stripe_subscriptions(customer_id: str) -> list[dict[str, Any]]:
+    """Every subscription of a customer, cancelled ones included, through the gateway (one
+    attempt: callers make do without, and must not hold a webhook's answer up for long)."""
+    return list(current_app.extensions["stripe_gateway"].iter_subscriptions(customer=customer_id, retry=False))

@@ -23,7 +23,7 @@ from devtools.localstripe_server import LocalStripe  # noqa: E402
 from kamiyo import create_app  # noqa: E402
 from kamiyo.config import DEFAULTS  # noqa: E402
 from kamiyo.extensions import db  # noqa: E402
-from tests.support import TEST_SECRETS, closed_port_url, free_port  # noqa: E402
+from tests.support import FAST_RETRIES, TEST_SECRETS, assert_contract, closed_port_url, free_port, make_key  # noqa: E402
 
 DATABASES = ("sqlite", "postgresql")
 
@@ -76,6 +76,14 @@ def localstripe_url():
     url = emulator.start()
     yield url
     emulator.stop()
+
+
+@pytest.fixture
+def localstripe(localstripe_url):
+    """stripe-python talking straight to localstripe (to look behind our back)."""
+    import stripe
+
+    return stripe.StripeClient("sk_test_inspect", base_addresses={"api": localstripe_url}, max_network_retries=0)
 
 
 @pytest.fixture(scope="session")
@@ -327,3 +335,33 @@ def slack(serve_app):
         return "ok"
 
     return serve_app(receiver) + "/hook", received
+
+
+@pytest.fixture
+def payments_app(make_app, proxy, stripe_contract):
+    """The app, talking to localstripe through the emulator proxy (faults, Stripe's idempotency).
+
+    Afterwards every request the gateway sent must validate against Stripe's
+    published OpenAPI spec (the contract of what we send)."""
+    yield make_app(STRIPE_API_BASE=proxy.url, **FAST_RETRIES)
+    assert_contract(proxy, stripe_contract)
+
+
+@pytest.fixture
+def auth(payments_app):
+    return make_key(payments_app)
+
+
+@pytest.fixture
+def api(payments_app, auth):
+    """A test client of the payments API that sends the API key."""
+    client = payments_app.test_client()
+
+    class Api:
+        def post(self, path, json=None, headers=None, **kw):
+            return client.post(f"/api/v1/payments{path}", json=json, headers={**auth, **(headers or {})}, **kw)
+
+        def get(self, path, headers=None):
+            return client.get(f"/api/v1/payments{path}", headers={**auth, **(headers or {})})
+
+    return Api()

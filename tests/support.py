@@ -49,3 +49,26 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02):
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(interval)
     return value
+
+
+# Payments tests: Stripe retries that do not slow a test down.
+FAST_RETRIES = {"STRIPE_RETRY_MIN_WAIT": 0.01, "STRIPE_RETRY_MAX_WAIT": 0.02, "STRIPE_TIMEOUT_SECONDS": 5.0}
+# A lease that runs out within a test: the longest Stripe step (3 x 0.45 s + backoff) still fits
+# in it, as the configuration requires.
+LEASE_SECONDS = 1.5
+SHORT_LEASE = {**FAST_RETRIES, "STRIPE_TIMEOUT_SECONDS": 0.45, "OPERATION_LEASE_SECONDS": LEASE_SECONDS,
+               "IDEMPOTENCY_WAIT_SECONDS": 0.2}
+
+
+def assert_contract(proxy, contract) -> None:
+    """Every request the gateway sent validates against Stripe's published OpenAPI spec."""
+    problems = []
+    for sent in proxy.requests:
+        if sent.method == "POST":
+            problems += [f"{sent.method} {sent.path}: {p}" for p in contract.validate(sent.method, sent.path, sent.form)]
+    assert not problems, "requests that break Stripe's API contract:\n" + "\n".join(problems)
+
+
+def stripe_customers_for(localstripe, user_id: str) -> list:
+    return [c for c in localstripe.v1.customers.list(params={"limit": 100}).auto_paging_iter()
+            if (c.to_dict().get("metadata") or {}).get("kamiyo_user_id") == user_id]

@@ -13,6 +13,7 @@ import threading
 
 import requests
 from flask import current_app
+from prometheus_client import Counter
 from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
@@ -68,3 +69,23 @@ def _post(url: str, payload: dict, timeout: float) -> None:
     except requests.RequestException as exc:
         # The log line already carries the alert; delivery is best effort.
         log.error("alert delivery failed: %s", type(exc).__name__)
+
+
+DUPLICATE_SUBSCRIPTIONS = Counter(
+    "duplicate_subscriptions_detected_total",
+    "Second live subscriptions for one customer and price found on Stripe (stored flagged)")
+
+
+def alert_duplicate_subscription(stripe_subscription_id: str, duplicate_of: str, customer_id: int,
+                                 price_id: str) -> bool:
+    """Stripe holds two live subscriptions for one customer and price: the customer may be
+    billed twice. Never cancelled on our own: a person decides which one goes."""
+    DUPLICATE_SUBSCRIPTIONS.inc()
+    return send_alert(
+        "duplicate_subscription_detected",
+        f"Stripe subscription {stripe_subscription_id} duplicates {duplicate_of} (customer {customer_id}, "
+        f"price {price_id}): the customer may be billed twice. Run `flask --app wsgi payments reconcile "
+        f"--subscriptions` for the command that cancels the duplicate.",
+        dedup_key=f"duplicate-subscription:{stripe_subscription_id}",
+        fields={"subscription": stripe_subscription_id, "duplicate_of": duplicate_of,
+                "customer_id": customer_id, "price_id": price_id})

@@ -9,6 +9,7 @@ def init_app(app: Flask) -> None:
     from .. import scheduler
     from . import gateway, views
     from .cli import payments_cli
+    from .reconcile import reconcile_daily
     from .retention import purge_expired_records
 
     gateway.init_app(app)
@@ -16,3 +17,6 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(payments_cli)
     scheduler.register_job(app, "payments-purge", scheduler.daily_trigger(app.config["SCHEDULER_TIMEZONE"]),
                            purge_expired_records, scheduler.day)
+    # What no request or webhook brought in (Stripe forgets keys after a day): adopted nightly.
+    scheduler.register_job(app, "payments-reconcile", scheduler.daily_trigger(app.config["SCHEDULER_TIMEZONE"], hour=4, minute=0),
+                           reconcile_daily, scheduler.day)

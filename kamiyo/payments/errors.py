@@ -155,5 +155,14 @@ def map_stripe_error(
     }
 
 
+def is_replayed(error: BaseException) -> bool:
+    """Stripe answered with the result it stored for this idempotency key (a 500 included):
+    every retry with the key gets it again, for 24 hours. Not Stripe being down."""
+    headers = getattr(error, "headers", None) or {}
+    return any(name.lower() == "idempotent-replayed" and str(value).lower() == "true"
+               for name, value in headers.items())
+
+
 def is_transient(error: BaseException) -> bool:
-    return isinstance(error, TRANSIENT_ERRORS)
+    """Worth retrying with the same key; a stored result replayed never is."""
+    return isinstance(error, TRANSIENT_ERRORS) and not is_replayed(error)

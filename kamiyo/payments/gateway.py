@@ -18,6 +18,7 @@ import stripe
 from flask import Flask, current_app, g, has_app_context, has_request_context
 from sqlalchemy import insert
 
+from ..config import stripe_step_seconds
 from ..extensions import db
 from ..models import utcnow
 from ..versioning.observed import record_response_version
@@ -81,8 +82,9 @@ class StripeGateway:
 
     # -- the one path every Stripe request takes ---------------------------------
 
-    def call(self, operation: str, func: Callable[[dict], Any], idempotency_key: str | None = None) -> Any:
-        """breaker → retries → attempt; `func(options)` makes one request."""
+    def call(self, operation: str, func: Callable[[dict], Any], idempotency_key: str | None = None,
+             retry: bool = True) -> Any:
+        """breaker → retries → attempt; `func(options)` makes one request (tried once when not `retry`)."""
         options = {"idempotency_key": idempotency_key} if idempotency_key else {}
 
         def attempt(number: int) -> Any:
@@ -101,7 +103,8 @@ class StripeGateway:
             return result.to_dict()
 
         try:
-            result = self.breaker.call(lambda: call_with_retries(operation, attempt, **self._retry))
+            policy = self._retry if retry else {**self._retry, "attempts": 1}
+            result = self.breaker.call(lambda: call_with_retries(operation, attempt, **policy))
         except CircuitOpenError:
             self._record(operation, 0, "breaker_open", time.perf_counter(), idempotency_key)
             metrics.PAYMENT_OPERATIONS.labels(operation=operation, outcome="breaker_open").inc()
@@ -160,13 +163,49 @@ class StripeGateway:
         return self.call("subscription.cancel",
                          lambda o: self.client.v1.subscriptions.cancel(subscription_id, options=o), idempotency_key)
 
-    def iter_customers(self) -> Iterator[dict]:
-        return self._iter_list("customer.list", self.client.v1.customers.list)
+    def retrieve_subscription(self, subscription_id: str):
+        return self.call("subscription.retrieve",
+                         lambda o: self.client.v1.subscriptions.retrieve(subscription_id, options=o))
 
-    def _iter_list(self, operation: str, list_method) -> Iterator[dict]:
-        params: dict[str, Any] = {"limit": 100}
+    def retrieve(self, kind: str, object_id: str) -> dict:
+        """A customer or subscription as Stripe holds it now."""
+        retrieve = {"customer": self.retrieve_customer, "subscription": self.retrieve_subscription}[kind]
+        return retrieve(object_id)
+
+    def iter_subscriptions(self, customer: str | None = None, retry: bool = True) -> Iterator[dict]:
+        """Every subscription (of one customer), cancelled ones included."""
+        params: dict[str, Any] = {"status": "all", **({"customer": customer} if customer else {})}
+        return self._iter_list("subscription.list", self.client.v1.subscriptions.list, params, retry)
+
+    def iter_customers(self, email: str | None = None) -> Iterator[dict]:
+        return self._iter_list("customer.list", self.client.v1.customers.list, {"email": email} if email else {})
+
+    def find_customers(self, metadata_key: str, value: str, email: str) -> list[dict]:
+        """Live customers whose metadata names `value`: Stripe's search, or, where search is
+        missing (the local emulator answers 404), the customers with this email."""
+        query = f"metadata['{metadata_key}']:'{_search_literal(value)}'"
+        try:
+            found = list(self._iter_search("customer.search", self.client.v1.customers.search, query))
+        except stripe.InvalidRequestError as exc:
+            if exc.http_status != 404:
+                raise
+            found = list(self.iter_customers(email=email))
+        return [c for c in found if (c.get("metadata") or {}).get(metadata_key) == value and not c.get("deleted")]
+
+    def _iter_search(self, operation: str, search_method, query: str) -> Iterator[dict]:
+        params: dict[str, Any] = {"query": query, "limit": 100}
         while True:
-            page = self.call(operation, lambda o: list_method(params=dict(params), options=o))
+            page = self.call(operation, lambda o: search_method(params=dict(params), options=o))
+            yield from page["data"]
+            if not page.get("has_more") or not page.get("next_page"):
+                return
+            params["page"] = page["next_page"]
+
+    def _iter_list(self, operation: str, list_method, filters: dict[str, Any] | None = None,
+                   retry: bool = True) -> Iterator[dict]:
+        params: dict[str, Any] = {"limit": 100, **(filters or {})}
+        while True:
+            page = self.call(operation, lambda o: list_method(params=dict(params), options=o), retry=retry)
             yield from page["data"]
             if not page["has_more"] or not page["data"]:
                 return
@@ -216,6 +255,11 @@ class StripeGateway:
                  "api_version": e.get("api_version"), "status": e.get("status")} for e in endpoints]
 
 
+def _search_literal(value: str) -> str:
+    """A value inside a Stripe search query's quotes (our user ids hold no quote, but escape anyway)."""
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
 def _breaker_changed(old: str, new: str) -> None:
     metrics.BREAKER_STATE.set(BREAKER_GAUGE[new])
     level = logging.CRITICAL if new == OPEN else logging.WARNING
@@ -230,10 +274,7 @@ def _breaker_changed(old: str, new: str) -> None:
 
 def _longest_call_seconds(config) -> float:
     """How long one call through the retries can take: the half-open probe's lease."""
-    attempts = int(config["STRIPE_RETRY_ATTEMPTS"])
-    waits = sum(min(float(config["STRIPE_RETRY_MAX_WAIT"]), float(config["STRIPE_RETRY_MIN_WAIT"]) * 2 ** n)
-                for n in range(attempts - 1))
-    return attempts * float(config["STRIPE_TIMEOUT_SECONDS"]) + waits + 5
+    return stripe_step_seconds(config) + 5
 
 
 def build_breaker(config) -> CircuitBreaker:

@@ -20,9 +20,15 @@ class PaymentOperation(TimestampMixin, db.Model):
     identical requests produce one row and one Stripe call. The Stripe
     idempotency key is derived from this row (its stored params and
     `generation`), so it is the same on every retry and after a restart.
+
+    The operation runs as phases (kamiyo/payments/phases.py), each ending in a
+    `recovery_point` from which a resumed request goes on. `owner_token` fences
+    it: every write after the claim is conditional on the token and the
+    generation, so a worker that lost its lease changes nothing.
     """
 
     __tablename__ = "payment_operations"
+    __table_args__ = (Index("ix_payment_operations_owner_token", "owner_token"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     operation: Mapped[str] = mapped_column(String(64), nullable=False)
@@ -37,6 +43,12 @@ class PaymentOperation(TimestampMixin, db.Model):
     result_id: Mapped[Optional[int]] = mapped_column(Integer)
     error_code: Mapped[Optional[str]] = mapped_column(String(64))
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    recovery_point: Mapped[str] = mapped_column(String(32), nullable=False, default="claimed")
+    # When the recovery point was reached (a create sent long ago may be past Stripe's key memory).
+    recovery_point_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
+    owner_token: Mapped[Optional[str]] = mapped_column(String(32))
+    # The Stripe object this generation made or adopted, once known (phase `created`).
+    stripe_object_id: Mapped[Optional[str]] = mapped_column(String(255))
 
 
 class ClientIdempotencyKey(db.Model):
@@ -50,6 +62,10 @@ class ClientIdempotencyKey(db.Model):
     key: Mapped[str] = mapped_column(String(255), nullable=False)
     fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="in_flight")
+    # The request holding the key while in flight: the owner token its operation is claimed
+    # with. A retry takes the key over only once that request no longer owns its operation.
+    owner_token: Mapped[Optional[str]] = mapped_column(String(32))
+    lease_expires_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
     response_status: Mapped[Optional[int]] = mapped_column(Integer)
     response_body: Mapped[Optional[str]] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)

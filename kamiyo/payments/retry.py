@@ -9,7 +9,7 @@ from typing import Callable, TypeVar
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from . import metrics
-from .errors import is_transient
+from .errors import is_replayed, is_transient
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -17,6 +17,8 @@ T = TypeVar("T")
 
 def should_retry(exc: BaseException) -> bool:
     """Transient errors, unless Stripe says otherwise in Stripe-Should-Retry."""
+    if is_replayed(exc):  # the same key can only get the same stored answer
+        return False
     headers = getattr(exc, "headers", None) or {}
     verdict = headers.get("Stripe-Should-Retry") or headers.get("stripe-should-retry")
     if verdict == "false":

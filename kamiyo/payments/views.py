@@ -16,7 +16,7 @@ from ..models import Customer, Subscription
 from ..users import EMAIL_RE
 from . import service
 from .gateway import get_gateway
-from .idempotency import client_idempotent
+from .client_keys import client_idempotent
 
 bp = Blueprint("payments", __name__, url_prefix="/api/v1/payments")
 

@@ -4,38 +4,47 @@ Handlers get the verified event as a plain dict, run inside the inbox's
 transaction (they never commit) and return a Result. They may raise: the inbox
 then rolls everything back and answers 500 so that Stripe delivers again.
 
-Ordering: Stripe delivers out of order. An event is applied only when it is
-newer than what the row already reflects: subscriptions by their
-`last_event_at`, customers by the newest event applied to them in the inbox,
-payment outcomes by their `occurred_at`. Within one second (Stripe's
-resolution) created < updated < deleted, and a deletion (a canceled
-subscription) is final. The hot paths (subscription updates, payment outcomes)
-are single conditional statements, built once.
+Ordering: Stripe delivers out of order. Each object's row keeps the last event
+applied to it as (created, rank, event id) (kamiyo.models.LastEventMixin): an
+event is applied only when its (created, rank) is greater, decided by one read
+of the row however long the object's history. Within one second created <
+updated < deleted, and a deletion is final. Two events of the same second and
+rank that disagree are a tie: the Result asks the inbox to fetch the object
+from Stripe after the commit, outside any transaction, and store what Stripe
+holds now. Payment outcomes order by time, and a success beats a failure of the
+same second.
 
 Ownership: a customer is ours when we already have its Stripe id, or when its
 metadata names a `kamiyo_user_id` (set by our API when it creates the customer;
 a customer made elsewhere in Stripe has none and is ignored, status `ignored`).
 A subscription event for a customer we do not know yet, whose metadata names a
 `kamiyo_user_id`, creates that customer's row without an email; the customer's
-own event fills it in whichever arrives first.
+own event fills it in whichever arrives first. A subscription our API made
+names our customer (`kamiyo_customer_id`), which finds its row even after the
+Stripe customer was deleted and unlinked.
+
+Our invariant (one live subscription per customer and price) never fails an
+event: a second live one that Stripe holds is stored flagged as a duplicate,
+and the Result asks the inbox to raise the alert once committed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
-from sqlalchemy import and_, bindparam, func, or_, select, true, update
+from sqlalchemy import and_, bindparam, exists, func, literal, or_, select, text, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..extensions import db
-from ..models import Customer, Subscription
+from ..models import (LIVE_SUBSCRIPTION_STATUSES, Customer, DeletedStripeCustomer, Subscription,
+                      live_subscription, stripe_customer_deleted)
 from ..prepared import Prepared
-from ..stripe_objects import first_item, subscription_period_end
-from .models import CUSTOMER_EVENTS, PaymentOutcome, WebhookEvent
+from ..stripe_objects import price_id as price_of
+from ..stripe_objects import subscription_period_end
+from .models import PaymentOutcome
 
 log = logging.getLogger("kamiyo.webhooks")
 
@@ -44,9 +53,41 @@ IGNORED = "ignored"
 
 
 @dataclass(frozen=True)
+class Refresh:
+    """A same-second tie: the object as Stripe holds it now settles it (fetched after the commit)."""
+
+    kind: str  # customer | subscription
+    stripe_id: str
+    event_at: dt.datetime
+    rank: int
+
+
+@dataclass(frozen=True)
+class DuplicateFound:
+    """A second live subscription for one customer and price, stored flagged: alert once committed."""
+
+    stripe_id: str
+    duplicate_of: str
+    customer_id: int
+    price_id: str
+
+
+@dataclass(frozen=True)
+class CustomerLinked:
+    """A Stripe customer of ours is linked by its webhook: subscriptions of it whose events came
+    first (and were ignored, its customer unknown then) are fetched and stored after the commit."""
+
+    stripe_customer_id: str
+
+
+FollowUp = Union[Refresh, DuplicateFound, CustomerLinked]
+
+
+@dataclass(frozen=True)
 class Result:
     status: str  # processed | ignored
     note: str
+    follow_up: FollowUp | None = None
 
 
 Handler = Callable[[dict[str, Any]], Result]
@@ -96,14 +137,26 @@ def event_time(event: dict[str, Any]) -> dt.datetime:
     return dt.datetime.fromtimestamp(event["created"], tz=dt.timezone.utc)
 
 
-def _rank(event_type: str) -> int:
+def rank(event_type: str) -> int:
     action = event_type.rsplit(".", 1)[-1]
     return {"created": 0, "deleted": 2}.get(action, 1)
 
 
-# Events of the batch being written whose rows are claimed but not handled yet:
-# their provisional "processed" status must not make an older sibling look superseded.
-UNHANDLED_IN_BATCH: ContextVar[frozenset[str]] = ContextVar("unhandled_in_batch", default=frozenset())
+NEWER, OLDER, SAME, TIE = "newer", "older", "same", "tie"
+
+
+def compare(row: Any, event: dict[str, Any]) -> str:
+    """Where this event stands against the last one applied to the row."""
+    if row.last_event_at is None:
+        return NEWER
+    mine, theirs = (event_time(event), rank(event["type"])), (row.last_event_at, row.last_event_rank or 0)
+    if mine != theirs:
+        return NEWER if mine > theirs else OLDER
+    return SAME if row.last_event_id == event["id"] else TIE
+
+
+def _applied(event: dict[str, Any]) -> dict[str, Any]:
+    return {"last_event_at": event_time(event), "last_event_rank": rank(event["type"]), "last_event_id": event["id"]}
 
 
 # Key space of the advisory locks below (two-key form: this number, then the object's hash).
@@ -117,28 +170,6 @@ def _take_turns(object_id: str) -> None:
     admits one transaction at a time.)"""
     if db.session.connection().dialect.name == "postgresql":
         db.session.execute(select(func.pg_advisory_xact_lock(_ORDER_LOCKS, func.hashtext(object_id))))
-
-
-def superseded(event: dict[str, Any]) -> bool:
-    """Was a newer event about the same Stripe customer already applied?"""
-    object_id = event["data"]["object"].get("id")
-    if not object_id:
-        return False
-    _take_turns(object_id)
-    mine = (event_time(event), _rank(event["type"]))
-    applied = db.session.execute(
-        select(WebhookEvent.created, WebhookEvent.type).where(
-            CUSTOMER_EVENTS,  # as written in the partial index, which the database then uses
-            WebhookEvent.object_id == object_id,
-            WebhookEvent.status == PROCESSED,
-            WebhookEvent.event_id.not_in({event["id"], *UNHANDLED_IN_BATCH.get()}),
-        )
-    )
-    for created, event_type in applied:
-        rank = _rank(event_type)
-        if (rank == 2 and mine[1] != 2) or (created, rank) > mine:
-            return True
-    return False
 
 
 def _id(value: Any) -> str | None:
@@ -168,16 +199,7 @@ def _customer_by_stripe_id(stripe_customer_id: str | None) -> Customer | None:
 
 def _deleted_in_stripe(stripe_customer_id: str) -> bool:
     _take_turns(stripe_customer_id)  # a deletion being applied right now counts
-    return deletion_applied(stripe_customer_id)
-
-
-def deletion_applied(stripe_customer_id: str) -> bool:
-    """Was this Stripe customer's deletion applied? Stripe never revives a deleted customer."""
-    return db.session.scalar(select(WebhookEvent.id).where(
-        CUSTOMER_EVENTS, WebhookEvent.object_id == stripe_customer_id,
-        WebhookEvent.type == "customer.deleted", WebhookEvent.status == PROCESSED,
-        WebhookEvent.event_id.not_in(UNHANDLED_IN_BATCH.get()),  # claimed in this batch, not applied yet
-    ).limit(1)) is not None
+    return stripe_customer_deleted(stripe_customer_id)
 
 
 def _claim_customer(stripe_customer_id: str, user_id: str | None) -> Customer | None:
@@ -195,6 +217,7 @@ def _claim_customer(stripe_customer_id: str, user_id: str | None) -> Customer | 
         return customer
     if customer.stripe_customer_id is None:
         customer.stripe_customer_id = stripe_customer_id
+        customer.last_event_at = customer.last_event_rank = customer.last_event_id = None
         return customer
     # A second Stripe customer for one user: leave our row alone, tell a person.
     log.warning("stripe customer %s names user %s, already linked to %s",
@@ -208,103 +231,258 @@ def _claim_customer(stripe_customer_id: str, user_id: str | None) -> Customer | 
 def customer_event(event: dict[str, Any]) -> Result:
     obj = event["data"]["object"]
     stripe_id = obj["id"]
-    if superseded(event):
+    if _deleted_in_stripe(stripe_id):
+        return Result(PROCESSED, "customer deleted on Stripe before: final")
+    customer = _customer_by_stripe_id(stripe_id)
+    verdict = compare(customer, event) if customer is not None else NEWER
+    if verdict == OLDER:
         return Result(PROCESSED, "superseded by a newer event")
     if event["type"] == "customer.deleted":
-        customer = _customer_by_stripe_id(stripe_id)
-        if customer is None:
-            # Still `processed`: the row marks the deletion as final for later events.
-            return Result(PROCESSED, "deleted customer was not linked")
-        # Unlinked, so that the next create makes a new Stripe customer; history stays.
-        customer.stripe_customer_id = None
-        return Result(PROCESSED, f"customer {customer.id} unlinked")
-    customer = _claim_customer(stripe_id, _metadata(obj, "kamiyo_user_id"))
+        return _delete_customer(event, customer)
+    linked = None
     if customer is None:
-        return Result(IGNORED, "customer not created by Kamiyo")
+        customer = _claim_customer(stripe_id, _metadata(obj, "kamiyo_user_id"))
+        if customer is None:
+            return Result(IGNORED, "customer not created by Kamiyo")
+        linked = CustomerLinked(stripe_id)
+    wanted = _customer_fields(obj)
+    if verdict == TIE and any(getattr(customer, name) != value for name, value in wanted.items()):
+        return Result(PROCESSED, "same-second tie: settled from Stripe",
+                      Refresh("customer", stripe_id, event_time(event), rank(event["type"])))
+    for name, value in {**wanted, **_applied(event)}.items():
+        setattr(customer, name, value)
+    return Result(PROCESSED, f"customer {stripe_id} saved", linked)
+
+
+def _customer_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
     if "email" in obj:
-        customer.email = _text(obj["email"] or "", 254)
+        fields["email"] = _text(obj["email"] or "", 254)
     if "name" in obj:
-        customer.name = _text(obj["name"] or "", 256) or None
-    return Result(PROCESSED, f"customer {stripe_id} saved")
+        fields["name"] = _text(obj["name"] or "", 256) or None
+    return fields
+
+
+def _delete_customer(event: dict[str, Any], customer: Customer | None) -> Result:
+    """Stripe cancels a deleted customer's subscriptions at once: so do we. The deletion is
+    kept for good, so that no older event links the customer again."""
+    stripe_id = event["data"]["object"]["id"]
+    db.session.add(DeletedStripeCustomer(stripe_customer_id=stripe_id, deleted_at=event_time(event)))
+    if customer is None:
+        return Result(PROCESSED, "deleted customer was not linked")
+    cancelled = db.session.execute(
+        update(Subscription).where(Subscription.customer_id == customer.id,
+                                   Subscription.status.in_(LIVE_SUBSCRIPTION_STATUSES))
+        .values(status="canceled").execution_options(synchronize_session="fetch")).rowcount
+    # Unlinked, so that the next create makes a new Stripe customer; history stays.
+    customer.stripe_customer_id = None
+    customer.last_event_at = customer.last_event_rank = customer.last_event_id = None
+    return Result(PROCESSED, f"customer {customer.id} unlinked, {cancelled} subscriptions canceled")
 
 
 # --------------------------------------------------------------------------- subscriptions
 
-def _price(obj: dict[str, Any]) -> dict[str, Any]:
-    item = first_item(obj)
-    for candidate in (item.get("price"), item.get("plan"), obj.get("plan")):
-        if isinstance(candidate, dict) and candidate.get("id"):
-            return candidate
-    return {}
-
-
 _subs = Subscription.__table__
+_other = _subs.alias("other")
+# As literal SQL: the compiled-once statements (kamiyo/prepared.py) bind no expanding IN lists.
+_OTHER_LIVE = text("other.status IN ({}) AND other.duplicate_of IS NULL".format(
+    ", ".join(f"'{status}'" for status in LIVE_SUBSCRIPTION_STATUSES)))
 
 
 def _subscription_update(action: str):
-    """UPDATE of a subscription row, only if this event is newer than the row's last one."""
-    newer = or_(_subs.c.last_event_at.is_(None), _subs.c.last_event_at < bindparam("event_at"))
-    if action != "created":  # created loses a tie within the same second
-        newer = or_(newer, _subs.c.last_event_at == bindparam("event_at"))
+    """UPDATE of a subscription row, only if this event is newer than the row's last one, and
+    only if it would not make a second live subscription for the customer and price (that case
+    is settled by the handler: stored flagged)."""
+    at, rank_, event_id = bindparam("event_at"), bindparam("rank"), bindparam("event_id")
+    newer = or_(_subs.c.last_event_at.is_(None), _subs.c.last_event_at < at,
+                and_(_subs.c.last_event_at == at, func.coalesce(_subs.c.last_event_rank, 0) < rank_),
+                and_(_subs.c.last_event_at == at, func.coalesce(_subs.c.last_event_rank, 0) == rank_,
+                     _subs.c.last_event_id == event_id))
     not_final = true() if action == "deleted" else _subs.c.status != "canceled"
+    second_live = exists().where(
+        _other.c.customer_id == _subs.c.customer_id,
+        _other.c.price_id == func.coalesce(bindparam("price_id"), _subs.c.price_id),
+        _OTHER_LIVE, _other.c.id != _subs.c.id)
+    no_conflict = or_(bindparam("live") == literal(False), _subs.c.duplicate_of.is_not(None), ~second_live)
     return (update(_subs)
-            .where(_subs.c.stripe_subscription_id == bindparam("stripe_id"), and_(newer, not_final))
+            .where(_subs.c.stripe_subscription_id == bindparam("stripe_id"), and_(newer, not_final, no_conflict))
             .values(status=func.coalesce(bindparam("status"), _subs.c.status),
                     price_id=func.coalesce(bindparam("price_id"), _subs.c.price_id),
                     tier=func.coalesce(bindparam("tier"), _subs.c.tier),
                     current_period_end=func.coalesce(bindparam("period_end"), _subs.c.current_period_end),
-                    last_event_at=bindparam("event_at")))
+                    last_event_at=at, last_event_rank=rank_, last_event_id=event_id))
 
 
 _SUBSCRIPTION_UPDATES = {action: Prepared(_subscription_update(action)) for action in ("created", "updated", "deleted")}
 
 
+def _subscription_values(event: dict[str, Any]) -> dict[str, Any]:
+    obj = event["data"]["object"]
+    action = event["type"].rsplit(".", 1)[-1]
+    price = price_of(obj)
+    status = obj.get("status") or ("canceled" if action == "deleted" else None)
+    return {
+        "stripe_id": obj["id"],
+        "status": str(status)[:32] if status else None,
+        "price_id": price[:255] if price else None,
+        # Our API tags subscriptions with kamiyo_tier; a price's own tier metadata is the fallback.
+        "tier": _metadata(obj, "kamiyo_tier", 64) or _metadata(obj, "tier", 64) or _price_tier(obj),
+        "period_end": subscription_period_end(obj),
+        "event_at": event_time(event), "rank": rank(event["type"]), "event_id": event["id"],
+        # Could this event make the row live (a status that is live, or kept as it is)?
+        "live": status is None or status in LIVE_SUBSCRIPTION_STATUSES,
+    }
+
+
+def _price_tier(obj: dict[str, Any]) -> str | None:
+    from ..stripe_objects import first_item
+
+    item = first_item(obj)
+    for candidate in (item.get("price"), item.get("plan"), obj.get("plan")):
+        if isinstance(candidate, dict) and candidate.get("id"):
+            return _metadata(candidate, "tier", 64)
+    return None
+
+
 @handles("customer.subscription.created", "customer.subscription.updated", "customer.subscription.deleted")
 def subscription_event(event: dict[str, Any]) -> Result:
-    obj = event["data"]["object"]
-    stripe_id = obj["id"]
+    values = _subscription_values(event)
     action = event["type"].rsplit(".", 1)[-1]
-    price = _price(obj)
-    status = obj.get("status") or ("canceled" if action == "deleted" else None)
-    values = {
-        "stripe_id": stripe_id,
-        "status": str(status)[:32] if status else None,
-        "price_id": str(price["id"])[:255] if price else None,
-        # Our API tags subscriptions with kamiyo_tier; a price's own tier metadata is the fallback.
-        "tier": _metadata(obj, "kamiyo_tier", 64) or _metadata(obj, "tier", 64) or _metadata(price, "tier", 64),
-        "period_end": subscription_period_end(obj),
-        "event_at": event_time(event),
-    }
     if _SUBSCRIPTION_UPDATES[action].execute(db.session.connection(), values):
-        return Result(PROCESSED, f"subscription {stripe_id} is {values['status'] or 'unchanged'}")
-    if db.session.scalar(select(Subscription.id).where(Subscription.stripe_subscription_id == stripe_id)):
+        return Result(PROCESSED, f"subscription {values['stripe_id']} is {values['status'] or 'unchanged'}")
+    row = db.session.scalar(select(Subscription).where(Subscription.stripe_subscription_id == values["stripe_id"]))
+    if row is None:
+        return _first_news(event, values)
+    verdict = compare(row, event)
+    if verdict == OLDER or (row.status == "canceled" and action != "deleted"):
         return Result(PROCESSED, "superseded by a newer event")
-    # First news of this subscription (made elsewhere, or before our API stored its id).
+    if verdict == TIE:
+        if _differs(row, values):
+            return Result(PROCESSED, "same-second tie: settled from Stripe",
+                          Refresh("subscription", row.stripe_subscription_id or "", values["event_at"], values["rank"]))
+        return Result(PROCESSED, "same-second tie: nothing differs")
+    return _apply_as_duplicate(row, values)
+
+
+def _differs(row: Subscription, values: dict[str, Any]) -> bool:
+    return any(values[key] is not None and getattr(row, column) != values[key] for key, column in
+               (("status", "status"), ("price_id", "price_id"), ("period_end", "current_period_end")))
+
+
+def _apply_as_duplicate(row: Subscription, values: dict[str, Any]) -> Result:
+    """Newer, but it would make a second live subscription for the customer and price."""
+    other = live_subscription(row.customer_id, values["price_id"] or row.price_id, excluding=row.id)
+    for column, key in (("status", "status"), ("price_id", "price_id"), ("tier", "tier"),
+                        ("current_period_end", "period_end")):
+        if values[key] is not None:
+            setattr(row, column, values[key])
+    row.last_event_at, row.last_event_rank, row.last_event_id = values["event_at"], values["rank"], values["event_id"]
+    row.duplicate_of = other.id if other is not None else None
+    return _stored(row, other)
+
+
+def _stored(row: Subscription, other: Subscription | None) -> Result:
+    note = f"subscription {row.stripe_subscription_id} is {row.status}"
+    if other is None:
+        return Result(PROCESSED, note)
+    log.critical("subscription %s duplicates %s (customer %s, price %s): stored flagged",
+                 row.stripe_subscription_id, other.stripe_subscription_id, row.customer_id, row.price_id)
+    return Result(PROCESSED, note + ", flagged as a duplicate",
+                  DuplicateFound(row.stripe_subscription_id or "", other.stripe_subscription_id or "",
+                                 row.customer_id, row.price_id))
+
+
+def _subscription_customer(obj: dict[str, Any]) -> tuple[Customer | None, bool]:
+    """Our customer for a subscription we have no row for, and whether Stripe deleted it."""
     stripe_customer = _id(obj.get("customer"))
-    customer = stripe_customer and _claim_customer(stripe_customer, _metadata(obj, "kamiyo_user_id"))
-    if not customer:
+    if not stripe_customer:
+        return None, False
+    deleted = _deleted_in_stripe(stripe_customer)
+    customer = _customer_by_stripe_id(stripe_customer)
+    ours = _metadata(obj, "kamiyo_customer_id", 12)
+    if customer is None and ours and ours.isdigit() and deleted:
+        # Made by our API for a customer deleted since: still that customer's (canceled) subscription.
+        customer = db.session.get(Customer, int(ours))
+    if customer is None and not deleted:
+        customer = _claim_customer(stripe_customer, _metadata(obj, "kamiyo_user_id"))
+    return customer, deleted
+
+
+def _first_news(event: dict[str, Any], values: dict[str, Any]) -> Result:
+    """First news of this subscription (made elsewhere, or before our API stored its id)."""
+    customer, deleted = _subscription_customer(event["data"]["object"])
+    if customer is None:
         return Result(IGNORED, "subscription of a customer Kamiyo does not hold (made elsewhere, or deleted)")
-    db.session.add(Subscription(
-        customer=customer, stripe_subscription_id=stripe_id, status=values["status"] or "incomplete",
-        price_id=values["price_id"] or "", tier=values["tier"] or "unknown",
-        current_period_end=values["period_end"], last_event_at=values["event_at"]))
-    return Result(PROCESSED, f"subscription {stripe_id} is {values['status'] or 'incomplete'}")
+    # A deleted customer's subscriptions are all canceled on Stripe, whatever this older event says.
+    status = "canceled" if deleted else values["status"] or "incomplete"
+    price = values["price_id"] or ""
+    other = live_subscription(customer.id, price) if status in LIVE_SUBSCRIPTION_STATUSES else None
+    row = Subscription(customer=customer, stripe_subscription_id=values["stripe_id"], status=status, price_id=price,
+                       tier=values["tier"] or "unknown", current_period_end=values["period_end"],
+                       last_event_at=values["event_at"], last_event_rank=values["rank"],
+                       last_event_id=values["event_id"], duplicate_of=other.id if other is not None else None)
+    db.session.add(row)
+    return _stored(row, other)
+
+
+# --------------------------------------------------------------------------- refreshed from Stripe
+
+def store_listed_subscription(obj: dict[str, Any]) -> Result | None:
+    """A subscription Stripe listed for a customer we just linked, unknown to us: stored as its
+    first news would have been (the caller commits). None when we hold it already."""
+    if db.session.scalar(select(Subscription.id).where(Subscription.stripe_subscription_id == obj.get("id"))):
+        return None
+    values = {**_subscription_values({"id": "", "type": "customer.subscription.updated", "created": 0,
+                                      "data": {"object": obj}}),
+              "event_at": None, "rank": None, "event_id": None}  # no event: any event about it is newer
+    return _first_news({"data": {"object": obj}}, values)
+
+
+def apply_refreshed(refresh: Refresh, obj: dict[str, Any]) -> Result:
+    """Store the object as Stripe holds it now, if no newer event was applied since the tie
+    (the caller commits)."""
+    moved_on = Result(PROCESSED, "left alone: moved on since the tie")
+    if refresh.kind == "customer":
+        row = _customer_by_stripe_id(refresh.stripe_id)
+        if row is None or obj.get("deleted") or (row.last_event_at, row.last_event_rank) != (refresh.event_at,
+                                                                                            refresh.rank):
+            return moved_on
+        for name, value in _customer_fields(obj).items():
+            setattr(row, name, value)
+        return Result(PROCESSED, f"customer {refresh.stripe_id} settled from Stripe")
+    row = db.session.scalar(select(Subscription).where(Subscription.stripe_subscription_id == refresh.stripe_id))
+    if row is None or row.status == "canceled" or (row.last_event_at, row.last_event_rank) != (refresh.event_at,
+                                                                                              refresh.rank):
+        return moved_on
+    status = str(obj.get("status") or row.status)[:32]
+    other = None
+    if status in LIVE_SUBSCRIPTION_STATUSES and row.duplicate_of is None:  # looked up before the row changes
+        other = live_subscription(row.customer_id, row.price_id, excluding=row.id)
+        other = other if other is not None and other.duplicate_of is None else None
+        row.duplicate_of = other.id if other is not None else None  # a second live one: flagged, not refused
+    row.status = status
+    row.current_period_end = subscription_period_end(obj) or row.current_period_end
+    return _stored(row, other)
 
 
 # --------------------------------------------------------------------------- payments
 
 _outcomes = PaymentOutcome.__table__
 _OUTCOME_COLUMNS = ("stripe_object_id", "stripe_customer_id", "amount", "currency", "outcome", "failure_code",
-                    "occurred_at")
+                    "occurred_at", "last_event_id")
 
 
 def _outcome_upsert(dialect):
-    """INSERT, or UPDATE when this event is at least as new as the stored outcome: one statement."""
+    """INSERT, or UPDATE when this event is newer than the stored outcome: one statement.
+    Within one second a success wins: a payment that succeeded does not fail after."""
     statement = dialect.insert(_outcomes)
+    new = statement.excluded
     return statement.on_conflict_do_update(
         index_elements=[_outcomes.c.stripe_object_id],
-        set_={name: statement.excluded[name] for name in _OUTCOME_COLUMNS[1:]},
-        where=_outcomes.c.occurred_at <= statement.excluded.occurred_at)
+        set_={name: new[name] for name in _OUTCOME_COLUMNS[1:]},
+        where=or_(_outcomes.c.occurred_at < new.occurred_at,
+                  and_(_outcomes.c.occurred_at == new.occurred_at,
+                       or_(_outcomes.c.outcome == "failed", new.outcome == "succeeded"))))
 
 
 # The two databases the service runs on; both have INSERT ... ON CONFLICT.
@@ -325,6 +503,7 @@ def _record_outcome(event: dict[str, Any], payment_id: str, succeeded: bool, amo
         outcome=outcome,
         failure_code=None if succeeded else (str(failure_code)[:64] if failure_code else None),
         occurred_at=event_time(event),
+        last_event_id=event["id"],
     ))
     return Result(PROCESSED, f"payment {payment_id} {outcome}" if changed else "superseded by a newer event")
 

@@ -33,8 +33,10 @@ from sqlalchemy.orm import Session
 
 from ..extensions import db
 from ..models import utcnow
+from ..observability.alerts import alert_duplicate_subscription
 from ..observability.logging import on_behalf_of, redact
 from ..prepared import Prepared
+from ..stripe_objects import fetch_stripe_object, list_stripe_subscriptions
 from . import group_commit, handlers, metrics
 from .models import RateLimitViolation, WebhookEvent
 from .write_gate import write_gate
@@ -50,6 +52,11 @@ class HandlerFailed(Exception):
     """The handler raised; the event is stored as failed and Stripe should retry."""
 
 
+class NotSettled(HandlerFailed):
+    """A same-second tie that Stripe could not settle now (unreachable, the breaker open):
+    stored as failed, for Stripe's next delivery."""
+
+
 class NoLongerFailed(Exception):
     """Replaying failed events: this one was handled meanwhile (a Stripe retry), so it is left alone."""
 
@@ -63,6 +70,24 @@ class Received:
     status: str  # processed | ignored | duplicate
     note: str
     attempts: int = 0
+    follow_up: handlers.FollowUp | None = None  # done once committed, outside the transaction
+
+# A tie is stored failed until Stripe's answer settles it: should the process die first, the
+# event is not lost as handled; Stripe's retry (or `webhooks replay --failed`) settles it.
+AWAITING_REFRESH = "same-second tie: waiting for the object from Stripe"
+
+
+def _stored_status(result: handlers.Result) -> str:
+    return "failed" if isinstance(result.follow_up, handlers.Refresh) else result.status
+
+
+def _set_status(connection, event_id: str, result: handlers.Result, expected: str) -> None:
+    status = _stored_status(result)
+    if status == "failed":
+        db.session.execute(update(WebhookEvent).where(WebhookEvent.event_id == event_id)
+                           .values(status="failed", last_error=AWAITING_REFRESH))
+    elif status != expected:
+        _SET_STATUS.execute(connection, {"b_event_id": event_id, "b_status": status})
 
 
 def sanitise_error(exc: BaseException) -> str:
@@ -174,8 +199,7 @@ def _record_failure(event: dict[str, Any], payload: str, exc: BaseException, rep
 def _handle(event: dict[str, Any], payload: str, attempt: int, expected: str, replayed: bool = False) -> Received:
     try:
         result = handlers.dispatch(event)
-        if result.status != expected:
-            _SET_STATUS.execute(db.session.connection(), {"b_event_id": event["id"], "b_status": result.status})
+        _set_status(db.session.connection(), event["id"], result, expected)
         db.session.commit()
     except Exception as exc:
         db.session.rollback()
@@ -184,8 +208,8 @@ def _handle(event: dict[str, Any], payload: str, attempt: int, expected: str, re
         _record_failure(event, payload, exc, replayed)
         metrics.EVENTS.labels("failed").inc()
         raise HandlerFailed(event["id"]) from exc
-    metrics.EVENTS.labels(result.status).inc()
-    return Received(result.status, result.note, attempt)
+    metrics.EVENTS.labels(_stored_status(result)).inc()
+    return Received(result.status, result.note, attempt, result.follow_up)
 
 
 def _receive_one(event: dict[str, Any], payload: str) -> Received:
@@ -264,28 +288,21 @@ def _write_batch(batch: list[group_commit.Pending]) -> list[Received]:
         _insert_claims(connection, sorted((_claim_row(p.event, p.payload, now, expected) for p, expected in fresh),
                                           key=lambda row: row["event_id"]))
         outcome: dict[str, Received] = {}
-        unhandled = {p.event["id"] for p, _ in fresh}
         for pending, expected in fresh:
             event = pending.event
-            unhandled.discard(event["id"])
-            token = handlers.UNHANDLED_IN_BATCH.set(frozenset(unhandled))
-            try:
-                with on_behalf_of(pending.request_id):  # its log lines carry its own request's id
-                    result = handlers.dispatch(event)
-                    # The next handler's Core statements must see this one's ORM writes.
-                    db.session.flush()
-            finally:
-                handlers.UNHANDLED_IN_BATCH.reset(token)
-            if result.status != expected:
-                _SET_STATUS.execute(connection, {"b_event_id": event["id"], "b_status": result.status})
-            outcome[event["id"]] = Received(result.status, result.note, 1)
+            with on_behalf_of(pending.request_id):  # its log lines carry its own request's id
+                result = handlers.dispatch(event)
+                # The next handler's Core statements must see this one's ORM writes.
+                db.session.flush()
+            _set_status(connection, event["id"], result, expected)
+            outcome[event["id"]] = Received(result.status, result.note, 1, result.follow_up)
         db.session.commit()
         results = [outcome.pop(p.event["id"], None) or Received(DUPLICATE, "already handled") for p in batch]
     except Exception:
         db.session.rollback()  # inside the gate: SQLite's write lock goes with it
         raise
     for result in results:
-        metrics.EVENTS.labels(result.status).inc()
+        metrics.EVENTS.labels("failed" if isinstance(result.follow_up, handlers.Refresh) else result.status).inc()
     return results
 
 
@@ -307,11 +324,80 @@ def receive(event: dict[str, Any], payload: str) -> Received:
     started = time.perf_counter()
     try:
         if status is None:
-            return group_commit.committer(_apply_batch, _apply_one, _held_gate).submit(event, payload)
-        with write_gate().held():  # failed before: this delivery is the retry
-            return _receive_one(event, payload)
+            received = group_commit.committer(_apply_batch, _apply_one, _held_gate).submit(event, payload)
+        else:
+            with write_gate().held():  # failed before: this delivery is the retry
+                received = _receive_one(event, payload)
+        return _follow_up(event, received)
     finally:
         metrics.HANDLING_SECONDS.observe(time.perf_counter() - started)
+
+
+def _follow_up(event: dict[str, Any], received: Received) -> Received:
+    """What a handler left for after its commit, outside any transaction and the write gate."""
+    item = received.follow_up
+    if isinstance(item, handlers.DuplicateFound):
+        alert_duplicate_subscription(item.stripe_id, item.duplicate_of, item.customer_id, item.price_id)
+    elif isinstance(item, handlers.Refresh):
+        return _settle_tie(event, item, received.attempts)
+    elif isinstance(item, handlers.CustomerLinked):
+        _store_subscriptions_of(item.stripe_customer_id)
+    return received
+
+
+def _store_subscriptions_of(stripe_customer_id: str) -> None:
+    """The subscriptions of a customer we just linked whose events came before its own (they
+    were ignored then). Best effort: should Stripe not answer, `payments reconcile` adopts them."""
+    try:
+        listed = list_stripe_subscriptions(stripe_customer_id)
+    except Exception as exc:
+        log.warning("subscriptions of customer %s not fetched (reconcile adopts them): %s", stripe_customer_id,
+                    sanitise_error(exc))
+        return
+    for obj in listed:
+        with write_gate().held():
+            try:
+                result = handlers.store_listed_subscription(obj)
+                db.session.commit()
+            except Exception as exc:  # stored meanwhile by its own event, say
+                db.session.rollback()
+                log.warning("subscription %s of a linked customer not stored: %s", obj.get("id"),
+                            sanitise_error(exc))
+                continue
+        if result is not None:
+            log.info("subscription %s stored from its newly linked customer", obj.get("id"))
+            if result.follow_up is not None:
+                _follow_up({}, Received(result.status, result.note, 0, result.follow_up))
+
+
+def _settle_tie(event: dict[str, Any], refresh: handlers.Refresh, attempt: int) -> Received:
+    """Two events of one second disagree: store what Stripe holds now. A Stripe call never runs
+    inside a write transaction (it would hold every other writer up); the event stays failed
+    until this is done, so Stripe delivers it again if it cannot be."""
+    try:
+        obj = fetch_stripe_object(refresh.kind, refresh.stripe_id)
+    except Exception as exc:  # Stripe unreachable, the breaker open, ...: Stripe's retry settles it
+        db.session.rollback()
+        db.session.execute(update(WebhookEvent).where(WebhookEvent.event_id == event["id"])
+                           .values(last_error=sanitise_error(exc)))
+        db.session.commit()
+        log.warning("webhook %s: same-second tie not settled: %s", event["id"], sanitise_error(exc))
+        raise NotSettled(event["id"]) from exc
+    try:
+        with write_gate().held():
+            result = handlers.apply_refreshed(refresh, obj)
+            db.session.execute(update(WebhookEvent).where(WebhookEvent.event_id == event["id"],
+                                                          WebhookEvent.status == "failed")
+                               .values(status=handlers.PROCESSED, last_error=None))
+            db.session.commit()
+    except Exception as exc:  # stays failed: Stripe's next delivery settles it
+        db.session.rollback()
+        log.error("webhook %s: storing what Stripe holds failed: %s", event["id"], sanitise_error(exc), exc_info=True)
+        _record_failure(event, "", exc)
+        metrics.EVENTS.labels("failed").inc()
+        raise HandlerFailed(event["id"]) from exc
+    metrics.EVENTS.labels(handlers.PROCESSED).inc()
+    return _follow_up(event, Received(handlers.PROCESSED, result.note, attempt, result.follow_up))
 
 
 def replay(event_id: str, only_failed: bool = False) -> Received:
@@ -329,7 +415,8 @@ def replay(event_id: str, only_failed: bool = False) -> Received:
             if status is None:  # purged meanwhile
                 raise LookupError(event_id)
             raise NoLongerFailed(status)
-        return _handle(event, row, attempt, handlers.PROCESSED, replayed=True)
+        received = _handle(event, row, attempt, handlers.PROCESSED, replayed=True)
+    return _follow_up(event, received)
 
 
 def failed_event_ids() -> list[str]:

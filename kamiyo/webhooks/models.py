@@ -5,18 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Optional
 
-from sqlalchemy import BigInteger, Boolean, CheckConstraint, Index, Integer, String, Text, text
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
 from ..models import UTCDateTime, utcnow
 
 EVENT_STATUSES = ("processed", "ignored", "failed")
-# The events whose order is checked against earlier ones of the same object
-# (handlers.superseded), hence the only ones whose object_id is indexed: an
-# index entry for every payment and subscription event would cost each of them
-# a write at a random place in the index, for nothing.
-CUSTOMER_EVENTS = text("type IN ('customer.created', 'customer.updated', 'customer.deleted')")
 
 
 class WebhookEvent(db.Model):
@@ -30,8 +25,6 @@ class WebhookEvent(db.Model):
     __table_args__ = (
         CheckConstraint("status IN ('processed', 'ignored', 'failed')", name="status"),
         Index("ix_webhook_events_received_at", "received_at"),
-        Index("ix_webhook_events_customer_object_id", "object_id",
-              sqlite_where=CUSTOMER_EVENTS, postgresql_where=CUSTOMER_EVENTS),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -39,7 +32,7 @@ class WebhookEvent(db.Model):
     type: Mapped[str] = mapped_column(String(128), nullable=False)
     api_version: Mapped[Optional[str]] = mapped_column(String(64))
     livemode: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
-    # The Stripe object the event is about (data.object.id): the out-of-order guard for customers.
+    # The Stripe object the event is about (data.object.id), for the dashboard and replays.
     object_id: Mapped[Optional[str]] = mapped_column(String(255))
     created: Mapped[dt.datetime] = mapped_column(UTCDateTime(), nullable=False)  # Stripe's event time
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
@@ -78,3 +71,6 @@ class PaymentOutcome(db.Model):
     outcome: Mapped[str] = mapped_column(String(16), nullable=False)
     failure_code: Mapped[Optional[str]] = mapped_column(String(64))
     occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), nullable=False, index=True)
+    # The event the stored outcome came from. Within one second a success beats a failure:
+    # a payment intent that succeeded is final.
+    last_event_id: Mapped[Optional[str]] = mapped_column(String(255))

@@ -48,6 +48,9 @@ def stripe_webhook():
                        "Send events signed by Stripe with the endpoint's signing secret.") from None
     try:
         received = inbox.receive(event, payload.decode("utf-8"))
+    except inbox.NotSettled:
+        raise ApiError(503, "webhook_deferred", "The event could not be settled with Stripe right now.",
+                       "Stripe retries the delivery; nothing to do.", headers={"Retry-After": "60"}) from None
     except inbox.HandlerFailed:
         raise ApiError(500, "webhook_failed", "The event could not be processed.",
                        "Stripe retries the delivery; nothing to do.") from None

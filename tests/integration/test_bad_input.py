@@ -22,7 +22,6 @@ from kamiyo.models import Customer, Subscription
 from kamiyo.payments.models import ClientIdempotencyKey, PaymentOperation
 from kamiyo.webhooks import metrics as webhook_metrics
 from kamiyo.webhooks.models import WebhookEvent
-from tests.payments.conftest import api, auth, payments_app  # noqa: F401  (the payments API fixtures)
 from tests.support import both_databases
 from tests.webhooks.stripe_signing import URL as WEBHOOK_URL
 from tests.webhooks.stripe_signing import customer, make_event, post, sign

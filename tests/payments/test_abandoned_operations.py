@@ -10,7 +10,7 @@ import pytest
 
 from kamiyo.extensions import db
 from kamiyo.models import Subscription
-from tests.payments.conftest import FAST_RETRIES, make_key
+from tests.support import LEASE_SECONDS, SHORT_LEASE, make_key
 from tests.webhooks.stripe_signing import customer as customer_object
 from tests.webhooks.stripe_signing import make_event, post
 
@@ -20,14 +20,13 @@ CUSTOMERS, SUBSCRIPTIONS = "/api/v1/payments/customers", "/api/v1/payments/subsc
 @pytest.fixture
 def app(make_app, proxy):
     # A lease that runs out within the test, as it would once the dead worker's has.
-    return make_app(STRIPE_API_BASE=proxy.url, OPERATION_LEASE_SECONDS=0.5, IDEMPOTENCY_WAIT_SECONDS=0.2,
-                    **FAST_RETRIES)
+    return make_app(STRIPE_API_BASE=proxy.url, **SHORT_LEASE)
 
 
 @pytest.mark.parametrize("asked_again_before_the_deletion", [True, False])
 def test_a_customer_deleted_since_its_abandoned_create_is_made_anew(app, localstripe,
                                                                     asked_again_before_the_deletion):
-    from kamiyo.payments import idempotency
+    from kamiyo.payments import phases
     from kamiyo.payments.gateway import get_gateway
 
     headers, client = make_key(app), app.test_client()
@@ -35,12 +34,12 @@ def test_a_customer_deleted_since_its_abandoned_create_is_made_anew(app, localst
     request = {"user_id": user_id, "email": "f@example.com"}
     with app.app_context():  # claimed, and created on Stripe; the reply never comes back
         params = {"email": "f@example.com", "metadata": {"kamiyo_user_id": user_id}}
-        claim = idempotency.acquire("customer.create", f"customer.create:{user_id}", user_id, params)
-        created = get_gateway().create_customer(params, idempotency.stripe_key(claim.op))
+        claim = phases.acquire("customer.create", f"customer.create:{user_id}", user_id, params, "dead-worker")
+        created = get_gateway().create_customer(params, claim.run.key)
         db.session.commit()
     first = customer_object(created["id"], user_id=user_id, email="f@example.com")
     assert post(client, make_event("customer.created", first)).get_json() == {"status": "processed"}
-    time.sleep(0.6)  # the dead worker's lease runs out
+    time.sleep(LEASE_SECONDS + 0.1)  # the dead worker's lease runs out
     if asked_again_before_the_deletion:
         answer = client.post(CUSTOMERS, json=request, headers=headers)
         assert answer.status_code == 200 and answer.get_json()["stripe_customer_id"] == created["id"]
@@ -71,7 +70,7 @@ def test_a_subscription_cancelled_since_its_abandoned_create_is_made_anew(app, p
                                     price_id=plan_id, tier="pro"))
         db.session.commit()
         row_id = db.session.scalar(db.select(Subscription.id).where(Subscription.stripe_subscription_id == made.id))
-    time.sleep(0.6)  # the lease runs out
+    time.sleep(LEASE_SECONDS + 0.1)  # the lease runs out
     if asked_again_before_the_cancel:
         answer = client.post(SUBSCRIPTIONS, json=body, headers=headers)
         assert answer.status_code == 200 and answer.get_json()["id"] == row_id

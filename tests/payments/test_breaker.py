@@ -8,12 +8,11 @@ import pytest
 import stripe
 from sqlalchemy import select
 
-from tests.support import closed_port_url
+from tests.support import FAST_RETRIES, closed_port_url, make_key
 from kamiyo.extensions import db
 from kamiyo.payments.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, MemoryState, RedisState
 from kamiyo.payments.errors import CircuitOpenError
 from kamiyo.payments.models import StripeCall
-from tests.payments.conftest import FAST_RETRIES, make_key
 
 
 class Clock:

@@ -7,10 +7,9 @@ import uuid
 
 from sqlalchemy import func, select
 
-from tests.payments.conftest import stripe_customers_for
+from tests.support import both_databases, stripe_customers_for
 from kamiyo.extensions import db
 from kamiyo.models import Customer
-from tests.support import both_databases
 
 
 def new_user() -> str:

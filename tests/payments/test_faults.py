@@ -11,8 +11,7 @@ from sqlalchemy import select
 from devtools.stripe_proxy import Fault
 from kamiyo.extensions import db
 from kamiyo.payments.models import PaymentOperation, StripeCall
-from tests.payments.conftest import FAST_RETRIES, make_key, stripe_customers_for
-from tests.support import both_databases
+from tests.support import FAST_RETRIES, LEASE_SECONDS, SHORT_LEASE, both_databases, make_key, stripe_customers_for
 
 CUSTOMERS = r"^/v1/customers$"
 
@@ -95,25 +94,24 @@ def test_restart_after_stripe_created_it_adopts_with_the_same_key(make_app, prox
 
 @both_databases
 def test_process_died_mid_call_is_resumed_after_the_lease(make_app, proxy, localstripe):
-    from kamiyo.payments import idempotency
+    from kamiyo.payments import phases
     from kamiyo.payments.gateway import get_gateway
 
-    app = make_app(STRIPE_API_BASE=proxy.url, OPERATION_LEASE_SECONDS=1.0, IDEMPOTENCY_WAIT_SECONDS=0.2,
-                   **FAST_RETRIES)
+    app = make_app(STRIPE_API_BASE=proxy.url, **SHORT_LEASE)
     headers = make_key(app)
     request = body()
     # A worker claimed the operation, reached Stripe (the customer exists there), then died:
     # its claim is still "pending" with its lease running, and no row was written.
     params = {"email": request["email"], "metadata": {"kamiyo_user_id": request["user_id"]}, "name": request["name"]}
     with app.app_context():
-        claim = idempotency.acquire("customer.create", f"customer.create:{request['user_id']}",
-                                    request["user_id"], params)
-        key = idempotency.stripe_key(claim.op)
+        claim = phases.acquire("customer.create", f"customer.create:{request['user_id']}",
+                               request["user_id"], params, "dead-worker")
+        key = claim.run.key
         get_gateway().create_customer(params, key)
     # While its lease runs, an identical request waits, then gets 409 (never a second Stripe call).
     busy = app.test_client().post("/api/v1/payments/customers", json=request, headers=headers)
     assert busy.status_code == 409 and busy.get_json()["error"]["code"] == "operation_in_progress"
-    time.sleep(1.1)
+    time.sleep(LEASE_SECONDS + 0.1)
     resumed = app.test_client().post("/api/v1/payments/customers", json=request, headers=headers)
     assert resumed.status_code == 201
     attempts = proxy.requests_to("POST", CUSTOMERS)

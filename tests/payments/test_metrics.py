@@ -42,7 +42,7 @@ def test_the_contract_check_catches_a_request_stripe_would_reject(stripe_contrac
     import pytest
 
     from devtools.stripe_proxy import RecordedRequest
-    from tests.payments.conftest import assert_contract
+    from tests.support import assert_contract
 
     bad = RecordedRequest(method="POST", path="/v1/customers", query="", headers={}, body=b"",
                           form={"email": "a@b.co", "kamiyo_user_id": "u-1"}, idempotency_key=None, status=200,

@@ -275,20 +275,6 @@ def test_a_subscription_created_and_updated_in_one_batch_ends_in_the_update(app)
     assert row.status == "active"
 
 
-@sqlite_only
-def test_the_customer_order_check_uses_the_partial_index(app):
-    """Only customer events' object ids are indexed; the check must still find them by index."""
-    from sqlalchemy import select
-
-    from kamiyo.webhooks.models import CUSTOMER_EVENTS
-
-    query = select(WebhookEvent.created).where(CUSTOMER_EVENTS, WebhookEvent.object_id == "cus_1")
-    with app.app_context():
-        sql = str(query.compile(db.engine, compile_kwargs={"literal_binds": True}))
-        plan = " ".join(row[-1] for row in db.session.execute(db.text("EXPLAIN QUERY PLAN " + sql)))
-    assert "ix_webhook_events_customer_object_id" in plan, plan
-
-
 def test_each_event_of_a_batch_is_logged_under_its_own_requests_id(app, monkeypatch):
     """The leader handles its followers' events; their log lines must carry the followers' ids."""
     import logging

@@ -99,7 +99,7 @@ def test_webhook_that_beats_our_own_answer_is_completed_not_duplicated(make_app,
     app = make_app(STRIPE_API_BASE=proxy.url, STRIPE_RETRY_MIN_WAIT=3.0, STRIPE_RETRY_MAX_WAIT=3.0)
     delivering_to(app)
     proxy.add_faults(Fault("drop_after", method="POST", path=r"^/v1/subscriptions$"))
-    with caplog.at_level("INFO", logger="kamiyo.payments.service"):
+    with caplog.at_level("INFO", logger="kamiyo.payments"):
         _, subscription_id = create_customer_and_subscription(app, plan_id, f"user-race-{uuid.uuid4().hex[:6]}",
                                                               "race@example.com")
     assert any("stored by its webhook first" in r.getMessage() for r in caplog.records)

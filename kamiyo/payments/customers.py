@@ -1,0 +1,151 @@
+"""Stripe customers: one per platform user, created as fenced phases.
+
+claimed → created → finished
+- claimed: the operation is ours. Under a later generation (the first failed, or its
+  customer was deleted since), a live customer of ours on Stripe is looked for first
+  and adopted. Else it is created under this generation's key; a resumed request
+  replays the same key and Stripe answers with what it made.
+- created: the Stripe customer's id is on the operation.
+- finished: our row links it and the operation succeeds, in one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, TypeVar
+
+import stripe
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from ..extensions import db
+from ..http_errors import ApiError
+from ..models import Customer, stripe_customer_deleted
+from . import phases
+from .errors import is_replayed, is_transient
+from .gateway import get_gateway
+from .idempotency import owner_token
+from .models import PaymentOperation
+from .operations import Result, existing, run_owned
+from .phases import CLAIMED, Run
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+OPERATION = "customer.create"
+CREATED = "created"
+
+
+def get_customer(customer_id: int) -> Customer:
+    customer = db.session.get(Customer, customer_id)
+    if customer is None:
+        raise ApiError(404, "customer_not_found", "No customer with this id.", "Check the customer id.")
+    return customer
+
+
+def create_customer(user_id: str, email: str, name: str | None) -> Result[Customer]:
+    found = db.session.scalar(select(Customer).where(Customer.user_id == user_id))
+    if found is not None and found.stripe_customer_id:
+        return existing(OPERATION, found, customer_id=found.id)
+    params: dict[str, Any] = {"email": email, "metadata": {"kamiyo_user_id": user_id}}
+    if name:
+        params["name"] = name
+    claim = phases.acquire(OPERATION, f"{OPERATION}:{user_id}", user_id, params, owner_token(), reopen=_unlinked)
+    if claim.run is None:
+        customer = db.session.get(Customer, claim.done.result_id)
+        return existing(OPERATION, customer, customer_id=customer.id)
+    run = claim.run
+    return run_owned(run, lambda: _run(run), lambda row_id: db.session.get(Customer, row_id))
+
+
+def _unlinked(op: PaymentOperation) -> bool:
+    """The customer this operation made was deleted on Stripe (its row unlinked): make a new one."""
+    customer = db.session.get(Customer, op.result_id) if op.result_id else None
+    return customer is None or customer.stripe_customer_id is None
+
+
+def _run(run: Run) -> Customer:
+    if run.recovery_point == CLAIMED:
+        _create(run)
+    if stripe_customer_deleted(run.stripe_object_id or ""):
+        # Resumed after `created`: the customer it made was deleted since. A new one.
+        phases.next_generation(run, CLAIMED)
+        _create(run)
+    return finish(run)
+
+
+def _stripe(run: Run, call: Callable[[], T]) -> T:
+    """A Stripe step; a permanent failure ends this generation (the next request starts afresh)."""
+    try:
+        return phases.stripe_step(run, call)
+    except stripe.StripeError as exc:
+        if not is_transient(exc) and not is_replayed(exc):
+            phases.fail_permanently(run, type(exc).__name__)
+        raise
+
+
+def _create(run: Run) -> None:
+    # A later generation, or a resumed one whose key Stripe may have forgotten, asks first.
+    asks_first = run.generation > 0 or (run.attempts > 1 and run.sent_long_ago())
+    made = _ours_on_stripe(run) if asks_first else None
+    if made is None:
+        try:
+            made = _stripe(run, lambda: get_gateway().create_customer(run.params, run.key))
+        except stripe.StripeError as exc:
+            if not is_replayed(exc) or run.new_keys >= phases.MAX_NEW_KEYS:
+                raise
+            # Stripe stored an error for this key (a 500): what it made is unknown, and the key
+            # can only replay that error. The next generation looks on Stripe first.
+            phases.next_generation(run, CLAIMED)
+            return _create(run)
+        if stripe_customer_deleted(made["id"]):
+            # The key replays a customer deleted since (its deletion was applied here): a new one.
+            phases.next_generation(run, CLAIMED)
+            return _create(run)
+    run.stripe_object = made
+    phases.atomic_phase(run, CREATED, stripe_object_id=made["id"])
+
+
+def _ours_on_stripe(run: Run) -> dict[str, Any] | None:
+    """A live Stripe customer made for this user (by an earlier generation, or a worker we
+    lost track of), so that a new key never makes a second one."""
+    params = run.params
+    found = _stripe(run, lambda: get_gateway().find_customers("kamiyo_user_id", run.user_id, params["email"]))
+    live = sorted((c for c in found if not stripe_customer_deleted(c["id"])), key=lambda c: c.get("created") or 0)
+    if live:
+        log.info("customer operation %s adopts Stripe customer %s", run.op_id, live[0]["id"])
+    return live[0] if live else None
+
+
+def finish(run: Run) -> Customer:
+    made = run.stripe_object or {**run.params, "id": run.stripe_object_id}  # resumed after `created`
+    store = lambda: link(run.user_id, made).id  # noqa: E731
+    try:
+        row_id = phases.finish(run, store)
+    except IntegrityError:
+        # Its customer.created webhook stored the row meanwhile (another transaction): use it.
+        row_id = phases.finish(run, store)
+    return db.session.get(Customer, row_id)
+
+
+def link(user_id: str, stripe_customer: dict[str, Any]) -> Customer:
+    """Our row for this user, linked to this Stripe customer (no commit)."""
+    row = db.session.scalar(select(Customer).where(Customer.stripe_customer_id == stripe_customer["id"]))
+    if row is not None:
+        log.info("customer %s was stored by its webhook or reconcile first; using it", row.id)
+        return row
+    # A user whose Stripe customer was deleted keeps their row: it is linked to the new one.
+    row = db.session.scalar(select(Customer).where(Customer.user_id == user_id))
+    if row is None:
+        row = Customer(user_id=user_id)
+        db.session.add(row)
+    elif row.stripe_customer_id is not None:
+        log.warning("user %s already has Stripe customer %s; %s is left to `payments reconcile`",
+                    user_id, row.stripe_customer_id, stripe_customer["id"])
+        return row
+    row.email = stripe_customer.get("email") or ""
+    row.name = stripe_customer.get("name")
+    row.stripe_customer_id = stripe_customer["id"]
+    row.last_event_at = row.last_event_rank = row.last_event_id = None  # events of another object
+    db.session.flush()
+    return row
