@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test bench clean system-deps
+.PHONY: run test bench chaos clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,13 @@ system-deps:
 ## test: set up and run the whole test suite
 test: $(VENV)/.dev system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## chaos: thousands of randomized fault schedules against several workers, SQLite and PostgreSQL
+## (CHAOS_SCHEDULES per database, default 1000; first seed CHAOS_SEED_BASE, default the clock;
+## replay one failing schedule with CHAOS_SEED=<seed>)
+chaos: $(VENV)/.dev system-deps
+	CHAOS_SCHEDULES=$${CHAOS_SCHEDULES:-1000} CHAOS_SEED_BASE=$${CHAOS_SEED_BASE:-$$(date +%s)} \
+		$(BIN)/python -m pytest tests/chaos -q -p no:cacheprovider $(PYTEST_ARGS)
 
 ## bench: run the benchmarks (ratios against a baseline measured in the same run)
 bench: $(VENV)/.dev system-deps
