@@ -12,7 +12,7 @@ claimed → created → finished
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, TypeVar
+from typing import Any
 
 import stripe
 from sqlalchemy import select
@@ -22,7 +22,7 @@ from ..extensions import db
 from ..http_errors import ApiError
 from ..models import Customer, stripe_customer_deleted
 from . import phases
-from .errors import is_replayed, is_transient
+from .errors import is_replayed
 from .gateway import get_gateway
 from .idempotency import owner_token
 from .models import PaymentOperation
@@ -31,7 +31,6 @@ from .phases import CLAIMED, Run
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 OPERATION = "customer.create"
 CREATED = "created"
 
@@ -74,23 +73,13 @@ def _run(run: Run) -> Customer:
     return finish(run)
 
 
-def _stripe(run: Run, call: Callable[[], T]) -> T:
-    """A Stripe step; a permanent failure ends this generation (the next request starts afresh)."""
-    try:
-        return phases.stripe_step(run, call)
-    except stripe.StripeError as exc:
-        if not is_transient(exc) and not is_replayed(exc):
-            phases.fail_permanently(run, type(exc).__name__)
-        raise
-
-
 def _create(run: Run) -> None:
     # A later generation, or a resumed one whose key Stripe may have forgotten, asks first.
     asks_first = run.generation > 0 or (run.attempts > 1 and run.sent_long_ago())
     made = _ours_on_stripe(run) if asks_first else None
     if made is None:
         try:
-            made = _stripe(run, lambda: get_gateway().create_customer(run.params, run.key))
+            made = phases.stripe_step(run, lambda: get_gateway().create_customer(run.params, run.key))
         except stripe.StripeError as exc:
             if not is_replayed(exc) or run.new_keys >= phases.MAX_NEW_KEYS:
                 raise
@@ -110,7 +99,7 @@ def _ours_on_stripe(run: Run) -> dict[str, Any] | None:
     """A live Stripe customer made for this user (by an earlier generation, or a worker we
     lost track of), so that a new key never makes a second one."""
     params = run.params
-    found = _stripe(run, lambda: get_gateway().find_customers("kamiyo_user_id", run.user_id, params["email"]))
+    found = phases.stripe_step(run, lambda: get_gateway().find_customers("kamiyo_user_id", run.user_id, params["email"]))
     live = sorted((c for c in found if not stripe_customer_deleted(c["id"])), key=lambda c: c.get("created") or 0)
     if live:
         log.info("customer operation %s adopts Stripe customer %s", run.op_id, live[0]["id"])

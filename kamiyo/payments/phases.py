@@ -34,7 +34,7 @@ from ..extensions import db
 from ..http_errors import ApiError
 from ..models import utcnow
 from . import metrics
-from .errors import CircuitOpenError, is_transient
+from .errors import CircuitOpenError, is_replayed, is_transient
 from .idempotency import canonical_json, derive_key
 from .models import PaymentOperation
 
@@ -145,8 +145,10 @@ def renew(run: Run) -> None:
 
 
 def stripe_step(run: Run, call: Callable[[], T]) -> T:
-    """One Stripe step of an owned operation: renew the lease, call, and on a transient
-    failure let the next identical request resume at once (same recovery point, same key)."""
+    """One Stripe step of an owned operation: renew the lease, then call. On a transient
+    failure the next identical request may resume at once (same recovery point, same key); a
+    permanent one ends this generation, so that the next request starts afresh. A result
+    Stripe stored for the key (is_replayed) is left to the caller, who knows what it means."""
     renew(run)
     try:
         return call()
@@ -154,6 +156,8 @@ def stripe_step(run: Run, call: Callable[[], T]) -> T:
         if is_transient(exc):
             release(run)
             metrics.PAYMENT_OPERATIONS.labels(operation=run.operation, outcome="transient_error").inc()
+        elif not is_replayed(exc):
+            fail_permanently(run, type(exc).__name__)
         raise
     except CircuitOpenError:
         release(run)

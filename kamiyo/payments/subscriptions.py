@@ -15,7 +15,7 @@ claimed → payment_method_ready → create_sent → created → finished
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, TypeVar
+from typing import Any
 
 import stripe
 from sqlalchemy import select, update
@@ -29,7 +29,7 @@ from ..stripe_objects import price_id as price_of
 from ..stripe_objects import subscription_period_end
 from . import idempotency, metrics, phases
 from .customers import get_customer
-from .errors import is_replayed, is_transient
+from .errors import is_replayed
 from .gateway import get_gateway
 from .models import PaymentOperation
 from .operations import Result, existing, run_owned
@@ -37,7 +37,6 @@ from .phases import CLAIMED, FINISHED, Run
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 OPERATION = "subscription.create"
 PAYMENT_METHOD_READY, CREATE_SENT, CREATED = "payment_method_ready", "create_sent", "created"
 
@@ -85,16 +84,6 @@ def _run(run: Run) -> Subscription:
     return db.session.get(Subscription, run.result_id)
 
 
-def _stripe(run: Run, call: Callable[[], T]) -> T:
-    """A Stripe step; a permanent failure ends this generation (the next request starts afresh)."""
-    try:
-        return phases.stripe_step(run, call)
-    except stripe.StripeError as exc:
-        if not is_transient(exc) and not is_replayed(exc):
-            phases.fail_permanently(run, type(exc).__name__)
-        raise
-
-
 def _prepare_payment_method(run: Run) -> None:
     """Stored params throughout: a resumed request attaches to the customer it started with."""
     gateway, params = get_gateway(), run.params
@@ -104,8 +93,8 @@ def _prepare_payment_method(run: Run) -> None:
         # Attaching a card again is harmless: an error Stripe stored for a step's key is left
         # behind with a new generation (its keys derive from it), not replayed for a day.
         try:
-            _stripe(run, lambda: gateway.attach_payment_method(payment_method, customer, run.step_key("pm.attach")))
-            _stripe(run, lambda: gateway.set_default_payment_method(customer, payment_method,
+            phases.stripe_step(run, lambda: gateway.attach_payment_method(payment_method, customer, run.step_key("pm.attach")))
+            phases.stripe_step(run, lambda: gateway.set_default_payment_method(customer, payment_method,
                                                                     run.step_key("pm.default")))
         except stripe.StripeError as exc:
             if not is_replayed(exc) or run.new_keys >= phases.MAX_NEW_KEYS:
@@ -113,7 +102,7 @@ def _prepare_payment_method(run: Run) -> None:
             phases.next_generation(run, CLAIMED)
             return
     else:
-        stripe_customer = _stripe(run, lambda: gateway.retrieve_customer(customer))
+        stripe_customer = phases.stripe_step(run, lambda: gateway.retrieve_customer(customer))
         settings = stripe_customer.get("invoice_settings") or {}
         if not settings.get("default_payment_method") and not stripe_customer.get("default_source"):
             phases.fail_permanently(run, "payment_method_required")  # nothing was sent under this key
@@ -138,7 +127,7 @@ def _replay_create(run: Run) -> None:
 def _create(run: Run, replay: bool) -> None:
     params = {name: value for name, value in run.params.items() if name != "payment_method"}
     try:
-        made = _stripe(run, lambda: get_gateway().create_subscription(params, run.key))
+        made = phases.stripe_step(run, lambda: get_gateway().create_subscription(params, run.key))
     except stripe.StripeError as exc:
         if not is_replayed(exc) or run.new_keys >= phases.MAX_NEW_KEYS:
             raise
@@ -167,7 +156,7 @@ def _adopted(run: Run) -> bool:
     earlier generation, or by a worker we lost track of) is adopted instead of making another."""
     params = run.params
     customer, price, ours = params["customer"], params["items"][0]["price"], params["metadata"]["kamiyo_customer_id"]
-    found = _stripe(run, lambda: list(get_gateway().iter_subscriptions(customer=customer)))
+    found = phases.stripe_step(run, lambda: list(get_gateway().iter_subscriptions(customer=customer)))
     live = sorted((s for s in found if s.get("status") in LIVE_SUBSCRIPTION_STATUSES and price_of(s) == price
                    and (s.get("metadata") or {}).get("kamiyo_customer_id") == ours),
                   key=lambda s: s.get("created") or 0)
@@ -185,7 +174,7 @@ def _finish(run: Run) -> None:
     if made is None or stripe_customer_deleted(params["customer"]):
         # Resumed after `created`, or its customer was deleted meanwhile (Stripe then cancelled
         # it): what Stripe holds now is what we store.
-        made = _stripe(run, lambda: get_gateway().retrieve_subscription(run.stripe_object_id))
+        made = phases.stripe_step(run, lambda: get_gateway().retrieve_subscription(run.stripe_object_id))
     wanted = (int(params["metadata"]["kamiyo_customer_id"]), params["items"][0]["price"],
               params["metadata"]["kamiyo_tier"])
     try:
