@@ -14,7 +14,6 @@ import stripe
 
 from devtools.stripe_form import decode
 from devtools.stripe_proxy import Fault, StripeProxy, translate_price_to_plan
-from tests.devtools.test_localstripe_server import fast_webhooks, webhook_receiver  # noqa: F401 (fixtures)
 
 API_KEY = "sk_test_proxy_tests"
 

@@ -3,12 +3,11 @@ replayed to every later attempt of the operation: the customer cannot subscribe 
 
 from __future__ import annotations
 
-import time
 import uuid
 
 from devtools.stripe_proxy import Fault
 from tests.payments.workers import API, new_customer
-from tests.support import LEASE_SECONDS, SHORT_LEASE, both_databases, make_key
+from tests.support import SHORT_LEASE, both_databases, make_key
 
 SUBSCRIPTIONS = f"{API}/subscriptions"
 

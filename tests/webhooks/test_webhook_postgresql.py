@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 import sqlalchemy as sa
-from sqlalchemy import event as sa_event
 
 from kamiyo.extensions import db
 from kamiyo.models import Customer
