@@ -7,7 +7,9 @@ keep-alive clients on loopback. Three phases of PHASE_SECONDS each:
               (half customer.subscription.updated on known rows, half payment_intent.succeeded),
               made and signed by the clients before the phase starts
   duplicates  verified events already processed
-Prints requests/s, p99 latency and the ratios to the bare route.
+Prints requests/s, p99 latency and the ratios to the bare route. Then the unkind case: 5,000
+new events about one customer, then 2,000 more; the second batch's rate against the first's
+shows whether an object's history slows its next event (target >= 0.9).
 Run: make bench BENCH=webhooks (or python -m bench webhooks).
 """
 
@@ -39,7 +41,8 @@ WARMUP_SECONDS = 0.5
 SECRET = "whsec_bench_" + uuid.uuid4().hex
 SUBSCRIPTIONS = 200
 DUPLICATE_POOL = 200
-TARGETS = {"new": 0.5, "duplicates": 0.6}
+TARGETS = {"new": 0.5, "duplicates": 0.6, "hot_object": 0.9}
+HOT_FIRST, HOT_SECOND = 5000, 2000
 # Signed ahead of each "new" phase by each client process; more than it can send in a phase.
 NEW_EVENTS_PER_CLIENT = int(os.environ.get("BENCH_NEW_EVENTS_PER_CLIENT", "2500"))
 
@@ -140,6 +143,72 @@ def _run_phase(port: int, phase: str, duplicates: list) -> dict:
     return {"latencies": latencies, "errors": error_count, "error_samples": errors[:3]}
 
 
+def _hot_client(port: int, events: list, start, out) -> None:
+    events = list(reversed(events))
+    lock = threading.Lock()
+    errors: list[str] = []
+    start.wait()
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        while True:
+            with lock:
+                if not events:
+                    break
+                body, headers = events.pop()
+            conn.request("POST", "/api/v1/webhooks/stripe", body=body, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+            if response.status != 200 or b'"processed"' not in data:
+                errors.append(f"{response.status} {data[:120]!r}")
+        conn.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(THREADS_PER_PROCESS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    out.put((time.monotonic(), len(errors), errors[:3]))
+
+
+def _hot_batch(port: int, events: list) -> tuple[float, int]:
+    """Send `events` with 32 concurrent clients; returns (events per second, unexpected answers)."""
+    ctx = multiprocessing.get_context("fork")
+    out, start = ctx.Queue(), ctx.Barrier(CLIENT_PROCESSES + 1)
+    shares = [events[i::CLIENT_PROCESSES] for i in range(CLIENT_PROCESSES)]
+    procs = [ctx.Process(target=_hot_client, args=(port, share, start, out)) for share in shares]
+    for proc in procs:
+        proc.start()
+    start.wait()
+    began = time.monotonic()
+    finished = [out.get(timeout=600) for _ in procs]
+    for proc in procs:
+        proc.join()
+    return len(events) / (max(f[0] for f in finished) - began), sum(f[1] for f in finished)
+
+
+def _hot_object(port: int) -> float:
+    """The unkind case: every event about one customer. Its order is decided by one read of
+    its row, so the 5,001st event costs what the first did; reading its history would not."""
+    base = int(time.time()) - 1_000_000
+
+    def event(n: int) -> tuple[bytes, dict]:
+        obj = {"id": "cus_bench_hot", "object": "customer", "email": f"hot{n}@example.com", "name": "Hot",
+               "metadata": {"kamiyo_user_id": "bench-hot"}}
+        return _signed({"id": f"evt_hot_{uuid.uuid4().hex}", "object": "event", "type": "customer.created",
+                        "created": base + n, "api_version": "2026-10-28.endive", "livemode": False,
+                        "data": {"object": obj}})
+
+    first, first_errors = _hot_batch(port, [event(n) for n in range(HOT_FIRST)])
+    second, second_errors = _hot_batch(port, [event(n) for n in range(HOT_FIRST, HOT_FIRST + HOT_SECOND)])
+    print(f"hot object (one customer, {CLIENT_PROCESSES * THREADS_PER_PROCESS} clients): first {HOT_FIRST} new "
+          f"events {first:.0f}/s, the next {HOT_SECOND} {second:.0f}/s: ratio {second / first:.2f} "
+          f"(target >= {TARGETS['hot_object']})")
+    if first_errors or second_errors:
+        print(f"  !! {first_errors + second_errors} unexpected answers")
+    return second / first
+
+
 def _server_cpu_seconds(master_pid: int) -> float:
     """User + system CPU of gunicorn's workers (from /proc), to report CPU per request."""
     total = 0.0
@@ -236,6 +305,7 @@ def main() -> None:
                         run["server_cpu"] = _server_cpu_seconds(server.pid) - cpu_before
                         totals[phase].append(run)
                 results = {phase: _combine(runs) for phase, runs in totals.items()}
+                hot_ratio = _hot_object(port)
             finally:
                 server.terminate()
                 server.wait(timeout=30)
@@ -249,7 +319,8 @@ def main() -> None:
               f"{result['cpu_us']:>13.0f} us  {target}")
         if result["errors"]:
             print(f"  !! {result['errors']} unexpected answers, e.g. {result['error_samples']}")
-    print(f"ratios: new {results['new']['rps'] / base:.2f}, duplicates {results['duplicates']['rps'] / base:.2f}")
+    print(f"ratios: new {results['new']['rps'] / base:.2f}, duplicates {results['duplicates']['rps'] / base:.2f}, "
+          f"hot object second batch / first {hot_ratio:.2f}")
 
 
 if __name__ == "__main__":
