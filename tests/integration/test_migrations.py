@@ -68,3 +68,44 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys_and_commits_that_survive_a_po
             # FULL (2): the log is synced at every commit. A webhook answered 200 is never
             # sent again by Stripe, so its row must not be lost with the OS.
             assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2
+
+
+def test_0008_carries_the_inbox_history_onto_rows_and_flags_what_the_new_index_refuses(make_app,
+                                                                                      empty_database_uri):
+    """Data made by the code before 0008: the order and deletions the inbox knew move onto rows
+    (SQLite hands timestamps back as text), a paused subscription beside a live one of the same
+    customer and price is flagged, and a pending create is resumed by replaying it."""
+    app = make_app(SQLALCHEMY_DATABASE_URI=empty_database_uri)
+    t1, t2 = "2026-11-01 10:00:00", "2026-11-02 10:00:00"
+    with app.app_context():
+        upgrade(revision="0007_customer_event_index")
+        with db.engine.begin() as connection:
+            run = connection.exec_driver_sql
+            run("INSERT INTO customers (id, user_id, email, stripe_customer_id, created_at, updated_at) VALUES "
+                f"(1, 'u1', 'a@example.com', 'cus_a', '{t1}', '{t1}'), (2, 'u2', 'b@example.com', NULL, '{t1}', '{t1}')")
+            for n, (kind, obj, created) in enumerate([("customer.created", "cus_a", t1), ("customer.updated", "cus_a", t2),
+                                                       ("customer.deleted", "cus_b", t2)]):
+                run("INSERT INTO webhook_events (event_id, type, livemode, object_id, created, received_at, status, "
+                    f"attempts, payload) VALUES ('evt_{n}', '{kind}', false, '{obj}', '{created}', '{t2}', 'processed', "
+                    "1, '{}')")
+            run("INSERT INTO subscriptions (id, customer_id, price_id, tier, status, stripe_subscription_id, "
+                f"created_at, updated_at) VALUES (1, 1, 'p', 'pro', 'active', 'sub_1', '{t1}', '{t1}'), "
+                f"(2, 1, 'p', 'pro', 'paused', 'sub_2', '{t1}', '{t1}')")
+            run("INSERT INTO payment_operations (operation, scope, user_id, params_json, generation, status, "
+                "lease_expires_at, attempts, created_at, updated_at) VALUES ('subscription.create', "
+                f"'subscription.create:1:q', 'u1', '{{}}', 0, 'pending', '{t1}', 1, '{t1}', '{t1}')")
+        upgrade()
+        assert differences(db.engine) == []
+        with db.engine.connect() as connection:
+            run = connection.exec_driver_sql
+            assert run("SELECT stripe_customer_id FROM deleted_stripe_customers").scalars().all() == ["cus_b"]
+            assert run("SELECT last_event_rank, last_event_id FROM customers WHERE id = 1").one() == (1, "evt_1")
+            assert run("SELECT id, duplicate_of FROM subscriptions ORDER BY id").all() == [(1, None), (2, 1)]
+            assert run("SELECT recovery_point FROM payment_operations").scalar() == "create_sent"
+        downgrade(revision="0007_customer_event_index")
+        with db.engine.connect() as connection:
+            # Paused was never live to the old index: both keep their status.
+            assert connection.exec_driver_sql("SELECT id, status FROM subscriptions ORDER BY id").all() == [
+                (1, "active"), (2, "paused")]
+        upgrade()
+        assert differences(db.engine) == []
