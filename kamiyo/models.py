@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Optional
 
 from sqlalchemy import (CheckConstraint, DateTime, ForeignKey, Index, SmallInteger, String, TypeDecorator,
-                        UniqueConstraint, select, text)
+                        UniqueConstraint, func, select, text, update)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
@@ -169,3 +169,16 @@ def live_subscription(customer_id: int, price_id: str, excluding: int | None = N
     if excluding is not None:
         query = query.where(Subscription.id != excluding)
     return db.session.scalar(query.order_by(Subscription.duplicate_of.is_not(None), Subscription.id).limit(1))
+
+
+def promote_duplicates(subscription_id: int) -> None:
+    """The subscription no longer holds its customer and price (cancelled, say): the oldest
+    live one flagged as its duplicate holds them now, and the others duplicate that one
+    (no commit). The live index then still names the one that holds them."""
+    heir = db.session.scalar(select(func.min(Subscription.id)).where(
+        Subscription.duplicate_of == subscription_id, Subscription.status.in_(LIVE_SUBSCRIPTION_STATUSES)))
+    if heir is None:
+        return
+    db.session.execute(update(Subscription).where(Subscription.duplicate_of == subscription_id,
+                                                  Subscription.id != heir).values(duplicate_of=heir))
+    db.session.execute(update(Subscription).where(Subscription.id == heir).values(duplicate_of=None))

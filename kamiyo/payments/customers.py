@@ -63,14 +63,22 @@ def _unlinked(op: PaymentOperation) -> bool:
     return customer is None or customer.stripe_customer_id is None
 
 
+class CustomerGone(Exception):
+    """The Stripe customer to link was deleted on Stripe meanwhile (its deletion applied here)."""
+
+
 def _run(run: Run) -> Customer:
-    if run.recovery_point == CLAIMED:
-        _create(run)
-    if stripe_customer_deleted(run.stripe_object_id or ""):
-        # Resumed after `created`: the customer it made was deleted since. A new one.
-        phases.next_generation(run, CLAIMED)
-        _create(run)
-    return finish(run)
+    while True:
+        if run.recovery_point == CLAIMED:
+            _create(run)
+        try:
+            return finish(run)
+        except CustomerGone:
+            # Resumed after `created`, or deleted while we finished: the next generation makes a new one.
+            if run.new_keys >= phases.MAX_NEW_KEYS:
+                raise ApiError(503, "customer_deleted_meanwhile", "The customer was deleted on Stripe meanwhile.",
+                               "Retry the request.", headers={"Retry-After": "1"}) from None
+            phases.next_generation(run, CLAIMED)
 
 
 def _create(run: Run) -> None:
@@ -118,7 +126,10 @@ def finish(run: Run) -> Customer:
 
 
 def link(user_id: str, stripe_customer: dict[str, Any]) -> Customer:
-    """Our row for this user, linked to this Stripe customer (no commit)."""
+    """Our row for this user, linked to this Stripe customer (no commit). Raises CustomerGone
+    for a customer whose deletion was applied: checked in the linking transaction itself."""
+    if stripe_customer_deleted(stripe_customer["id"]):
+        raise CustomerGone(stripe_customer["id"])
     row = db.session.scalar(select(Customer).where(Customer.stripe_customer_id == stripe_customer["id"]))
     if row is not None:
         log.info("customer %s was stored by its webhook or reconcile first; using it", row.id)

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
-from ..models import LIVE_SUBSCRIPTION_STATUSES, Customer, Subscription, stripe_customer_deleted
+from ..models import LIVE_SUBSCRIPTION_STATUSES, Customer, Subscription, promote_duplicates, stripe_customer_deleted
 from ..stripe_objects import price_id as price_of
 from ..stripe_objects import subscription_period_end
 from . import customers, phases
@@ -67,7 +67,7 @@ def _adopt_customer(user_id: str, stripe_customer: dict[str, Any]) -> str:
             run.stripe_object = stripe_customer
             phases.atomic_phase(run, customers.CREATED, stripe_object_id=stripe_customer["id"])
             customers.finish(run)
-    except (IntegrityError, phases.Superseded):
+    except (IntegrityError, phases.Superseded, customers.CustomerGone):
         db.session.rollback()
         return "conflicts"
     return "adopted"
@@ -104,16 +104,17 @@ def reconcile_subscriptions() -> SubscriptionReport:
         report.scanned += 1
         customer = _our_customer(made)
         if customer is None:
+            db.session.rollback()  # no snapshot held while Stripe sends the next page
             continue
         report.ours += 1
         price = price_of(made) or ""
         try:
             _record(report, customer, made, price)
+            db.session.commit()  # one subscription at a time: no write lock held over a Stripe call
         except IntegrityError:  # its webhook stored it meanwhile: known next time
             db.session.rollback()
         if made.get("status") in LIVE_SUBSCRIPTION_STATUSES:
             live[(customer.id, price)].append(made["id"])
-    db.session.commit()
     for (customer_id, price), stripe_ids in live.items():
         if len(stripe_ids) > 1:
             report.duplicates.extend(_duplicates(customer_id, price, stripe_ids))
@@ -145,12 +146,20 @@ def _record(report: SubscriptionReport, customer: Customer, made: dict[str, Any]
             alert_duplicate(row)
         return
     report.known += 1
-    status = made.get("status")
-    if status and row.status != status and row.status != "canceled":
-        # Stripe's state now; the next event about it is newer than this read.
-        row.status = str(status)[:32]
-        row.current_period_end = subscription_period_end(made) or row.current_period_end
-        report.status_fixed += 1
+    if made.get("status") and row.status != made["status"] and row.status != "canceled":
+        # The listing may be older than a webhook applied since: Stripe is asked again, and its
+        # answer, newer than any event applied so far, is stored.
+        row_id = row.id
+        db.session.rollback()
+        now = get_gateway().retrieve_subscription(made["id"])
+        row = db.session.get(Subscription, row_id)
+        if row.status != now.get("status") and row.status != "canceled":
+            row.status = str(now.get("status"))[:32]
+            row.current_period_end = subscription_period_end(now) or row.current_period_end
+            report.status_fixed += 1
+            if row.status not in LIVE_SUBSCRIPTION_STATUSES:
+                db.session.flush()
+                promote_duplicates(row.id)
 
 
 def _duplicates(customer_id: int, price: str, stripe_ids: list[str]) -> list[dict[str, Any]]:

@@ -23,7 +23,8 @@ from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
 from ..http_errors import ApiError
-from ..models import LIVE_SUBSCRIPTION_STATUSES, Subscription, live_subscription, stripe_customer_deleted
+from ..models import (LIVE_SUBSCRIPTION_STATUSES, Subscription, live_subscription, promote_duplicates,
+                      stripe_customer_deleted)
 from ..observability.alerts import alert_duplicate_subscription
 from ..stripe_objects import price_id as price_of
 from ..stripe_objects import subscription_period_end
@@ -229,5 +230,7 @@ def cancel_on_stripe(stripe_subscription_id: str) -> str:
     status = str(get_gateway().cancel_subscription(stripe_subscription_id, key).get("status") or "canceled")
     if row is not None:
         db.session.execute(update(Subscription).where(Subscription.id == row.id).values(status=status[:32]))
+        if status not in LIVE_SUBSCRIPTION_STATUSES:
+            promote_duplicates(row.id)  # a flagged duplicate of it holds the customer and price now
         db.session.commit()
     return status

@@ -40,7 +40,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ..extensions import db
 from ..models import (LIVE_SUBSCRIPTION_STATUSES, Customer, DeletedStripeCustomer, Subscription,
-                      live_subscription, stripe_customer_deleted)
+                      live_subscription, promote_duplicates, stripe_customer_deleted)
 from ..prepared import Prepared
 from ..stripe_objects import price_id as price_of
 from ..stripe_objects import subscription_period_end
@@ -294,11 +294,14 @@ def _subscription_update(action: str):
     only if it would not make a second live subscription for the customer and price (that case
     is settled by the handler: stored flagged)."""
     at, rank_, event_id = bindparam("event_at"), bindparam("rank"), bindparam("event_id")
+    # Typed: inside coalesce() it would be bound untyped, and SQLite would store another text format.
+    period_end = bindparam("period_end", type_=_subs.c.current_period_end.type)
     same_tie = and_(_subs.c.last_event_at == at, func.coalesce(_subs.c.last_event_rank, 0) == rank_)
     # A tie that changes nothing is no conflict (events about one object in one second often
     # agree): applied in this one statement, with no read and no fetch from Stripe.
-    agrees = and_(*(func.coalesce(bindparam(key), column).is_not_distinct_from(column) for key, column in (
-        ("status", _subs.c.status), ("price_id", _subs.c.price_id), ("period_end", _subs.c.current_period_end))))
+    agrees = and_(*(func.coalesce(value, column).is_not_distinct_from(column) for value, column in (
+        (bindparam("status"), _subs.c.status), (bindparam("price_id"), _subs.c.price_id),
+        (period_end, _subs.c.current_period_end))))
     newer = or_(_subs.c.last_event_at.is_(None), _subs.c.last_event_at < at,
                 and_(_subs.c.last_event_at == at, func.coalesce(_subs.c.last_event_rank, 0) < rank_),
                 and_(same_tie, or_(_subs.c.last_event_id == event_id, agrees)))
@@ -313,7 +316,7 @@ def _subscription_update(action: str):
             .values(status=func.coalesce(bindparam("status"), _subs.c.status),
                     price_id=func.coalesce(bindparam("price_id"), _subs.c.price_id),
                     tier=func.coalesce(bindparam("tier"), _subs.c.tier),
-                    current_period_end=func.coalesce(bindparam("period_end"), _subs.c.current_period_end),
+                    current_period_end=func.coalesce(period_end, _subs.c.current_period_end),
                     last_event_at=at, last_event_rank=rank_, last_event_id=event_id))
 
 
@@ -353,6 +356,8 @@ def subscription_event(event: dict[str, Any]) -> Result:
     values = _subscription_values(event)
     action = event["type"].rsplit(".", 1)[-1]
     if _SUBSCRIPTION_UPDATES[action].execute(db.session.connection(), values):
+        if values["status"] is not None and values["status"] not in LIVE_SUBSCRIPTION_STATUSES:
+            _handed_on(values["stripe_id"])
         return Result(PROCESSED, f"subscription {values['stripe_id']} is {values['status'] or 'unchanged'}")
     row = db.session.scalar(select(Subscription).where(Subscription.stripe_subscription_id == values["stripe_id"]))
     if row is None:
@@ -366,6 +371,13 @@ def subscription_event(event: dict[str, Any]) -> Result:
                           Refresh("subscription", row.stripe_subscription_id or "", values["event_at"], values["rank"]))
         return Result(PROCESSED, "same-second tie: nothing differs")
     return _apply_as_duplicate(row, values)
+
+
+def _handed_on(stripe_id: str) -> None:
+    """A subscription left its live state: a flagged duplicate of it now holds the pair."""
+    row_id = db.session.scalar(select(Subscription.id).where(Subscription.stripe_subscription_id == stripe_id))
+    if row_id is not None:
+        promote_duplicates(row_id)
 
 
 def _differs(row: Subscription, values: dict[str, Any]) -> bool:
@@ -459,12 +471,17 @@ def apply_refreshed(refresh: Refresh, obj: dict[str, Any]) -> Result:
                                                                                               refresh.rank):
         return moved_on
     status = str(obj.get("status") or row.status)[:32]
+    price = (price_of(obj) or row.price_id)[:255]
     other = None
     if status in LIVE_SUBSCRIPTION_STATUSES and row.duplicate_of is None:  # looked up before the row changes
-        other = live_subscription(row.customer_id, row.price_id, excluding=row.id)
+        other = live_subscription(row.customer_id, price, excluding=row.id)
         other = other if other is not None and other.duplicate_of is None else None
         row.duplicate_of = other.id if other is not None else None  # a second live one: flagged, not refused
-    row.status = status
+    row.status, row.price_id = status, price
+    if status not in LIVE_SUBSCRIPTION_STATUSES:
+        db.session.flush()
+        promote_duplicates(row.id)
+    row.tier = _metadata(obj, "kamiyo_tier", 64) or _metadata(obj, "tier", 64) or _price_tier(obj) or row.tier
     row.current_period_end = subscription_period_end(obj) or row.current_period_end
     return _stored(row, other)
 

@@ -59,6 +59,9 @@ def test_a_duplicate_that_survives_its_original_still_holds_the_customer_and_pri
     now = localstripe.v1.subscriptions.retrieve(second["id"]).to_dict()
     assert post(client, make_event("customer.subscription.updated", now)).status_code == 200
     assert [s["id"] for s in live_stripe_subscriptions(localstripe, stripe_customer)] == [second["id"]]
+    with app.app_context():  # it holds the customer and price now: no longer a duplicate of a cancelled one
+        assert db.session.scalar(select(Subscription.duplicate_of).where(
+            Subscription.stripe_subscription_id == second["id"])) is None
 
     again = client.post(SUBSCRIPTIONS, json=body, headers=headers)
     assert again.status_code in (200, 201), again.get_json()
