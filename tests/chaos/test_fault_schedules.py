@@ -36,11 +36,12 @@ def world(make_app, proxy, localstripe_url, serve_app, plan_id):
     second = client.v1.plans.create(params={"product": product.id, "amount": 900, "currency": "usd",
                                             "interval": "month"}).id
     apps = [make_app(STRIPE_API_BASE=proxy.url, **CONFIG) for _ in range(WORKERS)]
+    operator = make_app(STRIPE_API_BASE=proxy.url, STRIPE_RETRY_MIN_WAIT=0.05, STRIPE_RETRY_MAX_WAIT=0.2)
     delay = LocalStripe.webhook_delay()
     LocalStripe.set_webhook_delay(0.02)
     capture = Capture(serve_app, localstripe_url)
     try:
-        yield World(apps, proxy, localstripe_url, capture, [plan_id, second])
+        yield World(apps, operator, proxy, localstripe_url, capture, [plan_id, second])
     finally:
         capture.close()
         LocalStripe.set_webhook_delay(delay)
@@ -79,7 +80,8 @@ def test_fault_schedules_keep_the_invariants(world, proxy, database, capsys):
             with capsys.disabled():
                 print(f"chaos[{database}]: {tried} schedules, {len(failures)} failing so far", flush=True)
     with capsys.disabled():
-        print(f"\nchaos[{database}]: {tried} schedules tried (seeds {base}..{base + tried - 1}), "
+        first = seeds[0] if seeds else base
+        print(f"\nchaos[{database}]: {tried} schedules tried (seeds {first}..{first + tried - 1}), "
               f"{INVARIANTS} invariants checked after each ({tried * INVARIANTS} checks), "
               f"{len(failures)} schedules violated them", flush=True)
     assert not failures, "\n\n".join(
