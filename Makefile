@@ -3,6 +3,8 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+# Hypothesis's caches live with the build, not in the checkout.
+export HYPOTHESIS_STORAGE_DIRECTORY := $(VENV)/hypothesis
 
 .PHONY: run test bench chaos clean system-deps
 

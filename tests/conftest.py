@@ -8,22 +8,23 @@ import atexit
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from devtools.localstripe_server import LocalStripe
+from kamiyo import create_app
+from kamiyo.config import DEFAULTS
+from kamiyo.extensions import db
+from tests.support import FAST_RETRIES, TEST_SECRETS, assert_contract, closed_port_url, free_port, make_key
 
-from devtools.localstripe_server import LocalStripe  # noqa: E402
-from kamiyo import create_app  # noqa: E402
-from kamiyo.config import DEFAULTS  # noqa: E402
-from kamiyo.extensions import db  # noqa: E402
-from tests.support import FAST_RETRIES, TEST_SECRETS, assert_contract, closed_port_url, free_port, make_key  # noqa: E402
+
+# No example database: a failure found once must not fail every later run in
+# the same checkout. Hypothesis prints the seed and blob to replay it instead.
+settings.register_profile("kamiyo", database=None, print_blob=True)
+settings.load_profile("kamiyo")
 
 DATABASES = ("sqlite", "postgresql")
 

@@ -68,8 +68,20 @@ def test_result_is_always_in_the_safe_alphabet(raw):
 
 
 @given(st.text(alphabet=ALPHABET, min_size=8, max_size=64))
-def test_valid_ids_are_kept_unchanged(raw):
-    assert sanitize_correlation_id(raw) == raw
+def test_valid_ids_are_kept_unless_redaction_would_alter_them(raw):
+    from kamiyo.observability.logging import redact
+
+    result = sanitize_correlation_id(raw)
+    if redact(raw) == raw:
+        assert result == raw
+    else:
+        # e.g. "whsec_00" or a card number: logged ids must never need masking.
+        assert_fresh_uuid4(result)
+
+
+@pytest.mark.parametrize("raw", ["whsec_00", "sk_live_abcdefgh", "4242424242424242"])
+def test_valid_looking_ids_that_redaction_alters_are_replaced(raw):
+    assert_fresh_uuid4(sanitize_correlation_id(raw))
 
 
 def test_ids_are_never_altered_by_log_redaction():
