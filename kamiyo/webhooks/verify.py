@@ -1,39 +1,57 @@
 """Is this body a Stripe event signed with one of our webhook secrets?
 
-stripe-python's `WebhookSignature.verify_header` checks the HMAC on the raw
-bytes and refuses old timestamps; we add the check it lacks (timestamps from
-the future) and parse with `json`: the handlers read plain dicts, so building
-stripe-python's object tree (`construct_event`) would be wasted work.
+We parse the `Stripe-Signature` header strictly and own the time window (old
+and future timestamps alike); stripe-python's `WebhookSignature.verify_header`
+checks the HMAC. The body is parsed with `json`: the handlers read plain dicts,
+so building stripe-python's object tree (`construct_event`) would be wasted work.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import stripe
 
 from ..json_input import MAX_DEPTH, too_deep
 
 
-class VerificationError(Exception):
-    """The request is not a verified Stripe event. `reason` is for the log only."""
+Kind = Literal["missing_header", "malformed_header", "bad_signature", "too_old", "too_new", "not_json", "not_event"]
+# A signed body that is not an event is a malformed delivery; the rest fail the signature.
+MALFORMED_BODY: frozenset[Kind] = frozenset({"not_json", "not_event"})
 
-    def __init__(self, reason: str) -> None:
+
+class VerificationError(Exception):
+    """The request is not a verified Stripe event. `kind` is for metrics, `reason` for the log only."""
+
+    def __init__(self, kind: Kind, reason: str) -> None:
         super().__init__(reason)
+        self.kind = kind
         self.reason = reason
 
 
-def _header_timestamp(header: str) -> int | None:
+def _header_timestamp(header: str) -> int:
+    """The one `t=` of a header in Stripe's exact form, or VerificationError.
+
+    stripe-python reads the first `t=` and does not strip spaces; refusing
+    duplicates and whitespace means its reading and ours are always the same.
+    """
+    # Stripe's header is ASCII; stripe-python's compare_digest raises TypeError on anything else.
+    if not header.isascii():
+        raise VerificationError("malformed_header", "malformed Stripe-Signature header")
+    timestamps, signatures = [], 0
     for item in header.split(","):
-        key, _, value = item.strip().partition("=")
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value or item != "".join(item.split()):
+            raise VerificationError("malformed_header", "malformed Stripe-Signature header")
         if key == "t":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
+            timestamps.append(value)
+        elif key == "v1":
+            signatures += 1
+    if len(timestamps) != 1 or not timestamps[0].isdigit() or not signatures:
+        raise VerificationError("malformed_header", "malformed Stripe-Signature header")
+    return int(timestamps[0])
 
 
 def verify_event(
@@ -41,40 +59,38 @@ def verify_event(
 ) -> dict[str, Any]:
     """Return the event as a dict, or raise VerificationError."""
     if not header:
-        raise VerificationError("missing Stripe-Signature header")
+        raise VerificationError("missing_header", "missing Stripe-Signature header")
     if not secrets:
-        raise VerificationError("no webhook secret configured")
+        raise VerificationError("bad_signature", "no webhook secret configured")
     timestamp = _header_timestamp(header)
-    # Stripe's header is ASCII; stripe-python's compare_digest raises TypeError on anything else.
-    if timestamp is None or not header.isascii():
-        raise VerificationError("malformed Stripe-Signature header")
-    if timestamp > (time.time() if now is None else now) + tolerance:
-        raise VerificationError("timestamp is in the future")
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
-        raise VerificationError("body is not UTF-8") from None
+        raise VerificationError("not_json", "body is not UTF-8") from None
 
-    reason = "signature does not match"
     for secret in secrets:  # several during a rotation
         try:
-            stripe.WebhookSignature.verify_header(text, header, secret, tolerance)
+            # No tolerance here: the window is checked below on the timestamp we parsed.
+            stripe.WebhookSignature.verify_header(text, header, secret, tolerance=None)
             break
-        except stripe.SignatureVerificationError as exc:
-            # A matching signature with an old timestamp says more than a mismatch.
-            if "tolerance" in str(exc):
-                reason = "timestamp is too old"
+        except stripe.SignatureVerificationError:
+            continue
     else:
-        raise VerificationError(reason)
+        raise VerificationError("bad_signature", "signature does not match")
 
-    # json.loads recurses once per level: a deep body, even a signed one, would raise
-    # RecursionError. The reason names JSON, so the refusal is counted as malformed.
+    current = time.time() if now is None else now
+    if timestamp < current - tolerance:
+        raise VerificationError("too_old", "timestamp is too old")
+    if timestamp > current + tolerance:
+        raise VerificationError("too_new", "timestamp is in the future")
+
+    # json.loads recurses once per level: a deep body, even a signed one, would raise RecursionError.
     if too_deep(payload):
-        raise VerificationError(f"body is JSON nested deeper than {MAX_DEPTH} levels")
+        raise VerificationError("not_json", f"body is JSON nested deeper than {MAX_DEPTH} levels")
     try:
         event = json.loads(text)
     except ValueError:
-        raise VerificationError("body is not JSON") from None
+        raise VerificationError("not_json", "body is not JSON") from None
     if not (
         isinstance(event, dict)
         and isinstance(event.get("id"), str) and 0 < len(event["id"]) <= 255
@@ -82,5 +98,5 @@ def verify_event(
         and isinstance(event.get("created"), int)
         and isinstance(event.get("data"), dict) and isinstance(event["data"].get("object"), dict)
     ):
-        raise VerificationError("body is not a Stripe event")
+        raise VerificationError("not_event", "body is not a Stripe event")
     return event

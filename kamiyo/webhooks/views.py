@@ -14,7 +14,7 @@ from ..extensions import limiter
 from ..http_errors import ApiError
 from . import inbox, metrics
 from .limiting import counts_against_limit, record_violation, webhook_limit
-from .verify import VerificationError, verify_event
+from .verify import MALFORMED_BODY, VerificationError, verify_event
 
 log = logging.getLogger("kamiyo.webhooks")
 
@@ -42,7 +42,7 @@ def stripe_webhook():
                              current_app.config["STRIPE_WEBHOOK_SECRETS"],
                              int(current_app.config["WEBHOOK_TOLERANCE_SECONDS"]))
     except VerificationError as exc:
-        _refused("malformed" if "JSON" in exc.reason or "event" in exc.reason else "signature", exc.reason)
+        _refused("malformed" if exc.kind in MALFORMED_BODY else "signature", exc.reason)
         # Generic on purpose: the reason would help a forger; it is in our log.
         raise ApiError(400, "invalid_webhook", "The webhook could not be verified.",
                        "Send events signed by Stripe with the endpoint's signing secret.") from None

@@ -7,10 +7,12 @@ import logging
 import time
 
 import pytest
+import time_machine
 
 from tests.webhooks.stripe_signing import SECRET, URL, customer, make_event, post, sign, signed
 from kamiyo.extensions import db
 from kamiyo.webhooks.models import WebhookEvent
+from kamiyo.webhooks.verify import VerificationError, verify_event
 
 
 def stored(app) -> list[str]:
@@ -61,10 +63,23 @@ def test_a_second_secret_is_accepted_during_rotation(make_app):
                 secret="whsec_retired").status_code == 400
 
 
-@pytest.mark.parametrize("offset, reason", [(-301, "timestamp is too old"), (301, "timestamp is in the future")])
-def test_stale_and_future_timestamps_are_refused(client, caplog, offset, reason):
-    event = make_event("customer.created", customer("cus_time"))
-    assert_refused(post(client, event, timestamp=int(time.time()) + offset), caplog, reason)
+NOW = 1_790_000_000  # a fixed instant: the window's edges are exact, whatever the real clock says
+
+
+@pytest.mark.parametrize("offset, status, reason", [
+    (-301, 400, "timestamp is too old"),
+    (-300, 200, None),
+    (300, 200, None),
+    (301, 400, "timestamp is in the future"),
+])
+def test_the_time_window_is_exact_on_a_frozen_clock(client, caplog, offset, status, reason):
+    event = make_event("customer.created", customer(f"cus_time{offset}", user_id=f"user{offset}"), created=NOW)
+    with time_machine.travel(NOW, tick=False):
+        response = post(client, event, timestamp=NOW + offset)
+    if reason:
+        assert_refused(response, caplog, reason)
+    else:
+        assert response.status_code == status, response.get_json()
 
 
 def test_timestamps_within_the_tolerance_are_accepted(make_app):
@@ -114,3 +129,99 @@ def test_oversized_body_answers_413_before_verification(client, caplog):
 def test_the_endpoint_needs_no_api_key_and_only_takes_post(client):
     assert client.get(URL).status_code == 405
     assert post(client, make_event("product.created", {"id": "prod_1"})).get_json() == {"status": "ignored"}
+
+
+# --- the header, parsed strictly, and the kind of each refusal ---------------------------------
+
+BODY = json.dumps(make_event("customer.created", customer("cus_kind"), created=NOW)).encode()
+
+
+def header(timestamp: int = NOW, body: bytes = BODY) -> str:
+    return sign(body, timestamp=timestamp)
+
+
+def kind_of(body: bytes, signature: str | None, tolerance: int = 300) -> str:
+    with pytest.raises(VerificationError) as refused:
+        verify_event(body, signature, [SECRET], tolerance, now=NOW)
+    return refused.value.kind
+
+
+def test_a_good_header_verifies():
+    assert verify_event(BODY, header(), [SECRET], 300, now=NOW)["id"].startswith("evt_")
+
+
+@pytest.mark.parametrize("signature, kind", [
+    (None, "missing_header"),
+    ("", "missing_header"),
+    ("v1=abc", "malformed_header"),
+    ("t=,v1=abc", "malformed_header"),
+    ("t=-5,v1=abc", "malformed_header"),
+    ("t=12x,v1=abc", "malformed_header"),
+    (f"t={NOW}", "malformed_header"),
+    (f"t={NOW},,v1=abc", "malformed_header"),
+    (f"t={NOW},v1", "malformed_header"),
+    (f"t={NOW},=abc,v1=abc", "malformed_header"),
+    (f"t={NOW},v1=\u00e9", "malformed_header"),
+    (f"t={NOW},v1={'0' * 64}", "bad_signature"),
+])
+def test_each_refusal_of_the_header_has_its_kind(signature, kind):
+    assert kind_of(BODY, signature) == kind
+
+
+def future_signed_behind_a_present_timestamp() -> str:
+    # stripe-python skips " t=" (it does not strip) and reads the second t=, a stripping parser the first.
+    return f"x=1, t={NOW},{header(NOW + 3600)}"
+
+
+def test_a_second_timestamp_is_refused_even_when_one_is_signed():
+    assert kind_of(BODY, future_signed_behind_a_present_timestamp()) == "malformed_header"
+    assert kind_of(BODY, f"{header()},t={NOW}") == "malformed_header"
+
+
+def test_a_future_signature_cannot_hide_behind_a_present_timestamp(client, caplog):
+    with time_machine.travel(NOW, tick=False):
+        response = client.post(URL, data=BODY, headers={"Stripe-Signature": future_signed_behind_a_present_timestamp()})
+    assert_refused(response, caplog, "malformed Stripe-Signature header")
+
+
+@pytest.mark.parametrize("spaced", [" t={t},{v}", "t={t}, {v}", "t={t} ,{v}", "t= {t},{v}", "t={t},{v} ", "t={t},\t{v}"])
+def test_whitespace_around_items_is_refused(spaced):
+    t, v = header().split(",")
+    assert kind_of(BODY, spaced.format(t=t[2:], v=v)) == "malformed_header"
+
+
+def test_the_window_is_read_from_the_parsed_timestamp_after_the_signature():
+    assert kind_of(BODY, header(NOW - 301)) == "too_old"
+    assert kind_of(BODY, header(NOW + 301)) == "too_new"
+    # An unsigned header says nothing about its time: the signature is checked first.
+    assert kind_of(BODY, f"t={NOW - 10_000},v1={'0' * 64}") == "bad_signature"
+    assert kind_of(BODY, header(NOW - 61), tolerance=60) == "too_old"
+
+
+def test_signed_bodies_that_are_not_events_have_their_kinds():
+    for body, kind in [
+        (b"this is not json", "not_json"),
+        (b"\xff\xfe", "not_json"),
+        (b"[" * 100 + b"]" * 100, "not_json"),
+        (b'{"hello": "world"}', "not_event"),
+        (b'{"id": "evt_1", "type": "x", "created": "soon", "data": {"object": {}}}', "not_event"),
+    ]:
+        signature = f"t={NOW},v1=" + __import__("hmac").new(
+            SECRET.encode(), f"{NOW}.".encode() + body, "sha256").hexdigest()
+        assert kind_of(body, signature) == kind, body
+
+
+def test_refusals_are_counted_by_kind_family(client, caplog):
+    before = {r: _rejected(client, r) for r in ("signature", "malformed")}
+    with time_machine.travel(NOW, tick=False):
+        client.post(URL, data=BODY, headers={"Stripe-Signature": future_signed_behind_a_present_timestamp()})
+        client.post(URL, data=b"[]", headers={"Stripe-Signature": sign(b"[]", timestamp=NOW)})
+    assert _rejected(client, "signature") == before["signature"] + 1
+    assert _rejected(client, "malformed") == before["malformed"] + 1
+
+
+def _rejected(client, reason: str) -> float:
+    for line in client.get("/metrics").get_data(as_text=True).splitlines():
+        if line.startswith(f'webhook_rejected_total{{reason="{reason}"}}'):
+            return float(line.split()[-1])
+    return 0.0
