@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from flask import Flask
 
@@ -65,16 +66,19 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     db.init_app(app)
     _postgres_lock_timeout(app)
     migrate.init_app(app, db, directory=MIGRATIONS_DIR)
-    from . import models  # noqa: F401
+    # Request plumbing, error handlers, the core routes and commands.
+    from . import (
+        cli,
+        health,
+        http_errors,
+        models,  # noqa: F401
+    )
+    from .ids import IdConverter
+    from .observability import metrics, request_context
     from .payments import models as payments_models  # noqa: F401
     from .scheduler import JobRun  # noqa: F401
     from .versioning import models as versioning_models  # noqa: F401
     from .webhooks import models as webhook_models  # noqa: F401
-
-    # Request plumbing, error handlers, the core routes and commands.
-    from . import cli, health, http_errors
-    from .ids import IdConverter
-    from .observability import metrics, request_context
 
     request_context.init_app(app)
     http_errors.init_app(app)

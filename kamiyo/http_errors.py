@@ -7,7 +7,8 @@ trace, SQL, Stripe message or secret ever reaches a response.
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import stripe
 from flask import Flask, current_app, jsonify, render_template, request

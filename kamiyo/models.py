@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Optional
 
-from sqlalchemy import (CheckConstraint, DateTime, ForeignKey, Index, SmallInteger, String, TypeDecorator,
-                        UniqueConstraint, func, select, text, update)
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    SmallInteger,
+    String,
+    TypeDecorator,
+    UniqueConstraint,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 class UTCDateTime(TypeDecorator):
@@ -27,14 +38,14 @@ class UTCDateTime(TypeDecorator):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given; use timezone-aware UTC")
-        return value.astimezone(dt.timezone.utc)
+        return value.astimezone(dt.UTC)
 
     def process_result_value(self, value, dialect):
         if value is None:
             return None
         if value.tzinfo is None:
-            return value.replace(tzinfo=dt.timezone.utc)
-        return value.astimezone(dt.timezone.utc)
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
 
 
 class TimestampMixin:
@@ -53,9 +64,9 @@ class LastEventMixin:
     deleted (2); an equal pair with another event id is a tie, settled by fetching the object.
     """
 
-    last_event_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
-    last_event_rank: Mapped[Optional[int]] = mapped_column(SmallInteger)
-    last_event_id: Mapped[Optional[str]] = mapped_column(String(255))
+    last_event_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    last_event_rank: Mapped[int | None] = mapped_column(SmallInteger)
+    last_event_id: Mapped[str | None] = mapped_column(String(255))
 
 
 class Customer(LastEventMixin, TimestampMixin, db.Model):
@@ -65,10 +76,10 @@ class Customer(LastEventMixin, TimestampMixin, db.Model):
     # One customer per platform user: the database is the durable duplicate guard.
     user_id: Mapped[str] = mapped_column(String(128), unique=True, nullable=False)
     email: Mapped[str] = mapped_column(String(254), nullable=False)
-    name: Mapped[Optional[str]] = mapped_column(String(256))
-    stripe_customer_id: Mapped[Optional[str]] = mapped_column(String(255), unique=True)
+    name: Mapped[str | None] = mapped_column(String(256))
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(255), unique=True)
 
-    subscriptions: Mapped[list["Subscription"]] = relationship(back_populates="customer")
+    subscriptions: Mapped[list[Subscription]] = relationship(back_populates="customer")
 
 
 class DeletedStripeCustomer(db.Model):
@@ -111,10 +122,10 @@ class Subscription(LastEventMixin, TimestampMixin, db.Model):
     price_id: Mapped[str] = mapped_column(String(255), nullable=False)
     tier: Mapped[str] = mapped_column(String(64), nullable=False)
     status: Mapped[str] = mapped_column(String(32), nullable=False, default="incomplete")
-    stripe_subscription_id: Mapped[Optional[str]] = mapped_column(String(255), unique=True)
-    current_period_end: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
+    stripe_subscription_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    current_period_end: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     # The live subscription this one duplicates (same customer and price), when Stripe holds both.
-    duplicate_of: Mapped[Optional[int]] = mapped_column(ForeignKey("subscriptions.id"))
+    duplicate_of: Mapped[int | None] = mapped_column(ForeignKey("subscriptions.id"))
 
     customer: Mapped[Customer] = relationship(back_populates="subscriptions")
 
@@ -129,8 +140,8 @@ class ApiKey(db.Model):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
     prefix: Mapped[str] = mapped_column(String(16), nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
-    last_used_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
-    revoked_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
     @property
     def revoked(self) -> bool:

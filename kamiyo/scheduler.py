@@ -32,8 +32,9 @@ import signal
 import socket
 import threading
 import zoneinfo
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import click
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -99,7 +100,7 @@ def day(now: dt.datetime) -> str:
 def every_minutes(minutes: int) -> Callable[[dt.datetime], str]:
     def period(now: dt.datetime) -> str:
         # In UTC: a local hour that repeats when clocks go back must not reuse its slots.
-        now = now.astimezone(dt.timezone.utc)
+        now = now.astimezone(dt.UTC)
         slot = now.replace(minute=now.minute - now.minute % minutes, second=0, microsecond=0)
         return slot.strftime("%Y-%m-%dT%H:%M")
     return period

@@ -17,7 +17,7 @@ def first_item(subscription: dict[str, Any]) -> dict[str, Any]:
 def subscription_period_end(subscription: dict[str, Any]) -> dt.datetime | None:
     # Since 2025 Stripe reports the period on the items; older versions on the subscription.
     value = subscription.get("current_period_end") or first_item(subscription).get("current_period_end")
-    return dt.datetime.fromtimestamp(value, tz=dt.timezone.utc) if isinstance(value, int) else None
+    return dt.datetime.fromtimestamp(value, tz=dt.UTC) if isinstance(value, int) else None
 
 
 def price_id(subscription: dict[str, Any]) -> str | None:

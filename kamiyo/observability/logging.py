@@ -21,8 +21,9 @@ import logging
 import re
 import sys
 import uuid
+from collections.abc import Iterator
 from contextvars import ContextVar
-from typing import Any, Iterator, TextIO
+from typing import Any, TextIO
 
 from flask import g, has_request_context
 from pythonjsonlogger.json import JsonFormatter
@@ -30,11 +31,11 @@ from pythonjsonlogger.json import JsonFormatter
 from ..card_data import is_card_digits, redact_card_numbers
 
 __all__ = [
-    "redact",
     "RedactionFilter",
     "RequestContextFilter",
     "configure_logging",
     "on_behalf_of",
+    "redact",
 ]
 
 REDACTED = "[REDACTED]"
@@ -202,7 +203,7 @@ def _redact_value(value: Any, key: Any = None, depth: int = 0) -> Any:
     # so ordinary objects keep their normal rendering.
     try:
         rendered = str(value)
-    except Exception:
+    except Exception:  # noqa: BLE001 -- any object's __str__ may raise; logging must not
         return value
     cleaned = redact(rendered)
     if cleaned == rendered:
@@ -231,7 +232,7 @@ class RedactionFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             self._redact_record(record)
-        except Exception:
+        except Exception:  # noqa: BLE001 -- see below
             # Never break logging, and never let an unredacted message out.
             record.msg = "[log record withheld: redaction failed]"
             record.args = None
@@ -249,7 +250,7 @@ class RedactionFilter(logging.Filter):
             # Render once so secrets passed as %-args are caught too.
             try:
                 rendered = record.getMessage()
-            except Exception:
+            except Exception:  # noqa: BLE001 -- a bad format string or argument; see below
                 # logging.Handler.handleError would print msg and args
                 # verbatim to stderr; render them ourselves instead.
                 rendered = f"{record.msg!r} (unformattable args: {record.args!r})"
@@ -321,7 +322,7 @@ class _KamiyoJsonFormatter(JsonFormatter):
         ts = log_data.pop("timestamp", None)
         if isinstance(ts, _dt.datetime):
             ordered["timestamp"] = (
-                ts.astimezone(_dt.timezone.utc)
+                ts.astimezone(_dt.UTC)
                 .isoformat(timespec="milliseconds")
                 .replace("+00:00", "Z")
             )

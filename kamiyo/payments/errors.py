@@ -9,7 +9,8 @@ used for decline codes we have no text of our own for.
 from __future__ import annotations
 
 import re
-from typing import Callable, NamedTuple, Union
+from collections.abc import Callable
+from typing import NamedTuple
 
 import stripe
 
@@ -94,7 +95,7 @@ def _invalid_request_spec(error: stripe.InvalidRequestError) -> ErrorSpec:
     return INVALID_REQUEST
 
 
-Rule = Union[ErrorSpec, Callable[[BaseException], ErrorSpec]]
+Rule = ErrorSpec | Callable[[BaseException], ErrorSpec]
 
 # First isinstance match wins, so a subclass must come before its base. In
 # stripe-python 16 every class here derives directly from StripeError (CardError

@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import stripe
 from flask import Flask, current_app, g, has_app_context, has_request_context
@@ -129,7 +130,7 @@ class StripeGateway:
             # Own connection and transaction: the record survives the caller's rollback.
             with db.engine.begin() as connection:
                 connection.execute(insert(StripeCall), row)
-        except Exception as exc:  # never fail a payment because its record could not be written
+        except Exception as exc:  # noqa: BLE001 -- never fail a payment because its record could not be written
             log.error("could not record a Stripe attempt: %s", type(exc).__name__)
 
     # -- operations ---------------------------------------------------------------

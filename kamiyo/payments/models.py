@@ -4,7 +4,6 @@ and the record of every Stripe attempt."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Optional
 
 from sqlalchemy import Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
@@ -39,16 +38,16 @@ class PaymentOperation(TimestampMixin, db.Model):
     # pending: claimed, the Stripe call may be under way (until lease_expires_at);
     # succeeded: result_id holds our row; failed: a permanent (4xx) failure.
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")
-    lease_expires_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
-    result_id: Mapped[Optional[int]] = mapped_column(Integer)
-    error_code: Mapped[Optional[str]] = mapped_column(String(64))
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    result_id: Mapped[int | None] = mapped_column(Integer)
+    error_code: Mapped[str | None] = mapped_column(String(64))
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     recovery_point: Mapped[str] = mapped_column(String(32), nullable=False, default="claimed")
     # When the recovery point was reached (a create sent long ago may be past Stripe's key memory).
-    recovery_point_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
-    owner_token: Mapped[Optional[str]] = mapped_column(String(32))
+    recovery_point_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    owner_token: Mapped[str | None] = mapped_column(String(32))
     # The Stripe object this generation made or adopted, once known (phase `created`).
-    stripe_object_id: Mapped[Optional[str]] = mapped_column(String(255))
+    stripe_object_id: Mapped[str | None] = mapped_column(String(255))
 
 
 class ClientIdempotencyKey(db.Model):
@@ -64,10 +63,10 @@ class ClientIdempotencyKey(db.Model):
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="in_flight")
     # The request holding the key while in flight: the owner token its operation is claimed
     # with. A retry takes the key over only once that request no longer owns its operation.
-    owner_token: Mapped[Optional[str]] = mapped_column(String(32))
-    lease_expires_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
-    response_status: Mapped[Optional[int]] = mapped_column(Integer)
-    response_body: Mapped[Optional[str]] = mapped_column(Text)
+    owner_token: Mapped[str | None] = mapped_column(String(32))
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    response_body: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), nullable=False)
 
@@ -82,11 +81,11 @@ class StripeCall(db.Model):
     operation: Mapped[str] = mapped_column(String(64), nullable=False)
     attempt: Mapped[int] = mapped_column(Integer, nullable=False)
     outcome: Mapped[str] = mapped_column(String(16), nullable=False)  # success | error | breaker_open
-    error_type: Mapped[Optional[str]] = mapped_column(String(64))
-    http_status: Mapped[Optional[int]] = mapped_column(Integer)
-    stripe_request_id: Mapped[Optional[str]] = mapped_column(String(64))
+    error_type: Mapped[str | None] = mapped_column(String(64))
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    stripe_request_id: Mapped[str | None] = mapped_column(String(64))
     duration_ms: Mapped[float] = mapped_column(nullable=False, default=0.0)
-    request_id: Mapped[Optional[str]] = mapped_column(String(64))  # our (sanitised) correlation id
-    idempotency_key_prefix: Mapped[Optional[str]] = mapped_column(String(8))
-    stripe_version: Mapped[Optional[str]] = mapped_column(String(64))  # the Stripe-Version Stripe answered with
+    request_id: Mapped[str | None] = mapped_column(String(64))  # our (sanitised) correlation id
+    idempotency_key_prefix: Mapped[str | None] = mapped_column(String(8))
+    stripe_version: Mapped[str | None] = mapped_column(String(64))  # the Stripe-Version Stripe answered with
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)

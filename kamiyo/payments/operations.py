@@ -3,8 +3,9 @@ and how a request that lost its operation to another one answers."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from ..extensions import db
 from ..http_errors import ApiError

@@ -22,8 +22,9 @@ import datetime as dt
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import stripe
 from flask import current_app
@@ -74,7 +75,7 @@ class Run:
     result_id: int | None = None  # our row, once finished
 
     @classmethod
-    def of(cls, op: PaymentOperation) -> "Run":
+    def of(cls, op: PaymentOperation) -> Run:
         return cls(op.id, op.operation, op.user_id, op.owner_token or "", op.generation, op.recovery_point,
                    op.params_json, op.attempts, op.recovery_point_at, op.stripe_object_id)
 

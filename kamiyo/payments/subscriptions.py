@@ -23,8 +23,13 @@ from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
 from ..http_errors import ApiError
-from ..models import (LIVE_SUBSCRIPTION_STATUSES, Subscription, live_subscription, promote_duplicates,
-                      stripe_customer_deleted)
+from ..models import (
+    LIVE_SUBSCRIPTION_STATUSES,
+    Subscription,
+    live_subscription,
+    promote_duplicates,
+    stripe_customer_deleted,
+)
 from ..observability.alerts import alert_duplicate_subscription
 from ..stripe_objects import price_id as price_of
 from ..stripe_objects import subscription_period_end

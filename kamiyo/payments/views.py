@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from flask import Blueprint, Flask, current_app, jsonify, request
 
@@ -15,8 +16,8 @@ from ..json_input import MAX_DEPTH, too_deep
 from ..models import Customer, Subscription
 from ..users import EMAIL_RE
 from . import service
-from .gateway import get_gateway
 from .client_keys import client_idempotent
+from .gateway import get_gateway
 
 bp = Blueprint("payments", __name__, url_prefix="/api/v1/payments")
 

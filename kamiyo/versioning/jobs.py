@@ -15,11 +15,11 @@ from typing import Any
 from flask import Flask, current_app
 from sqlalchemy.exc import SQLAlchemyError
 
+from .. import scheduler
 from ..extensions import db
 from ..models import utcnow
 from ..observability.alerts import send_alert
 from ..payments.views import register_health_check
-from .. import scheduler
 from . import metrics, observed
 from .models import VersionCheck
 from .monitor import LIBRARY_API_VERSION, SEVERITY, get_version_monitor, status_message, version_base
@@ -93,7 +93,7 @@ def _observe(now: dt.datetime, remote: bool) -> tuple[dict[str, Any], dict | Non
             seen["webhook_endpoints"] = (
                 {"status": "unverified", "reason": "this Stripe has no webhook-endpoints API"}
                 if endpoints is None else {"status": "verified", "endpoints": endpoints})
-        except Exception as exc:  # the gateway owns Stripe's error types
+        except Exception as exc:  # noqa: BLE001 -- the gateway owns Stripe's error types
             log.warning("version check: listing webhook endpoints failed: %s", type(exc).__name__)
             seen["webhook_endpoints"] = {"status": "unverified", "reason": f"error: {type(exc).__name__}"}
     else:
@@ -107,7 +107,7 @@ def _observe(now: dt.datetime, remote: bool) -> tuple[dict[str, Any], dict | Non
         seen["webhook_events"] = (
             {"status": "unverified", "reason": "no webhook event source is wired"} if events is None else
             {"status": "verified", "since": since.isoformat(), "versions": events})
-    except Exception as exc:  # e.g. the inbox table is not migrated yet
+    except Exception as exc:  # noqa: BLE001 -- e.g. the inbox table is not migrated yet
         db.session.rollback()
         log.warning("version check: reading webhook events' versions failed: %s", type(exc).__name__)
         events = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Optional
+from typing import Any
 
 from sqlalchemy import JSON, Boolean, Date, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -21,8 +21,8 @@ class VersionCheck(db.Model):
     source: Mapped[str] = mapped_column(String(32), nullable=False)
     configured_version: Mapped[str] = mapped_column(String(128), nullable=False)
     library_version: Mapped[str] = mapped_column(String(64), nullable=False)
-    version_date: Mapped[Optional[dt.date]] = mapped_column(Date())
-    age_days: Mapped[Optional[int]] = mapped_column(Integer())
+    version_date: Mapped[dt.date | None] = mapped_column(Date())
+    age_days: Mapped[int | None] = mapped_column(Integer())
     # From the age alone, and overall (a mismatch raises it to at least warning).
     age_status: Mapped[str] = mapped_column(String(16), nullable=False)
     status: Mapped[str] = mapped_column(String(16), nullable=False)

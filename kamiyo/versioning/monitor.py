@@ -15,8 +15,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ..config import DEFAULTS
 from ..models import utcnow
@@ -125,7 +126,7 @@ class VersionMonitor:
     def _parse_version_date(self) -> dt.datetime:
         """Midnight UTC of the version's release date (raises VersionFormatError)."""
         date = parse_version(self.version).date
-        return dt.datetime.combine(date, dt.time(), tzinfo=dt.timezone.utc)
+        return dt.datetime.combine(date, dt.time(), tzinfo=dt.UTC)
 
     def check_version_health(self, now: dt.datetime | None = None) -> dict[str, Any]:
         now = now or self._clock()
@@ -152,7 +153,7 @@ class VersionMonitor:
                                  f"version ({exc}). Expected YYYY-MM-DD or YYYY-MM-DD.codename, "
                                  "optionally with '.preview' or '; x_beta=...'.")
             return result
-        age_days = (now.astimezone(dt.timezone.utc).date() - released.date()).days
+        age_days = (now.astimezone(dt.UTC).date() - released.date()).days
         result.update(version_date=parsed.date.isoformat(), age_days=age_days,
                       codename=parsed.codename, preview=parsed.preview,
                       recommendation=self._recommendation(parsed))

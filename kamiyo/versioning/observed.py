@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from flask import Flask, current_app, has_app_context
 from sqlalchemy import Table, func, select
@@ -101,7 +102,7 @@ def table_event_version_source(table: Table) -> EventVersionSource:
     def source(since: dt.datetime) -> dict[str, int]:
         query = (select(table.c.api_version, func.count()).where(table.c.received_at >= since)
                  .group_by(table.c.api_version))
-        return {version: count for version, count in db.session.execute(query)}
+        return dict(db.session.execute(query).tuples().all())
     return source
 
 

@@ -22,8 +22,10 @@ import contextlib
 import logging
 import os
 import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Callable, ContextManager
+from typing import Any
 
 from flask import current_app, g, has_request_context
 
@@ -78,7 +80,7 @@ class Pending:
 class GroupCommitter:
     def __init__(self, apply_batch: Callable[[list[Pending]], list[Any]],
                  apply_one: Callable[[Pending], Any],
-                 gate: Callable[[], ContextManager[None]] = contextlib.nullcontext) -> None:
+                 gate: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext) -> None:
         self.apply_batch = apply_batch  # all in one transaction, committed; raises on any failure
         self.apply_one = apply_one  # one event in its own transaction (takes the gate itself)
         self.gate = gate  # held while a batch is taken and written
@@ -123,7 +125,7 @@ class GroupCommitter:
             if results is None:
                 self._apply_one_by_one(batch)
             else:
-                for pending, result in zip(batch, results):
+                for pending, result in zip(batch, results, strict=False):
                     pending.result = result
         except BaseException as exc:  # never leave a request waiting
             for pending in batch:
@@ -145,7 +147,7 @@ class GroupCommitter:
     def _apply_batch(self, batch: list[Pending]) -> list[Any] | None:
         try:
             return self.apply_batch(batch)
-        except Exception:
+        except Exception:  # noqa: BLE001 -- any failure: each event is retried alone, where it fails alone
             _roll_back()
             log.info("webhook batch of %d rolled back; handling its events one by one", len(batch))
             return None
@@ -155,7 +157,7 @@ class GroupCommitter:
             try:
                 with on_behalf_of(pending.request_id):
                     pending.result = self.apply_one(pending)
-            except Exception as exc:  # HandlerFailed and the like: the request answers 500
+            except Exception as exc:  # noqa: BLE001 -- HandlerFailed and the like: the request answers 500
                 pending.error = exc
                 _roll_back()
 
@@ -165,7 +167,7 @@ def _roll_back() -> None:
     get a new Session rather than this error."""
     try:
         db.session.rollback()
-    except Exception:
+    except Exception:  # noqa: BLE001 -- a dead connection: start the next batch on a new session
         db.session.remove()
 
 

@@ -32,15 +32,23 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Union
+from typing import Any
 
 from sqlalchemy import and_, bindparam, exists, func, literal, or_, select, text, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..extensions import db
-from ..models import (LIVE_SUBSCRIPTION_STATUSES, Customer, DeletedStripeCustomer, Subscription,
-                      live_subscription, promote_duplicates, stripe_customer_deleted)
+from ..models import (
+    LIVE_SUBSCRIPTION_STATUSES,
+    Customer,
+    DeletedStripeCustomer,
+    Subscription,
+    live_subscription,
+    promote_duplicates,
+    stripe_customer_deleted,
+)
 from ..prepared import Prepared
 from ..stripe_objects import price_id as price_of
 from ..stripe_objects import subscription_period_end
@@ -80,7 +88,7 @@ class CustomerLinked:
     stripe_customer_id: str
 
 
-FollowUp = Union[Refresh, DuplicateFound, CustomerLinked]
+FollowUp = Refresh | DuplicateFound | CustomerLinked
 
 
 @dataclass(frozen=True)
@@ -134,7 +142,7 @@ def dispatch(event: dict[str, Any]) -> Result:
 # --------------------------------------------------------------------------- helpers
 
 def event_time(event: dict[str, Any]) -> dt.datetime:
-    return dt.datetime.fromtimestamp(event["created"], tz=dt.timezone.utc)
+    return dt.datetime.fromtimestamp(event["created"], tz=dt.UTC)
 
 
 def rank(event_type: str) -> int:
@@ -516,16 +524,16 @@ def _record_outcome(event: dict[str, Any], payment_id: str, succeeded: bool, amo
     obj = event["data"]["object"]
     outcome = "succeeded" if succeeded else "failed"
     connection = db.session.connection()
-    changed = _OUTCOME_UPSERTS[connection.dialect.name].execute(connection, dict(
-        stripe_object_id=payment_id,
-        stripe_customer_id=_id(obj.get("customer")),
-        amount=amount if isinstance(amount, int) else None,
-        currency=(obj.get("currency") or None) and str(obj["currency"])[:3],
-        outcome=outcome,
-        failure_code=None if succeeded else (str(failure_code)[:64] if failure_code else None),
-        occurred_at=event_time(event),
-        last_event_id=event["id"],
-    ))
+    changed = _OUTCOME_UPSERTS[connection.dialect.name].execute(connection, {
+        "stripe_object_id": payment_id,
+        "stripe_customer_id": _id(obj.get("customer")),
+        "amount": amount if isinstance(amount, int) else None,
+        "currency": (obj.get("currency") or None) and str(obj["currency"])[:3],
+        "outcome": outcome,
+        "failure_code": None if succeeded else (str(failure_code)[:64] if failure_code else None),
+        "occurred_at": event_time(event),
+        "last_event_id": event["id"],
+    })
     return Result(PROCESSED, f"payment {payment_id} {outcome}" if changed else "superseded by a newer event")
 
 

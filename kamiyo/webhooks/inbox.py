@@ -23,8 +23,9 @@ import logging
 import os
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from flask import current_app
 from sqlalchemy import bindparam, delete, insert, select, update
@@ -203,8 +204,8 @@ def _handle(event: dict[str, Any], payload: str, attempt: int, expected: str, re
         db.session.commit()
     except Exception as exc:
         db.session.rollback()
-        log.error("webhook %s (%s) failed on attempt %d: %s", event["id"], event["type"], attempt,
-                  sanitise_error(exc), exc_info=True)
+        log.exception("webhook %s (%s) failed on attempt %d: %s", event["id"], event["type"], attempt,
+                      sanitise_error(exc))
         _record_failure(event, payload, exc, replayed)
         metrics.EVENTS.labels("failed").inc()
         raise HandlerFailed(event["id"]) from exc
@@ -350,7 +351,7 @@ def _store_subscriptions_of(stripe_customer_id: str) -> None:
     were ignored then). Best effort: should Stripe not answer, `payments reconcile` adopts them."""
     try:
         listed = list_stripe_subscriptions(stripe_customer_id)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 -- the event is applied; what Stripe lists is a bonus
         log.warning("subscriptions of customer %s not fetched (reconcile adopts them): %s", stripe_customer_id,
                     sanitise_error(exc))
         return
@@ -359,7 +360,7 @@ def _store_subscriptions_of(stripe_customer_id: str) -> None:
             try:
                 result = handlers.store_listed_subscription(obj)
                 db.session.commit()
-            except Exception as exc:  # stored meanwhile by its own event, say
+            except Exception as exc:  # noqa: BLE001 -- stored meanwhile by its own event, say
                 db.session.rollback()
                 log.warning("subscription %s of a linked customer not stored: %s", obj.get("id"),
                             sanitise_error(exc))
@@ -392,7 +393,7 @@ def _settle_tie(event: dict[str, Any], refresh: handlers.Refresh, attempt: int) 
             db.session.commit()
     except Exception as exc:  # stays failed: Stripe's next delivery settles it
         db.session.rollback()
-        log.error("webhook %s: storing what Stripe holds failed: %s", event["id"], sanitise_error(exc), exc_info=True)
+        log.exception("webhook %s: storing what Stripe holds failed: %s", event["id"], sanitise_error(exc))
         _record_failure(event, "", exc)
         metrics.EVENTS.labels("failed").inc()
         raise HandlerFailed(event["id"]) from exc

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Optional
 
 from sqlalchemy import BigInteger, Boolean, CheckConstraint, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -30,16 +29,16 @@ class WebhookEvent(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     event_id: Mapped[str] = mapped_column(String(255), unique=True, nullable=False)
     type: Mapped[str] = mapped_column(String(128), nullable=False)
-    api_version: Mapped[Optional[str]] = mapped_column(String(64))
+    api_version: Mapped[str | None] = mapped_column(String(64))
     livemode: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     # The Stripe object the event is about (data.object.id), for the dashboard and replays.
-    object_id: Mapped[Optional[str]] = mapped_column(String(255))
+    object_id: Mapped[str | None] = mapped_column(String(255))
     created: Mapped[dt.datetime] = mapped_column(UTCDateTime(), nullable=False)  # Stripe's event time
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
-    processed_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
+    processed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     status: Mapped[str] = mapped_column(String(16), nullable=False)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    last_error: Mapped[Optional[str]] = mapped_column(String(500))
+    last_error: Mapped[str | None] = mapped_column(String(500))
     payload: Mapped[str] = mapped_column(Text, nullable=False)  # the verified body, as received
 
 
@@ -65,12 +64,12 @@ class PaymentOutcome(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     stripe_object_id: Mapped[str] = mapped_column(String(255), unique=True, nullable=False)
-    stripe_customer_id: Mapped[Optional[str]] = mapped_column(String(255))
-    amount: Mapped[Optional[int]] = mapped_column(BigInteger)  # in the currency's smallest unit
-    currency: Mapped[Optional[str]] = mapped_column(String(3))
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(255))
+    amount: Mapped[int | None] = mapped_column(BigInteger)  # in the currency's smallest unit
+    currency: Mapped[str | None] = mapped_column(String(3))
     outcome: Mapped[str] = mapped_column(String(16), nullable=False)
-    failure_code: Mapped[Optional[str]] = mapped_column(String(64))
+    failure_code: Mapped[str | None] = mapped_column(String(64))
     occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), nullable=False, index=True)
     # The event the stored outcome came from. Within one second a success beats a failure:
     # a payment intent that succeeded is final.
-    last_event_id: Mapped[Optional[str]] = mapped_column(String(255))
+    last_event_id: Mapped[str | None] = mapped_column(String(255))

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import stripe
 
 from ..json_input import MAX_DEPTH, too_deep
-
 
 Kind = Literal["missing_header", "malformed_header", "bad_signature", "too_old", "too_new", "not_json", "not_event"]
 # A signed body that is not an event is a malformed delivery; the rest fail the signature.

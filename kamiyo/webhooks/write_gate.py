@@ -16,7 +16,7 @@ import contextlib
 import fcntl
 import os
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 from flask import current_app
 from sqlalchemy.engine import make_url
