@@ -80,7 +80,9 @@ def _unauthorized(description: str) -> ApiError:
         "unauthorized",
         "A valid API key is required.",
         "Send a valid API key as 'Authorization: Bearer <key>'.",
-        headers={"WWW-Authenticate": f'Bearer realm="kamiyo", error="invalid_token", error_description="{description}"'},
+        headers={
+            "WWW-Authenticate": f'Bearer realm="kamiyo", error="invalid_token", error_description="{description}"'
+        },
     )
 
 

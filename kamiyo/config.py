@@ -144,7 +144,7 @@ def finalise(config: dict[str, Any], instance_path: str) -> None:
     if not url:
         url = "sqlite:///" + str(Path(instance_path) / "kamiyo.db")
     if url.startswith("postgres://"):  # Heroku-style alias SQLAlchemy no longer accepts
-        url = "postgresql://" + url[len("postgres://"):]
+        url = "postgresql://" + url[len("postgres://") :]
     config["SQLALCHEMY_DATABASE_URI"] = url
 
     secrets_raw = config.get("STRIPE_WEBHOOK_SECRET") or ""
@@ -162,8 +162,10 @@ def finalise(config: dict[str, Any], instance_path: str) -> None:
 def stripe_step_seconds(config: Mapping[str, Any]) -> float:
     """The longest one Stripe call can take through its retries: attempts x timeout + backoff."""
     attempts = int(config["STRIPE_RETRY_ATTEMPTS"])
-    waits = sum(min(float(config["STRIPE_RETRY_MAX_WAIT"]), float(config["STRIPE_RETRY_MIN_WAIT"]) * 2 ** n)
-                for n in range(attempts - 1))
+    waits = sum(
+        min(float(config["STRIPE_RETRY_MAX_WAIT"]), float(config["STRIPE_RETRY_MIN_WAIT"]) * 2**n)
+        for n in range(attempts - 1)
+    )
     return attempts * float(config["STRIPE_TIMEOUT_SECONDS"]) + waits
 
 
@@ -175,7 +177,8 @@ def _check_lease(config: Mapping[str, Any]) -> None:
         raise ConfigError(
             f"OPERATION_LEASE_SECONDS ({float(config['OPERATION_LEASE_SECONDS']):g}) is shorter than one Stripe "
             f"step at worst ({step:g} s: STRIPE_RETRY_ATTEMPTS x STRIPE_TIMEOUT_SECONDS + backoff); raise it "
-            "or lower those")
+            "or lower those"
+        )
 
 
 def _check_rate_limit(value: Any) -> None:
@@ -186,5 +189,6 @@ def _check_rate_limit(value: Any) -> None:
         if not parse_many(value):
             raise ValueError
     except (ValueError, TypeError):
-        raise ConfigError(f"WEBHOOK_RATE_LIMIT {value!r} is not a rate limit such as '30/minute' "
-                          "or '30 per minute'") from None
+        raise ConfigError(
+            f"WEBHOOK_RATE_LIMIT {value!r} is not a rate limit such as '30/minute' or '30 per minute'"
+        ) from None

@@ -34,7 +34,11 @@ HTTP_ERRORS: dict[int, tuple[str, str, str]] = {
     415: ("unsupported_media_type", "The request body must be JSON.", "Send 'Content-Type: application/json'."),
     422: ("unprocessable", "The request could not be processed.", "Check the request and try again."),
     429: ("rate_limited", "Too many requests.", "Wait before retrying (see Retry-After)."),
-    500: ("internal_error", "Something went wrong on our side.", "Try again later; contact support with the support id if it persists."),
+    500: (
+        "internal_error",
+        "Something went wrong on our side.",
+        "Try again later; contact support with the support id if it persists.",
+    ),
     502: ("bad_gateway", "An upstream service failed.", "Try again later."),
     503: ("service_unavailable", "The service is temporarily unavailable.", "Try again in a minute."),
 }
@@ -123,9 +127,7 @@ def handle_api_error(exc: ApiError):
 
 
 def handle_stripe_error(exc: Exception):
-    mapped = map_stripe_error(
-        exc, current_request_id(), support_contact=current_app.config.get("SUPPORT_CONTACT")
-    )
+    mapped = map_stripe_error(exc, current_request_id(), support_contact=current_app.config.get("SUPPORT_CONTACT"))
     log.warning("stripe error mapped to %s", mapped["error_code"], extra={"error_type": type(exc).__name__})
     return _respond(mapped["http_status"], mapped["error_code"], mapped["message"], mapped["user_action"])
 

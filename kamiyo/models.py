@@ -50,9 +50,7 @@ class UTCDateTime(TypeDecorator):
 
 class TimestampMixin:
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
-    updated_at: Mapped[dt.datetime] = mapped_column(
-        UTCDateTime(), default=utcnow, onupdate=utcnow, nullable=False
-    )
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow, nullable=False)
 
 
 class LastEventMixin:
@@ -96,8 +94,12 @@ class DeletedStripeCustomer(db.Model):
 
 def stripe_customer_deleted(stripe_customer_id: str) -> bool:
     """Was this Stripe customer's deletion applied here?"""
-    return db.session.scalar(select(DeletedStripeCustomer.id).where(
-        DeletedStripeCustomer.stripe_customer_id == stripe_customer_id)) is not None
+    return (
+        db.session.scalar(
+            select(DeletedStripeCustomer.id).where(DeletedStripeCustomer.stripe_customer_id == stripe_customer_id)
+        )
+        is not None
+    )
 
 
 # Statuses in which a subscription still holds its customer and price: at most
@@ -106,15 +108,22 @@ def stripe_customer_deleted(stripe_customer_id: str) -> bool:
 LIVE_SUBSCRIPTION_STATUSES = ("active", "trialing", "past_due", "unpaid", "incomplete", "paused")
 # A second live subscription that Stripe holds anyway is stored flagged (duplicate_of) rather
 # than refused: refusing it would fail its webhook for Stripe's three days of retries.
-LIVE_SUBSCRIPTION = text("status IN ('active', 'trialing', 'past_due', 'unpaid', 'incomplete', 'paused') "
-                         "AND duplicate_of IS NULL")
+LIVE_SUBSCRIPTION = text(
+    "status IN ('active', 'trialing', 'past_due', 'unpaid', 'incomplete', 'paused') AND duplicate_of IS NULL"
+)
 
 
 class Subscription(LastEventMixin, TimestampMixin, db.Model):
     __tablename__ = "subscriptions"
     __table_args__ = (
-        Index("uq_subscriptions_live_customer_price", "customer_id", "price_id", unique=True,
-              sqlite_where=LIVE_SUBSCRIPTION, postgresql_where=LIVE_SUBSCRIPTION),
+        Index(
+            "uq_subscriptions_live_customer_price",
+            "customer_id",
+            "price_id",
+            unique=True,
+            sqlite_where=LIVE_SUBSCRIPTION,
+            postgresql_where=LIVE_SUBSCRIPTION,
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -175,8 +184,10 @@ def live_subscription(customer_id: int, price_id: str, excluding: int | None = N
     """The subscription that holds this customer and price: the unflagged live one, else a
     flagged one still live after its original ended (it bills all the same)."""
     query = select(Subscription).where(
-        Subscription.customer_id == customer_id, Subscription.price_id == price_id,
-        Subscription.status.in_(LIVE_SUBSCRIPTION_STATUSES))
+        Subscription.customer_id == customer_id,
+        Subscription.price_id == price_id,
+        Subscription.status.in_(LIVE_SUBSCRIPTION_STATUSES),
+    )
     if excluding is not None:
         query = query.where(Subscription.id != excluding)
     return db.session.scalar(query.order_by(Subscription.duplicate_of.is_not(None), Subscription.id).limit(1))
@@ -186,10 +197,16 @@ def promote_duplicates(subscription_id: int) -> None:
     """The subscription no longer holds its customer and price (cancelled, say): the oldest
     live one flagged as its duplicate holds them now, and the others duplicate that one
     (no commit). The live index then still names the one that holds them."""
-    heir = db.session.scalar(select(func.min(Subscription.id)).where(
-        Subscription.duplicate_of == subscription_id, Subscription.status.in_(LIVE_SUBSCRIPTION_STATUSES)))
+    heir = db.session.scalar(
+        select(func.min(Subscription.id)).where(
+            Subscription.duplicate_of == subscription_id, Subscription.status.in_(LIVE_SUBSCRIPTION_STATUSES)
+        )
+    )
     if heir is None:
         return
-    db.session.execute(update(Subscription).where(Subscription.duplicate_of == subscription_id,
-                                                  Subscription.id != heir).values(duplicate_of=heir))
+    db.session.execute(
+        update(Subscription)
+        .where(Subscription.duplicate_of == subscription_id, Subscription.id != heir)
+        .values(duplicate_of=heir)
+    )
     db.session.execute(update(Subscription).where(Subscription.id == heir).values(duplicate_of=None))

@@ -73,7 +73,8 @@ class Prepared:
                 if not bind.required and name not in defaults:
                     fixed[name] = bind.effective_value
             found = self._by_dialect[dialect.name] = _Compiled(
-                str(compiled), names, compiled.positiontup is not None, processors, fixed, defaults)
+                str(compiled), names, compiled.positiontup is not None, processors, fixed, defaults
+            )
         return found
 
     def execute(self, connection: Connection, values: Mapping[str, Any]) -> int:
@@ -119,10 +120,15 @@ class Prepared:
             # The exceptions SQLAlchemy would raise (IntegrityError and the like), for the callers'
             # handlers, marked as SQLAlchemy marks a lost connection. Parameters left out of the
             # message: they carry event payloads.
-            raise DBAPIError.instance(compiled.sql, parameters, exc, dialect.loaded_dbapi.Error,
-                                      hide_parameters=True, dialect=dialect,
-                                      connection_invalidated=dialect.is_disconnect(exc, dbapi_connection, cursor),
-                                      ) from exc
+            raise DBAPIError.instance(
+                compiled.sql,
+                parameters,
+                exc,
+                dialect.loaded_dbapi.Error,
+                hide_parameters=True,
+                dialect=dialect,
+                connection_invalidated=dialect.is_disconnect(exc, dbapi_connection, cursor),
+            ) from exc
         finally:
             if cursor is not None:
                 cursor.close()

@@ -88,6 +88,7 @@ class JobSpec:
 
 # --- periods and triggers ---------------------------------------------------------
 
+
 def iso_week(now: dt.datetime) -> str:
     year, week, _ = now.isocalendar()
     return f"{year}-W{week:02d}"
@@ -103,6 +104,7 @@ def every_minutes(minutes: int) -> Callable[[dt.datetime], str]:
         now = now.astimezone(dt.UTC)
         slot = now.replace(minute=now.minute - now.minute % minutes, second=0, microsecond=0)
         return slot.strftime("%Y-%m-%dT%H:%M")
+
     return period
 
 
@@ -117,8 +119,10 @@ def daily_trigger(timezone: str, hour: int = 3, minute: int = 30) -> CronTrigger
 
 # --- registries -------------------------------------------------------------------
 
-def register_job(app: Flask, name: str, trigger: BaseTrigger, func: Callable[[], Any],
-                 period_fn: Callable[[dt.datetime], str]) -> None:
+
+def register_job(
+    app: Flask, name: str, trigger: BaseTrigger, func: Callable[[], Any], period_fn: Callable[[dt.datetime], str]
+) -> None:
     app.extensions.setdefault(JOBS_KEY, {})[name] = JobSpec(name, trigger, func, period_fn)
 
 
@@ -168,7 +172,8 @@ def _claim(name: str, period: str) -> bool:
         db.update(JobRun)
         .where(JobRun.job == name, JobRun.period == period, _retakable(now))
         .values(status="running", started_at=now, finished_at=None, host=host, pid=pid)
-        .execution_options(synchronize_session=False))
+        .execution_options(synchronize_session=False)
+    )
     db.session.commit()
     return retaken.rowcount == 1
 
@@ -181,8 +186,12 @@ def run_once(app: Flask, name: str, period: str | None = None) -> bool:
         period = spec.period_fn(dt.datetime.now(timezone_of(app)))
     with app.app_context():
         if not _claim(name, period):
-            log.debug("job %s for %s already claimed by another process; skipped", name, period,
-                     extra={"job": name, "period": period})
+            log.debug(
+                "job %s for %s already claimed by another process; skipped",
+                name,
+                period,
+                extra={"job": name, "period": period},
+            )
             return False
         status = "ok"
         try:
@@ -191,8 +200,7 @@ def run_once(app: Flask, name: str, period: str | None = None) -> bool:
             log.exception("job %s for %s failed", name, period, extra={"job": name, "period": period})
             db.session.rollback()
             status = "failed"
-        run = db.session.execute(
-            db.select(JobRun).filter_by(job=name, period=period)).scalar_one()
+        run = db.session.execute(db.select(JobRun).filter_by(job=name, period=period)).scalar_one()
         run.status, run.finished_at = status, utcnow()
         db.session.commit()
         log.info("job %s for %s: %s", name, period, status, extra={"job": name, "period": period})
@@ -207,8 +215,9 @@ def retake_failed(app: Flask, name: str) -> bool:
     spec: JobSpec = app.extensions[JOBS_KEY][name]
     period = spec.period_fn(dt.datetime.now(timezone_of(app)))
     with app.app_context():
-        retakable = db.session.scalar(db.select(JobRun.id).where(
-            JobRun.job == name, JobRun.period == period, _retakable(utcnow())))
+        retakable = db.session.scalar(
+            db.select(JobRun.id).where(JobRun.job == name, JobRun.period == period, _retakable(utcnow()))
+        )
         db.session.rollback()
     if retakable is None:
         return False  # not started yet in this period (its trigger will), done, or running now
@@ -230,8 +239,13 @@ def build_scheduler(app: Flask) -> BackgroundScheduler:
     )
     for name, spec in app.extensions.get(JOBS_KEY, {}).items():
         scheduler.add_job(run_once, trigger=spec.trigger, args=[app, name], id=name, name=name)
-        scheduler.add_job(retake_failed, trigger=IntervalTrigger(seconds=RETAKE_EVERY.total_seconds()),
-                          args=[app, name], id=f"{name}:retake", name=f"{name} (retake if failed)")
+        scheduler.add_job(
+            retake_failed,
+            trigger=IntervalTrigger(seconds=RETAKE_EVERY.total_seconds()),
+            args=[app, name],
+            id=f"{name}:retake",
+            name=f"{name} (retake if failed)",
+        )
     return scheduler
 
 
@@ -251,8 +265,7 @@ def start_scheduler(app: Flask) -> BackgroundScheduler | None:
         _started[os.getpid()] = scheduler
     atexit.register(_shutdown, os.getpid())
     for job in _own_jobs(scheduler):
-        log.info("scheduled job %s, next run %s", job.id, job.next_run_time.isoformat(),
-                 extra={"job": job.id})
+        log.info("scheduled job %s, next run %s", job.id, job.next_run_time.isoformat(), extra={"job": job.id})
     return scheduler
 
 
@@ -299,23 +312,32 @@ def start_in_process(app: Flask) -> BackgroundScheduler | None:
 
 # --- built-in jobs and the CLI ------------------------------------------------------
 
+
 def prune_job_runs() -> int:
     """Forget job runs older than JOB_RUNS_KEPT (their periods will not come again)."""
     result = db.session.execute(db.delete(JobRun).where(JobRun.started_at < utcnow() - JOB_RUNS_KEPT))
     db.session.commit()
     return result.rowcount
 
+
 def init_app(app: Flask) -> None:
     try:
         timezone_of(app)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"SCHEDULER_TIMEZONE {app.config['SCHEDULER_TIMEZONE']!r} is not an "
-                          "IANA time zone (e.g. UTC, Europe/Copenhagen)") from None
-    register_job(app, ALERT_EVALUATION_JOB,
-                 CronTrigger(minute=f"*/{ALERT_EVALUATION_MINUTES}", timezone=app.config["SCHEDULER_TIMEZONE"]),
-                 evaluate_alert_checks, every_minutes(ALERT_EVALUATION_MINUTES))
-    register_job(app, PRUNE_JOB, daily_trigger(app.config["SCHEDULER_TIMEZONE"], hour=4, minute=15),
-                 prune_job_runs, day)
+        raise ConfigError(
+            f"SCHEDULER_TIMEZONE {app.config['SCHEDULER_TIMEZONE']!r} is not an "
+            "IANA time zone (e.g. UTC, Europe/Copenhagen)"
+        ) from None
+    register_job(
+        app,
+        ALERT_EVALUATION_JOB,
+        CronTrigger(minute=f"*/{ALERT_EVALUATION_MINUTES}", timezone=app.config["SCHEDULER_TIMEZONE"]),
+        evaluate_alert_checks,
+        every_minutes(ALERT_EVALUATION_MINUTES),
+    )
+    register_job(
+        app, PRUNE_JOB, daily_trigger(app.config["SCHEDULER_TIMEZONE"], hour=4, minute=15), prune_job_runs, day
+    )
     # APScheduler announces every job it adds and runs at INFO; run_once logs what matters.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     app.cli.add_command(scheduler_cli)

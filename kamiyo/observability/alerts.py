@@ -36,8 +36,15 @@ def _claim(dedup_key: str, now: dt.datetime) -> bool:
         return False
 
 
-def send_alert(title: str, text: str, *, severity: str = "critical", dedup_key: str | None = None,
-               fields: dict[str, object] | None = None, now: dt.datetime | None = None) -> bool:
+def send_alert(
+    title: str,
+    text: str,
+    *,
+    severity: str = "critical",
+    dedup_key: str | None = None,
+    fields: dict[str, object] | None = None,
+    now: dt.datetime | None = None,
+) -> bool:
     """Raise an alert. Returns False when it was a duplicate within the hour.
 
     `now`: when what is alerted on happened, if the caller counted it by the hour: the
@@ -46,19 +53,32 @@ def send_alert(title: str, text: str, *, severity: str = "critical", dedup_key: 
     if dedup_key and not _claim(dedup_key, now or utcnow()):
         return False
     title, text = redact(title), redact(text)
-    log.log(LEVELS.get(severity, logging.CRITICAL), "ALERT %s: %s", title, text,
-            extra={"alert_severity": severity, **(fields or {})})
+    log.log(
+        LEVELS.get(severity, logging.CRITICAL),
+        "ALERT %s: %s",
+        title,
+        text,
+        extra={"alert_severity": severity, **(fields or {})},
+    )
     url = current_app.config.get("ALERT_WEBHOOK_URL")
     if url:
         payload = {
             "text": f"[{severity.upper()}] {title}",
-            "attachments": [{"color": "danger" if severity == "critical" else "warning", "text": text,
-                             "fields": [{"title": k, "value": str(v), "short": True}
-                                        for k, v in (fields or {}).items()]}],
+            "attachments": [
+                {
+                    "color": "danger" if severity == "critical" else "warning",
+                    "text": text,
+                    "fields": [{"title": k, "value": str(v), "short": True} for k, v in (fields or {}).items()],
+                }
+            ],
         }
         # Off the caller's thread: a slow chat service must not hold up a payment request.
-        thread = threading.Thread(target=_post, args=(url, payload, current_app.config["ALERT_TIMEOUT_SECONDS"]),
-                                  name="alert-post", daemon=True)
+        thread = threading.Thread(
+            target=_post,
+            args=(url, payload, current_app.config["ALERT_TIMEOUT_SECONDS"]),
+            name="alert-post",
+            daemon=True,
+        )
         thread.start()
     return True
 
@@ -73,11 +93,13 @@ def _post(url: str, payload: dict, timeout: float) -> None:
 
 DUPLICATE_SUBSCRIPTIONS = Counter(
     "duplicate_subscriptions_detected_total",
-    "Second live subscriptions for one customer and price found on Stripe (stored flagged)")
+    "Second live subscriptions for one customer and price found on Stripe (stored flagged)",
+)
 
 
-def alert_duplicate_subscription(stripe_subscription_id: str, duplicate_of: str, customer_id: int,
-                                 price_id: str) -> bool:
+def alert_duplicate_subscription(
+    stripe_subscription_id: str, duplicate_of: str, customer_id: int, price_id: str
+) -> bool:
     """Stripe holds two live subscriptions for one customer and price: the customer may be
     billed twice. Never cancelled on our own: a person decides which one goes."""
     DUPLICATE_SUBSCRIPTIONS.inc()
@@ -87,5 +109,10 @@ def alert_duplicate_subscription(stripe_subscription_id: str, duplicate_of: str,
         f"price {price_id}): the customer may be billed twice. Run `flask --app wsgi payments reconcile "
         f"--subscriptions` for the command that cancels the duplicate.",
         dedup_key=f"duplicate-subscription:{stripe_subscription_id}",
-        fields={"subscription": stripe_subscription_id, "duplicate_of": duplicate_of,
-                "customer_id": customer_id, "price_id": price_id})
+        fields={
+            "subscription": stripe_subscription_id,
+            "duplicate_of": duplicate_of,
+            "customer_id": customer_id,
+            "price_id": price_id,
+        },
+    )

@@ -76,9 +76,7 @@ _AUTH_RE = re.compile(
         \s*(?:[:=]|(?(kq),|(?!)))\s*
     )
     """
-    + _VALUE.format(
-        scheme=r"(?:(?:bearer|basic|token|digest|negotiate|hmac|apikey)\s+)?"
-    ),
+    + _VALUE.format(scheme=r"(?:(?:bearer|basic|token|digest|negotiate|hmac|apikey)\s+)?"),
     re.IGNORECASE | re.VERBOSE,
 )
 
@@ -100,6 +98,7 @@ _CVC_RE = re.compile(
     + _VALUE.format(scheme=""),
     re.IGNORECASE | re.VERBOSE,
 )
+
 
 def _keep_key_redact_value(match: re.Match) -> str:
     quote = match.group("vq")
@@ -176,11 +175,7 @@ _MAX_DEPTH = 8
 
 
 def _redact_value(value: Any, key: Any = None, depth: int = 0) -> Any:
-    if (
-        isinstance(key, str)
-        and value is not None
-        and _SENSITIVE_KEY_RE.fullmatch(key.strip()) is not None
-    ):
+    if isinstance(key, str) and value is not None and _SENSITIVE_KEY_RE.fullmatch(key.strip()) is not None:
         return REDACTED
     if isinstance(value, str):
         return redact(value)
@@ -192,10 +187,7 @@ def _redact_value(value: Any, key: Any = None, depth: int = 0) -> Any:
     if depth < _MAX_DEPTH:
         # Copies, never in-place: the caller may still hold the object.
         if type(value) is dict:
-            return {
-                (redact(k) if isinstance(k, str) else k): _redact_value(v, k, depth + 1)
-                for k, v in value.items()
-            }
+            return {(redact(k) if isinstance(k, str) else k): _redact_value(v, k, depth + 1) for k, v in value.items()}
         if type(value) in (list, tuple, set, frozenset):
             return type(value)(_redact_value(v, None, depth + 1) for v in value)
     # Anything else would be serialised through str() by the JSON encoder:
@@ -215,9 +207,11 @@ def _redact_value(value: Any, key: Any = None, depth: int = 0) -> Any:
 
 # Attributes every LogRecord has; anything else on a record came from
 # extra={...} (or a filter) and is logged as a JSON field, so it is redacted.
-_STANDARD_ATTRS = frozenset(
-    vars(logging.LogRecord("x", logging.INFO, __file__, 0, "x", None, None))
-) | {"message", "asctime", "taskName"}
+_STANDARD_ATTRS = frozenset(vars(logging.LogRecord("x", logging.INFO, __file__, 0, "x", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
 
 _EXC_FORMATTER = logging.Formatter()
 
@@ -321,11 +315,7 @@ class _KamiyoJsonFormatter(JsonFormatter):
         ordered: dict[str, Any] = {}
         ts = log_data.pop("timestamp", None)
         if isinstance(ts, _dt.datetime):
-            ordered["timestamp"] = (
-                ts.astimezone(_dt.UTC)
-                .isoformat(timespec="milliseconds")
-                .replace("+00:00", "Z")
-            )
+            ordered["timestamp"] = ts.astimezone(_dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         elif ts is not None:
             ordered["timestamp"] = ts
         for field in ("level", "logger", "message"):

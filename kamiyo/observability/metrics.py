@@ -33,7 +33,11 @@ def metrics():
     if token:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
-            raise ApiError(401, "unauthorized", "A valid metrics token is required.",
-                           "Send 'Authorization: Bearer <METRICS_TOKEN>'.",
-                           headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+            raise ApiError(
+                401,
+                "unauthorized",
+                "A valid metrics token is required.",
+                "Send 'Authorization: Bearer <METRICS_TOKEN>'.",
+                headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
     return Response(generate_latest(_registry()), mimetype=CONTENT_TYPE_LATEST)

@@ -15,8 +15,18 @@ def init_app(app: Flask) -> None:
     gateway.init_app(app)
     app.register_blueprint(views.bp)
     app.cli.add_command(payments_cli)
-    scheduler.register_job(app, "payments-purge", scheduler.daily_trigger(app.config["SCHEDULER_TIMEZONE"]),
-                           purge_expired_records, scheduler.day)
+    scheduler.register_job(
+        app,
+        "payments-purge",
+        scheduler.daily_trigger(app.config["SCHEDULER_TIMEZONE"]),
+        purge_expired_records,
+        scheduler.day,
+    )
     # What no request or webhook brought in (Stripe forgets keys after a day): adopted nightly.
-    scheduler.register_job(app, "payments-reconcile", scheduler.daily_trigger(app.config["SCHEDULER_TIMEZONE"], hour=4, minute=0),
-                           reconcile_daily, scheduler.day)
+    scheduler.register_job(
+        app,
+        "payments-reconcile",
+        scheduler.daily_trigger(app.config["SCHEDULER_TIMEZONE"], hour=4, minute=0),
+        reconcile_daily,
+        scheduler.day,
+    )

@@ -102,9 +102,15 @@ class RedisState:
 
 
 class CircuitBreaker:
-    def __init__(self, state, fail_max: int = 5, reset_timeout: float = 60.0, probe_lease: float = 60.0,
-                 on_change: Callable[[str, str], None] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        state,
+        fail_max: int = 5,
+        reset_timeout: float = 60.0,
+        probe_lease: float = 60.0,
+        on_change: Callable[[str, str], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._state = state
         self.fail_max = fail_max
         self.reset_timeout = reset_timeout

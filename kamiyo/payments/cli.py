@@ -9,8 +9,11 @@ payments_cli = AppGroup("payments", help="Payments maintenance.")
 
 
 @payments_cli.command("reconcile")
-@click.option("--subscriptions", is_flag=True,
-              help="Also compare every live Stripe subscription of ours with our rows, and report duplicates.")
+@click.option(
+    "--subscriptions",
+    is_flag=True,
+    help="Also compare every live Stripe subscription of ours with our rows, and report duplicates.",
+)
 def reconcile(subscriptions: bool) -> None:
     """Adopt Stripe customers (and subscriptions) of ours that have no row here."""
     from .service import reconcile_customers, reconcile_subscriptions
@@ -26,12 +29,16 @@ def reconcile(subscriptions: bool) -> None:
         return
     click.echo("Scanning Stripe subscriptions for kamiyo_customer_id...")
     report = reconcile_subscriptions()
-    click.echo(f"Scanned {report.scanned} Stripe subscriptions: {report.ours} ours, {report.known} known, "
-               f"{report.adopted} adopted, {report.status_fixed} status corrected, "
-               f"{len(report.duplicates)} duplicates.")
+    click.echo(
+        f"Scanned {report.scanned} Stripe subscriptions: {report.ours} ours, {report.known} known, "
+        f"{report.adopted} adopted, {report.status_fixed} status corrected, "
+        f"{len(report.duplicates)} duplicates."
+    )
     for duplicate in report.duplicates:
-        click.echo(f"DUPLICATE {duplicate['subscription']} duplicates {duplicate['duplicate_of']} "
-                   f"(customer {duplicate['customer_id']}, price {duplicate['price_id']}); to cancel it:")
+        click.echo(
+            f"DUPLICATE {duplicate['subscription']} duplicates {duplicate['duplicate_of']} "
+            f"(customer {duplicate['customer_id']}, price {duplicate['price_id']}); to cancel it:"
+        )
         click.echo(f"    {duplicate['command']}")
     if report.duplicates:
         raise SystemExit(1)  # a pipeline or a cron mail notices
@@ -45,7 +52,9 @@ def cancel_subscription(stripe_subscription_id: str, yes: bool) -> None:
     from .subscriptions import cancel_on_stripe
 
     if not yes:
-        click.confirm(f"Cancel Stripe subscription {stripe_subscription_id} now? The customer is no longer billed "
-                      "for it", abort=True)
+        click.confirm(
+            f"Cancel Stripe subscription {stripe_subscription_id} now? The customer is no longer billed for it",
+            abort=True,
+        )
     status = cancel_on_stripe(stripe_subscription_id)
     click.echo(f"{stripe_subscription_id}: {status}")

@@ -34,10 +34,14 @@ from .models import ClientIdempotencyKey, PaymentOperation
 CLIENT_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
-
 def _in_flight() -> ApiError:
-    return ApiError(409, "idempotency_key_in_flight", "A request with this Idempotency-Key is in progress.",
-                    "Retry in a moment.", headers={"Retry-After": "1"})
+    return ApiError(
+        409,
+        "idempotency_key_in_flight",
+        "A request with this Idempotency-Key is in progress.",
+        "Retry in a moment.",
+        headers={"Retry-After": "1"},
+    )
 
 
 def _fingerprint() -> str:
@@ -53,8 +57,10 @@ def _lease(now: dt.datetime) -> dt.datetime:
 def _held(record: ClientIdempotencyKey, now: dt.datetime) -> bool:
     """Is the request that holds this record still at work?"""
     operation = db.session.execute(
-        select(PaymentOperation.status, PaymentOperation.lease_expires_at)
-        .where(PaymentOperation.owner_token == record.owner_token)).first()
+        select(PaymentOperation.status, PaymentOperation.lease_expires_at).where(
+            PaymentOperation.owner_token == record.owner_token
+        )
+    ).first()
     if operation is not None and operation.status == "pending":
         return operation.lease_expires_at is not None and operation.lease_expires_at > now
     # No operation of its own running (not claimed yet, or finished and answering).
@@ -71,8 +77,12 @@ def client_idempotent(view):
             return view(*args, **kwargs)
         key = key.strip('"')  # the draft sends it as a quoted string
         if not CLIENT_KEY_RE.fullmatch(key):
-            raise ApiError(400, "invalid_idempotency_key", "The Idempotency-Key header is not valid.",
-                           "Send 1 to 255 printable ASCII characters, e.g. a UUID.")
+            raise ApiError(
+                400,
+                "invalid_idempotency_key",
+                "The Idempotency-Key header is not valid.",
+                "Send 1 to 255 printable ASCII characters, e.g. a UUID.",
+            )
         fingerprint = _fingerprint()
         replay = _hold(key, fingerprint)
         if replay is not None:
@@ -83,8 +93,11 @@ def client_idempotent(view):
 
 
 def _where_mine(key: str):
-    return (ClientIdempotencyKey.api_key_id == g.api_key_id, ClientIdempotencyKey.key == key,
-            ClientIdempotencyKey.owner_token == owner_token())
+    return (
+        ClientIdempotencyKey.api_key_id == g.api_key_id,
+        ClientIdempotencyKey.key == key,
+        ClientIdempotencyKey.owner_token == owner_token(),
+    )
 
 
 def _hold(key: str, fingerprint: str):
@@ -92,35 +105,58 @@ def _hold(key: str, fingerprint: str):
     token = owner_token()
     for _ in range(3):  # a record that expires or is purged while we look: look again
         now = utcnow()
-        db.session.execute(delete(ClientIdempotencyKey).where(
-            ClientIdempotencyKey.api_key_id == g.api_key_id, ClientIdempotencyKey.key == key,
-            ClientIdempotencyKey.expires_at <= now))
-        db.session.add(ClientIdempotencyKey(
-            api_key_id=g.api_key_id, key=key, fingerprint=fingerprint, status="in_flight", owner_token=token,
-            lease_expires_at=_lease(now), created_at=now,
-            expires_at=now + dt.timedelta(hours=int(current_app.config["IDEMPOTENCY_KEY_TTL_HOURS"]))))
+        db.session.execute(
+            delete(ClientIdempotencyKey).where(
+                ClientIdempotencyKey.api_key_id == g.api_key_id,
+                ClientIdempotencyKey.key == key,
+                ClientIdempotencyKey.expires_at <= now,
+            )
+        )
+        db.session.add(
+            ClientIdempotencyKey(
+                api_key_id=g.api_key_id,
+                key=key,
+                fingerprint=fingerprint,
+                status="in_flight",
+                owner_token=token,
+                lease_expires_at=_lease(now),
+                created_at=now,
+                expires_at=now + dt.timedelta(hours=int(current_app.config["IDEMPOTENCY_KEY_TTL_HOURS"])),
+            )
+        )
         try:
             db.session.commit()
             return None
         except IntegrityError:
             db.session.rollback()
-        existing = db.session.scalar(select(ClientIdempotencyKey).where(
-            ClientIdempotencyKey.api_key_id == g.api_key_id, ClientIdempotencyKey.key == key))
+        existing = db.session.scalar(
+            select(ClientIdempotencyKey).where(
+                ClientIdempotencyKey.api_key_id == g.api_key_id, ClientIdempotencyKey.key == key
+            )
+        )
         if existing is None:
             continue
         if existing.fingerprint != fingerprint:
-            raise ApiError(422, "idempotency_key_reused", "This Idempotency-Key was used with a different request.",
-                           "Use a new Idempotency-Key for a different request.")
+            raise ApiError(
+                422,
+                "idempotency_key_reused",
+                "This Idempotency-Key was used with a different request.",
+                "Use a new Idempotency-Key for a different request.",
+            )
         if existing.status == "completed":
             return _replayed(existing)
         if _held(existing, now):
             raise _in_flight()
         taken = db.session.execute(
             update(ClientIdempotencyKey)
-            .where(ClientIdempotencyKey.id == existing.id, ClientIdempotencyKey.status == "in_flight",
-                   ClientIdempotencyKey.owner_token == existing.owner_token)
+            .where(
+                ClientIdempotencyKey.id == existing.id,
+                ClientIdempotencyKey.status == "in_flight",
+                ClientIdempotencyKey.owner_token == existing.owner_token,
+            )
             .values(owner_token=token, lease_expires_at=_lease(now))
-            .execution_options(synchronize_session=False)).rowcount
+            .execution_options(synchronize_session=False)
+        ).rowcount
         db.session.commit()
         if taken == 1:
             return None
@@ -137,10 +173,11 @@ def _run(view, key: str, args, kwargs):
         raise
     # Stored only while the key is still ours: a retry that took it over answers for it.
     db.session.execute(
-        update(ClientIdempotencyKey).where(*_where_mine(key), ClientIdempotencyKey.status == "in_flight")
-        .values(status="completed", response_status=response.status_code,
-                response_body=response.get_data(as_text=True))
-        .execution_options(synchronize_session=False))
+        update(ClientIdempotencyKey)
+        .where(*_where_mine(key), ClientIdempotencyKey.status == "in_flight")
+        .values(status="completed", response_status=response.status_code, response_body=response.get_data(as_text=True))
+        .execution_options(synchronize_session=False)
+    )
     db.session.commit()
     return response
 

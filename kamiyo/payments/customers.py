@@ -76,8 +76,13 @@ def _run(run: Run) -> Customer:
         except CustomerGone:
             # Resumed after `created`, or deleted while we finished: the next generation makes a new one.
             if run.new_keys >= phases.MAX_NEW_KEYS:
-                raise ApiError(503, "customer_deleted_meanwhile", "The customer was deleted on Stripe meanwhile.",
-                               "Retry the request.", headers={"Retry-After": "1"}) from None
+                raise ApiError(
+                    503,
+                    "customer_deleted_meanwhile",
+                    "The customer was deleted on Stripe meanwhile.",
+                    "Retry the request.",
+                    headers={"Retry-After": "1"},
+                ) from None
             phases.next_generation(run, CLAIMED)
 
 
@@ -107,7 +112,9 @@ def _ours_on_stripe(run: Run) -> dict[str, Any] | None:
     """A live Stripe customer made for this user (by an earlier generation, or a worker we
     lost track of), so that a new key never makes a second one."""
     params = run.params
-    found = phases.stripe_step(run, lambda: get_gateway().find_customers("kamiyo_user_id", run.user_id, params["email"]))
+    found = phases.stripe_step(
+        run, lambda: get_gateway().find_customers("kamiyo_user_id", run.user_id, params["email"])
+    )
     live = sorted((c for c in found if not stripe_customer_deleted(c["id"])), key=lambda c: c.get("created") or 0)
     if live:
         log.info("customer operation %s adopts Stripe customer %s", run.op_id, live[0]["id"])
@@ -140,8 +147,12 @@ def link(user_id: str, stripe_customer: dict[str, Any]) -> Customer:
         row = Customer(user_id=user_id)
         db.session.add(row)
     elif row.stripe_customer_id is not None:
-        log.warning("user %s already has Stripe customer %s; %s is left to `payments reconcile`",
-                    user_id, row.stripe_customer_id, stripe_customer["id"])
+        log.warning(
+            "user %s already has Stripe customer %s; %s is left to `payments reconcile`",
+            user_id,
+            row.stripe_customer_id,
+            stripe_customer["id"],
+        )
         return row
     row.email = stripe_customer.get("email") or ""
     row.name = stripe_customer.get("name")

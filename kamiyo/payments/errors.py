@@ -37,35 +37,45 @@ _CONTACT_SUPPORT = "Contact support and quote the support id."
 # itself for errors like expired_card) and becomes our error_code.
 CARD_ERRORS: dict[str, ErrorSpec] = {
     "insufficient_funds": ErrorSpec(
-        "insufficient_funds", 402, "Your card has insufficient funds.",
-        "Use a different card or contact your bank."),
+        "insufficient_funds", 402, "Your card has insufficient funds.", "Use a different card or contact your bank."
+    ),
     "expired_card": ErrorSpec(
-        "expired_card", 402, "Your card has expired.",
-        "Check the expiry date or use a different card."),
+        "expired_card", 402, "Your card has expired.", "Check the expiry date or use a different card."
+    ),
     # Never echo the code the customer typed: only ask them to check it.
     "incorrect_cvc": ErrorSpec(
-        "incorrect_cvc", 402, "Your card's security code is incorrect.",
-        "Check the security code on the back of your card and try again."),
+        "incorrect_cvc",
+        402,
+        "Your card's security code is incorrect.",
+        "Check the security code on the back of your card and try again.",
+    ),
     "processing_error": ErrorSpec(
-        "processing_error", 402, "An error occurred while processing your card. Please try again.",
-        "Try again in a few minutes."),
+        "processing_error",
+        402,
+        "An error occurred while processing your card. Please try again.",
+        "Try again in a few minutes.",
+    ),
     "card_declined": ErrorSpec(
-        "card_declined", 402, "Your card was declined. Please try a different payment method.",
-        _TRY_OTHER_CARD),
+        "card_declined", 402, "Your card was declined. Please try a different payment method.", _TRY_OTHER_CARD
+    ),
 }
-CARD_ERROR_GENERIC = ErrorSpec(
-    "card_error", 402, "Your card could not be charged.", _TRY_OTHER_CARD)
+CARD_ERROR_GENERIC = ErrorSpec("card_error", 402, "Your card could not be charged.", _TRY_OTHER_CARD)
 
 INVALID_REQUEST = ErrorSpec(
-    "invalid_payment_request", 400, "The payment request was not accepted.",
-    "Check the request and try again.")
+    "invalid_payment_request", 400, "The payment request was not accepted.", "Check the request and try again."
+)
 INTERNAL_ERROR = ErrorSpec(
-    "internal_error", 500, "Something went wrong on our side.",
-    "Try again later; contact support with the support id if it persists.")
+    "internal_error",
+    500,
+    "Something went wrong on our side.",
+    "Try again later; contact support with the support id if it persists.",
+)
 BREAKER_OPEN = ErrorSpec(
-    "payment_service_unavailable", 503,
+    "payment_service_unavailable",
+    503,
     "Payments are temporarily unavailable. Please try again in a minute.",
-    "Try again in a minute.")
+    "Try again in a minute.",
+)
 
 # A Stripe param name we may show as a field name (never its value).
 _PARAM_NAME = re.compile(r"[a-z_\[\]0-9]{1,64}", re.ASCII)
@@ -82,8 +92,12 @@ def _card_spec(error: stripe.CardError) -> ErrorSpec:
         if isinstance(key, str) and key in CARD_ERRORS:
             return CARD_ERRORS[key]
     text = error.user_message
-    if (isinstance(text, str) and 0 < len(text.strip()) <= _MAX_USER_MESSAGE
-            and text.isprintable() and not _LEAKY.search(text)):
+    if (
+        isinstance(text, str)
+        and 0 < len(text.strip()) <= _MAX_USER_MESSAGE
+        and text.isprintable()
+        and not _LEAKY.search(text)
+    ):
         return CARD_ERROR_GENERIC._replace(message=text.strip())
     return CARD_ERROR_GENERIC
 
@@ -105,33 +119,51 @@ ERROR_RULES: tuple[tuple[type[BaseException], Rule], ...] = (
     (CircuitOpenError, BREAKER_OPEN),
     (stripe.CardError, _card_spec),
     (stripe.InvalidRequestError, _invalid_request_spec),
-    (stripe.IdempotencyError, ErrorSpec(
-        "idempotency_conflict", 409,
-        "This request conflicts with an earlier request that used different details.",
-        "Wait for the earlier request to finish, or start a new one.")),
-    (stripe.RateLimitError, ErrorSpec(
-        "rate_limited", 503, "The payment service is busy. Please try again shortly.",
-        "Try again in a few seconds.")),
-    (stripe.APIConnectionError, ErrorSpec(
-        "payment_service_unreachable", 503, "The payment service could not be reached.",
-        "Try again in a few minutes.")),
-    (stripe.APIError, ErrorSpec(
-        "payment_service_error", 502, "The payment service had a problem.",
-        "Try again in a few minutes.")),
+    (
+        stripe.IdempotencyError,
+        ErrorSpec(
+            "idempotency_conflict",
+            409,
+            "This request conflicts with an earlier request that used different details.",
+            "Wait for the earlier request to finish, or start a new one.",
+        ),
+    ),
+    (
+        stripe.RateLimitError,
+        ErrorSpec(
+            "rate_limited", 503, "The payment service is busy. Please try again shortly.", "Try again in a few seconds."
+        ),
+    ),
+    (
+        stripe.APIConnectionError,
+        ErrorSpec(
+            "payment_service_unreachable",
+            503,
+            "The payment service could not be reached.",
+            "Try again in a few minutes.",
+        ),
+    ),
+    (
+        stripe.APIError,
+        ErrorSpec("payment_service_error", 502, "The payment service had a problem.", "Try again in a few minutes."),
+    ),
     # Our credentials or account setup are wrong: say nothing about keys.
-    (stripe.AuthenticationError, ErrorSpec(
-        "payment_configuration_error", 500, "Payments are not available right now.",
-        _CONTACT_SUPPORT)),
-    (stripe.PermissionError, ErrorSpec(
-        "payment_configuration_error", 500, "Payments are not available right now.",
-        _CONTACT_SUPPORT)),
-    (stripe.StripeError, ErrorSpec(
-        "payment_error", 502, "The payment could not be completed.", INTERNAL_ERROR.user_action)),
+    (
+        stripe.AuthenticationError,
+        ErrorSpec("payment_configuration_error", 500, "Payments are not available right now.", _CONTACT_SUPPORT),
+    ),
+    (
+        stripe.PermissionError,
+        ErrorSpec("payment_configuration_error", 500, "Payments are not available right now.", _CONTACT_SUPPORT),
+    ),
+    (
+        stripe.StripeError,
+        ErrorSpec("payment_error", 502, "The payment could not be completed.", INTERNAL_ERROR.user_action),
+    ),
 )
 
 # Worth retrying with the same idempotency key; everything else will fail again.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError)
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError)
 
 
 def error_spec(error: BaseException) -> ErrorSpec:
@@ -141,9 +173,7 @@ def error_spec(error: BaseException) -> ErrorSpec:
     return INTERNAL_ERROR
 
 
-def map_stripe_error(
-    error: BaseException, request_id: str | None, support_contact: str | None = None
-) -> dict:
+def map_stripe_error(error: BaseException, request_id: str | None, support_contact: str | None = None) -> dict:
     """The client-safe description of ``error`` (plus the HTTP status to answer with)."""
     spec = error_spec(error)
     return {
@@ -160,8 +190,9 @@ def is_replayed(error: BaseException) -> bool:
     """Stripe answered with the result it stored for this idempotency key (a 500 included):
     every retry with the key gets it again, for 24 hours. Not Stripe being down."""
     headers = getattr(error, "headers", None) or {}
-    return any(name.lower() == "idempotent-replayed" and str(value).lower() == "true"
-               for name, value in headers.items())
+    return any(
+        name.lower() == "idempotent-replayed" and str(value).lower() == "true" for name, value in headers.items()
+    )
 
 
 def is_transient(error: BaseException) -> bool:

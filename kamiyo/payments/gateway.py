@@ -83,8 +83,9 @@ class StripeGateway:
 
     # -- the one path every Stripe request takes ---------------------------------
 
-    def call(self, operation: str, func: Callable[[dict], Any], idempotency_key: str | None = None,
-             retry: bool = True) -> Any:
+    def call(
+        self, operation: str, func: Callable[[dict], Any], idempotency_key: str | None = None, retry: bool = True
+    ) -> Any:
         """breaker → retries → attempt; `func(options)` makes one request (tried once when not `retry`)."""
         options = {"idempotency_key": idempotency_key} if idempotency_key else {}
 
@@ -94,12 +95,21 @@ class StripeGateway:
                 result = func(options)
             except stripe.StripeError as exc:
                 status, request_id = _error_meta(exc)
-                self._record(operation, number, "error", started, idempotency_key, status, request_id,
-                             type(exc).__name__)
+                self._record(
+                    operation, number, "error", started, idempotency_key, status, request_id, type(exc).__name__
+                )
                 raise
             status, request_id = _response_meta(result)
-            self._record(operation, number, "success", started, idempotency_key, status, request_id,
-                         stripe_version=_response_version(result))
+            self._record(
+                operation,
+                number,
+                "success",
+                started,
+                idempotency_key,
+                status,
+                request_id,
+                stripe_version=_response_version(result),
+            )
             # Plain dicts from here on: callers need data, not stripe-python's object tree.
             return result.to_dict()
 
@@ -112,18 +122,32 @@ class StripeGateway:
             raise
         return result
 
-    def _record(self, operation: str, attempt: int, outcome: str, started: float, key: str | None,
-                http_status: int | None = None, stripe_request_id: str | None = None,
-                error_type: str | None = None, stripe_version: str | None = None) -> None:
+    def _record(
+        self,
+        operation: str,
+        attempt: int,
+        outcome: str,
+        started: float,
+        key: str | None,
+        http_status: int | None = None,
+        stripe_request_id: str | None = None,
+        error_type: str | None = None,
+        stripe_version: str | None = None,
+    ) -> None:
         duration = time.perf_counter() - started
         if outcome != "breaker_open":
             metrics.STRIPE_REQUEST_SECONDS.labels(operation=operation).observe(duration)
         row = {
-            "operation": operation, "attempt": attempt, "outcome": outcome, "error_type": error_type,
-            "http_status": http_status, "stripe_request_id": stripe_request_id,
+            "operation": operation,
+            "attempt": attempt,
+            "outcome": outcome,
+            "error_type": error_type,
+            "http_status": http_status,
+            "stripe_request_id": stripe_request_id,
             "duration_ms": round(duration * 1000, 2),
             "request_id": g.get("request_id") if has_request_context() else None,
-            "idempotency_key_prefix": key[:8] if key else None, "created_at": utcnow(),
+            "idempotency_key_prefix": key[:8] if key else None,
+            "created_at": utcnow(),
             "stripe_version": stripe_version[:64] if stripe_version else None,
         }
         try:
@@ -136,8 +160,9 @@ class StripeGateway:
     # -- operations ---------------------------------------------------------------
 
     def create_customer(self, params: dict, idempotency_key: str):
-        return self.call("customer.create",
-                         lambda o: self.client.v1.customers.create(params=params, options=o), idempotency_key)
+        return self.call(
+            "customer.create", lambda o: self.client.v1.customers.create(params=params, options=o), idempotency_key
+        )
 
     def retrieve_customer(self, customer_id: str):
         return self.call("customer.retrieve", lambda o: self.client.v1.customers.retrieve(customer_id, options=o))
@@ -145,28 +170,38 @@ class StripeGateway:
     def attach_payment_method(self, payment_method: str, customer_id: str, idempotency_key: str):
         return self.call(
             "payment_method.attach",
-            lambda o: self.client.v1.payment_methods.attach(payment_method, params={"customer": customer_id},
-                                                            options=o),
+            lambda o: self.client.v1.payment_methods.attach(
+                payment_method, params={"customer": customer_id}, options=o
+            ),
             idempotency_key,
         )
 
     def set_default_payment_method(self, customer_id: str, payment_method: str, idempotency_key: str):
         params = {"invoice_settings": {"default_payment_method": payment_method}}
-        return self.call("customer.update",
-                         lambda o: self.client.v1.customers.update(customer_id, params=params, options=o),
-                         idempotency_key)
+        return self.call(
+            "customer.update",
+            lambda o: self.client.v1.customers.update(customer_id, params=params, options=o),
+            idempotency_key,
+        )
 
     def create_subscription(self, params: dict, idempotency_key: str):
-        return self.call("subscription.create",
-                         lambda o: self.client.v1.subscriptions.create(params=params, options=o), idempotency_key)
+        return self.call(
+            "subscription.create",
+            lambda o: self.client.v1.subscriptions.create(params=params, options=o),
+            idempotency_key,
+        )
 
     def cancel_subscription(self, subscription_id: str, idempotency_key: str):
-        return self.call("subscription.cancel",
-                         lambda o: self.client.v1.subscriptions.cancel(subscription_id, options=o), idempotency_key)
+        return self.call(
+            "subscription.cancel",
+            lambda o: self.client.v1.subscriptions.cancel(subscription_id, options=o),
+            idempotency_key,
+        )
 
     def retrieve_subscription(self, subscription_id: str):
-        return self.call("subscription.retrieve",
-                         lambda o: self.client.v1.subscriptions.retrieve(subscription_id, options=o))
+        return self.call(
+            "subscription.retrieve", lambda o: self.client.v1.subscriptions.retrieve(subscription_id, options=o)
+        )
 
     def retrieve(self, kind: str, object_id: str) -> dict:
         """A customer or subscription as Stripe holds it now."""
@@ -202,8 +237,9 @@ class StripeGateway:
                 return
             params["page"] = page["next_page"]
 
-    def _iter_list(self, operation: str, list_method, filters: dict[str, Any] | None = None,
-                   retry: bool = True) -> Iterator[dict]:
+    def _iter_list(
+        self, operation: str, list_method, filters: dict[str, Any] | None = None, retry: bool = True
+    ) -> Iterator[dict]:
         params: dict[str, Any] = {"limit": 100, **(filters or {})}
         while True:
             page = self.call(operation, lambda o: list_method(params=dict(params), options=o), retry=retry)
@@ -252,8 +288,15 @@ class StripeGateway:
                 return None
             raise
         # Only what the check needs: never the signing secret, nor the URL's query string.
-        return [{"id": e["id"], "url": (e.get("url") or "").split("?", 1)[0],
-                 "api_version": e.get("api_version"), "status": e.get("status")} for e in endpoints]
+        return [
+            {
+                "id": e["id"],
+                "url": (e.get("url") or "").split("?", 1)[0],
+                "api_version": e.get("api_version"),
+                "status": e.get("status"),
+            }
+            for e in endpoints
+        ]
 
 
 def _search_literal(value: str) -> str:
@@ -268,9 +311,11 @@ def _breaker_changed(old: str, new: str) -> None:
     if new == OPEN and has_app_context():
         from ..observability.alerts import send_alert
 
-        send_alert("Stripe circuit breaker open",
-                   "Stripe calls failed repeatedly; payments answer 503 until a probe succeeds.",
-                   dedup_key="stripe-breaker-open")
+        send_alert(
+            "Stripe circuit breaker open",
+            "Stripe calls failed repeatedly; payments answer 503 until a probe succeeds.",
+            dedup_key="stripe-breaker-open",
+        )
 
 
 def _longest_call_seconds(config) -> float:
@@ -281,10 +326,13 @@ def _longest_call_seconds(config) -> float:
 def build_breaker(config) -> CircuitBreaker:
     redis_url = config.get("REDIS_URL")
     state = RedisState(redis_url, "stripe") if redis_url else MemoryState()
-    return CircuitBreaker(state, fail_max=int(config["BREAKER_FAIL_MAX"]),
-                          reset_timeout=float(config["BREAKER_RESET_TIMEOUT"]),
-                          probe_lease=_longest_call_seconds(config),
-                          on_change=_breaker_changed)
+    return CircuitBreaker(
+        state,
+        fail_max=int(config["BREAKER_FAIL_MAX"]),
+        reset_timeout=float(config["BREAKER_RESET_TIMEOUT"]),
+        probe_lease=_longest_call_seconds(config),
+        on_change=_breaker_changed,
+    )
 
 
 def init_app(app: Flask) -> None:

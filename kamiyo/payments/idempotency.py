@@ -46,5 +46,9 @@ def owner_token() -> str:
 
 def log_dedup(operation: str, **fields: Any) -> None:
     metrics.IDEMPOTENCY_DEDUP.inc()
-    log.info("IDEMPOTENCY %s: returning existing %s", operation,
-             ", ".join(f"{k}={v}" for k, v in fields.items()), extra={"operation": operation, **fields})
+    log.info(
+        "IDEMPOTENCY %s: returning existing %s",
+        operation,
+        ", ".join(f"{k}={v}" for k, v in fields.items()),
+        extra={"operation": operation, **fields},
+    )

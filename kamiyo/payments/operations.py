@@ -40,9 +40,12 @@ def run_owned(run: Run, body: Callable[[], T], load: Callable[[int], T | None]) 
         found = load(op.result_id) if op is not None and op.status == "succeeded" and op.result_id else None
         if found is not None:
             return existing(run.operation, found, operation_id=run.op_id)
-        raise ApiError(409, "operation_superseded",
-                       "Another request took this operation over while this one was delayed.",
-                       "Retry the request: it returns the operation's result once it is done.",
-                       headers={"Retry-After": "1"}) from None
+        raise ApiError(
+            409,
+            "operation_superseded",
+            "Another request took this operation over while this one was delayed.",
+            "Retry the request: it returns the operation's result once it is done.",
+            headers={"Retry-After": "1"},
+        ) from None
     metrics.PAYMENT_OPERATIONS.labels(operation=run.operation, outcome="created").inc()
     return Result(value, created=True)

@@ -76,8 +76,18 @@ class Run:
 
     @classmethod
     def of(cls, op: PaymentOperation) -> Run:
-        return cls(op.id, op.operation, op.user_id, op.owner_token or "", op.generation, op.recovery_point,
-                   op.params_json, op.attempts, op.recovery_point_at, op.stripe_object_id)
+        return cls(
+            op.id,
+            op.operation,
+            op.user_id,
+            op.owner_token or "",
+            op.generation,
+            op.recovery_point,
+            op.params_json,
+            op.attempts,
+            op.recovery_point_at,
+            op.stripe_object_id,
+        )
 
     @property
     def params(self) -> dict[str, Any]:
@@ -106,30 +116,50 @@ def _write(run: Run, **values: Any) -> None:
     """The fenced UPDATE, in the session's transaction; Superseded (rolled back) if not ours."""
     result = db.session.execute(
         update(PaymentOperation)
-        .where(PaymentOperation.id == run.op_id, PaymentOperation.status == "pending",
-               PaymentOperation.owner_token == run.token, PaymentOperation.generation == run.generation)
+        .where(
+            PaymentOperation.id == run.op_id,
+            PaymentOperation.status == "pending",
+            PaymentOperation.owner_token == run.token,
+            PaymentOperation.generation == run.generation,
+        )
         .values(**values)
-        .execution_options(synchronize_session=False))
+        .execution_options(synchronize_session=False)
+    )
     if result.rowcount != 1:
         db.session.rollback()
-        log.warning("payment operation %s was taken over by another request; this one stops", run.op_id,
-                    extra={"operation_id": run.op_id})
+        log.warning(
+            "payment operation %s was taken over by another request; this one stops",
+            run.op_id,
+            extra={"operation_id": run.op_id},
+        )
         metrics.PAYMENT_OPERATIONS.labels(operation=run.operation, outcome="superseded").inc()
         raise Superseded(run.op_id)
 
 
-def atomic_phase(run: Run, recovery_point: str, work: Callable[[], dict[str, Any] | None] | None = None,
-                 **values: Any) -> None:
+def atomic_phase(
+    run: Run, recovery_point: str, work: Callable[[], dict[str, Any] | None] | None = None, **values: Any
+) -> None:
     """One phase in one transaction: our ownership checked first, then `work()` (local writes;
     it may return more values for the operation row), then the recovery point, committed."""
     now = utcnow()
     try:
-        _write(run, **{"recovery_point": recovery_point, "recovery_point_at": now,
-                       "lease_expires_at": lease_end(now), **values})
+        _write(
+            run,
+            **{
+                "recovery_point": recovery_point,
+                "recovery_point_at": now,
+                "lease_expires_at": lease_end(now),
+                **values,
+            },
+        )
         extra = work() if work is not None else None
         if extra:
-            db.session.execute(update(PaymentOperation).where(PaymentOperation.id == run.op_id).values(**extra)
-                               .execution_options(synchronize_session=False))
+            db.session.execute(
+                update(PaymentOperation)
+                .where(PaymentOperation.id == run.op_id)
+                .values(**extra)
+                .execution_options(synchronize_session=False)
+            )
         db.session.commit()
     except BaseException:
         db.session.rollback()
@@ -177,8 +207,16 @@ def release(run: Run) -> None:
 def fail_permanently(run: Run, error_code: str) -> None:
     """A permanent failure before anything was made under this key: the next request starts
     afresh, under the next generation (a corrected request must not get Stripe's cached error)."""
-    _write(run, status="failed", error_code=error_code[:64], lease_expires_at=None, recovery_point=CLAIMED,
-           recovery_point_at=utcnow(), stripe_object_id=None, generation=run.generation + 1)
+    _write(
+        run,
+        status="failed",
+        error_code=error_code[:64],
+        lease_expires_at=None,
+        recovery_point=CLAIMED,
+        recovery_point_at=utcnow(),
+        stripe_object_id=None,
+        generation=run.generation + 1,
+    )
     db.session.commit()
     run.generation += 1
     metrics.PAYMENT_OPERATIONS.labels(operation=run.operation, outcome="failed").inc()
@@ -188,13 +226,18 @@ def next_generation(run: Run, recovery_point: str) -> None:
     """A new Stripe key from `recovery_point` on. Callers look on Stripe first for what the
     old key may have made (see service.py): a new key must never make a second object."""
     now = utcnow()
-    _write(run, generation=run.generation + 1, recovery_point=recovery_point, recovery_point_at=now,
-           stripe_object_id=None, lease_expires_at=lease_end(now))
+    _write(
+        run,
+        generation=run.generation + 1,
+        recovery_point=recovery_point,
+        recovery_point_at=now,
+        stripe_object_id=None,
+        lease_expires_at=lease_end(now),
+    )
     db.session.commit()
     run.generation += 1
     run.new_keys += 1
-    run.recovery_point, run.recovery_point_at, run.stripe_object_id, run.stripe_object = \
-        recovery_point, now, None, None
+    run.recovery_point, run.recovery_point_at, run.stripe_object_id, run.stripe_object = recovery_point, now, None, None
 
 
 def finish(run: Run, store: Callable[[], int]) -> int:
@@ -221,8 +264,14 @@ class Claim:
     done: PaymentOperation | None = None  # or already finished: its result_id is the answer
 
 
-def acquire(operation: str, scope: str, user_id: str, params: dict[str, Any], token: str,
-            reopen: Callable[[PaymentOperation], bool] = lambda op: False) -> Claim:
+def acquire(
+    operation: str,
+    scope: str,
+    user_id: str,
+    params: dict[str, Any],
+    token: str,
+    reopen: Callable[[PaymentOperation], bool] = lambda op: False,
+) -> Claim:
     """Claim `scope` for the request holding `token`, or return the finished operation.
 
     Insert-first: concurrent identical requests make one row. Otherwise the row is taken
@@ -233,9 +282,19 @@ def acquire(operation: str, scope: str, user_id: str, params: dict[str, Any], to
     """
     params_json = canonical_json(params)
     now = utcnow()
-    op = PaymentOperation(operation=operation, scope=scope, user_id=user_id, params_json=params_json,
-                          status="pending", recovery_point=CLAIMED, recovery_point_at=now, owner_token=token,
-                          lease_expires_at=lease_end(now), attempts=1, generation=0)
+    op = PaymentOperation(
+        operation=operation,
+        scope=scope,
+        user_id=user_id,
+        params_json=params_json,
+        status="pending",
+        recovery_point=CLAIMED,
+        recovery_point_at=now,
+        owner_token=token,
+        lease_expires_at=lease_end(now),
+        attempts=1,
+        generation=0,
+    )
     db.session.add(op)
     try:
         db.session.commit()
@@ -250,18 +309,32 @@ def acquire(operation: str, scope: str, user_id: str, params: dict[str, Any], to
         if taken is not None:
             return taken
         if time.monotonic() >= deadline:
-            raise ApiError(409, "operation_in_progress", "An identical request is still being processed.",
-                           "Retry in a moment; it will return the same result.", headers={"Retry-After": "1"})
+            raise ApiError(
+                409,
+                "operation_in_progress",
+                "An identical request is still being processed.",
+                "Retry in a moment; it will return the same result.",
+                headers={"Retry-After": "1"},
+            )
         db.session.rollback()  # a fresh snapshot for the next look
         time.sleep(POLL_INTERVAL)
 
 
-def _take_over(op: PaymentOperation, token: str, params_json: str,
-               reopen: Callable[[PaymentOperation], bool]) -> Claim | None:
+def _take_over(
+    op: PaymentOperation, token: str, params_json: str, reopen: Callable[[PaymentOperation], bool]
+) -> Claim | None:
     """Claim(...) when the operation is done or now ours; None while another request owns it."""
     now = utcnow()
-    fresh = {"status": "pending", "params_json": params_json, "recovery_point": CLAIMED, "recovery_point_at": now,
-             "stripe_object_id": None, "result_id": None, "error_code": None, "attempts": 1}
+    fresh = {
+        "status": "pending",
+        "params_json": params_json,
+        "recovery_point": CLAIMED,
+        "recovery_point_at": now,
+        "stripe_object_id": None,
+        "result_id": None,
+        "error_code": None,
+        "attempts": 1,
+    }
     if op.status == "succeeded":
         if not reopen(op):
             return Claim(None, op)
@@ -272,16 +345,24 @@ def _take_over(op: PaymentOperation, token: str, params_json: str,
         values = {"attempts": op.attempts + 1}  # resumed as it stood: stored params, same key
     else:
         return None
-    condition = [PaymentOperation.id == op.id, PaymentOperation.status == op.status,
-                 PaymentOperation.generation == op.generation]
-    condition.append(PaymentOperation.owner_token == op.owner_token if op.owner_token is not None
-                     else PaymentOperation.owner_token.is_(None))
+    condition = [
+        PaymentOperation.id == op.id,
+        PaymentOperation.status == op.status,
+        PaymentOperation.generation == op.generation,
+    ]
+    condition.append(
+        PaymentOperation.owner_token == op.owner_token
+        if op.owner_token is not None
+        else PaymentOperation.owner_token.is_(None)
+    )
     if op.status == "pending":
         condition.append(PaymentOperation.lease_expires_at <= now)
     result = db.session.execute(
-        update(PaymentOperation).where(*condition)
+        update(PaymentOperation)
+        .where(*condition)
         .values(owner_token=token, lease_expires_at=lease_end(now), **values)
-        .execution_options(synchronize_session=False))
+        .execution_options(synchronize_session=False)
+    )
     db.session.commit()
     if result.rowcount != 1:
         return None  # another contender won: look again

@@ -88,8 +88,12 @@ def reconcile_daily() -> dict[str, Any]:
     """The scheduled run: customers, then subscriptions; duplicates were alerted when flagged."""
     customers_summary = reconcile_customers()
     report = reconcile_subscriptions()
-    summary = {"customers": customers_summary, "subscriptions_adopted": report.adopted,
-               "status_fixed": report.status_fixed, "duplicates": len(report.duplicates)}
+    summary = {
+        "customers": customers_summary,
+        "subscriptions_adopted": report.adopted,
+        "status_fixed": report.status_fixed,
+        "duplicates": len(report.duplicates),
+    }
     log.info("reconcile: %s", summary, extra={"reconcile": summary})
     return summary
 
@@ -129,8 +133,9 @@ def _our_customer(made: dict[str, Any]) -> Customer | None:
     stripe_customer = str(stripe_customer.get("id") if isinstance(stripe_customer, dict) else stripe_customer)
     ours = str((made.get("metadata") or {}).get("kamiyo_customer_id") or "")
     customer = db.session.get(Customer, int(ours)) if ours.isdigit() and len(ours) < 10 else None
-    if customer is not None and (stripe_customer == customer.stripe_customer_id
-                                 or stripe_customer_deleted(stripe_customer)):
+    if customer is not None and (
+        stripe_customer == customer.stripe_customer_id or stripe_customer_deleted(stripe_customer)
+    ):
         return customer
     return db.session.scalar(select(Customer).where(Customer.stripe_customer_id == stripe_customer))
 
@@ -163,10 +168,21 @@ def _record(report: SubscriptionReport, customer: Customer, made: dict[str, Any]
 
 
 def _duplicates(customer_id: int, price: str, stripe_ids: list[str]) -> list[dict[str, Any]]:
-    rows = {row.stripe_subscription_id: row for row in db.session.scalars(
-        select(Subscription).where(Subscription.stripe_subscription_id.in_(stripe_ids)))}
-    kept = next((sid for sid in stripe_ids if rows.get(sid) is not None and rows[sid].duplicate_of is None),
-                stripe_ids[0])
-    return [{"customer_id": customer_id, "price_id": price, "subscription": sid, "duplicate_of": kept,
-             "command": f"flask --app wsgi payments cancel-subscription {sid}"}
-            for sid in stripe_ids if sid != kept]
+    rows = {
+        row.stripe_subscription_id: row
+        for row in db.session.scalars(select(Subscription).where(Subscription.stripe_subscription_id.in_(stripe_ids)))
+    }
+    kept = next(
+        (sid for sid in stripe_ids if rows.get(sid) is not None and rows[sid].duplicate_of is None), stripe_ids[0]
+    )
+    return [
+        {
+            "customer_id": customer_id,
+            "price_id": price,
+            "subscription": sid,
+            "duplicate_of": kept,
+            "command": f"flask --app wsgi payments cancel-subscription {sid}",
+        }
+        for sid in stripe_ids
+        if sid != kept
+    ]

@@ -23,7 +23,8 @@ def purge_expired_records(now: dt.datetime | None = None) -> dict[str, int]:
     cutoff = now - dt.timedelta(days=int(current_app.config["STRIPE_CALLS_RETENTION_DAYS"]))
     purged = {
         "client_idempotency_keys": db.session.execute(
-            delete(ClientIdempotencyKey).where(ClientIdempotencyKey.expires_at <= now)).rowcount,
+            delete(ClientIdempotencyKey).where(ClientIdempotencyKey.expires_at <= now)
+        ).rowcount,
         "stripe_calls": db.session.execute(delete(StripeCall).where(StripeCall.created_at < cutoff)).rowcount,
     }
     db.session.commit()

@@ -39,15 +39,19 @@ def _log_before_sleep(operation: str):
         metrics.STRIPE_RETRIES.labels(error_type=ERROR_LABELS.get(type(exc).__name__, type(exc).__name__)).inc()
         log.warning(
             "Stripe %s attempt %d failed with %s; retrying in %.2f s",
-            operation, state.attempt_number, type(exc).__name__, state.next_action.sleep,
+            operation,
+            state.attempt_number,
+            type(exc).__name__,
+            state.next_action.sleep,
             extra={"operation": operation, "attempt": state.attempt_number, "error_type": type(exc).__name__},
         )
 
     return before_sleep
 
 
-def call_with_retries(operation: str, func: Callable[[int], T], *, attempts: int, min_wait: float,
-                      max_wait: float) -> T:
+def call_with_retries(
+    operation: str, func: Callable[[int], T], *, attempts: int, min_wait: float, max_wait: float
+) -> T:
     """Call func(attempt_number) until it succeeds, fails permanently, or attempts run out."""
     retrying = Retrying(
         retry=retry_if_exception(should_retry),

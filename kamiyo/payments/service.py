@@ -7,5 +7,13 @@ from .operations import Result
 from .reconcile import reconcile_customers, reconcile_subscriptions
 from .subscriptions import cancel_subscription, create_subscription, get_subscription
 
-__all__ = ["Result", "cancel_subscription", "create_customer", "create_subscription", "get_customer",
-           "get_subscription", "reconcile_customers", "reconcile_subscriptions"]
+__all__ = [
+    "Result",
+    "cancel_subscription",
+    "create_customer",
+    "create_subscription",
+    "get_customer",
+    "get_subscription",
+    "reconcile_customers",
+    "reconcile_subscriptions",
+]

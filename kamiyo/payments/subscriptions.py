@@ -54,22 +54,35 @@ def get_subscription(subscription_id: int) -> Subscription:
     return subscription
 
 
-def create_subscription(customer_id: int, price_id: str, tier: str,
-                        payment_method: str | None) -> Result[Subscription]:
+def create_subscription(customer_id: int, price_id: str, tier: str, payment_method: str | None) -> Result[Subscription]:
     customer = get_customer(customer_id)
     if not customer.stripe_customer_id:
-        raise ApiError(409, "customer_deleted", "This customer was deleted on Stripe.",
-                       "Create the customer again (POST /customers with the same user_id), then subscribe.")
+        raise ApiError(
+            409,
+            "customer_deleted",
+            "This customer was deleted on Stripe.",
+            "Create the customer again (POST /customers with the same user_id), then subscribe.",
+        )
     found = live_subscription(customer.id, price_id)
     if found is not None:
         return existing(OPERATION, found, subscription_id=found.id)
     # error_if_incomplete: a declined first payment is a 402 now, not an `incomplete`
     # subscription that would hold this customer and price for Stripe's ~23 h.
-    params = {"customer": customer.stripe_customer_id, "items": [{"price": price_id}],
-              "payment_behavior": "error_if_incomplete", "payment_method": payment_method,
-              "metadata": {"kamiyo_customer_id": str(customer.id), "kamiyo_tier": tier}}
-    claim = phases.acquire(OPERATION, f"{OPERATION}:{customer.id}:{price_id}", customer.user_id, params,
-                           idempotency.owner_token(), reopen=_no_longer_live)
+    params = {
+        "customer": customer.stripe_customer_id,
+        "items": [{"price": price_id}],
+        "payment_behavior": "error_if_incomplete",
+        "payment_method": payment_method,
+        "metadata": {"kamiyo_customer_id": str(customer.id), "kamiyo_tier": tier},
+    }
+    claim = phases.acquire(
+        OPERATION,
+        f"{OPERATION}:{customer.id}:{price_id}",
+        customer.user_id,
+        params,
+        idempotency.owner_token(),
+        reopen=_no_longer_live,
+    )
     if claim.run is None:
         subscription = db.session.get(Subscription, claim.done.result_id)
         return existing(OPERATION, subscription, subscription_id=subscription.id)
@@ -83,8 +96,12 @@ def _no_longer_live(op: PaymentOperation) -> bool:
 
 
 def _run(run: Run) -> Subscription:
-    phase = {CLAIMED: _prepare_payment_method, PAYMENT_METHOD_READY: _send_create, CREATE_SENT: _replay_create,
-             CREATED: _finish}
+    phase = {
+        CLAIMED: _prepare_payment_method,
+        PAYMENT_METHOD_READY: _send_create,
+        CREATE_SENT: _replay_create,
+        CREATED: _finish,
+    }
     while run.recovery_point != FINISHED:
         phase[run.recovery_point](run)
     return db.session.get(Subscription, run.result_id)
@@ -99,9 +116,12 @@ def _prepare_payment_method(run: Run) -> None:
         # Attaching a card again is harmless: an error Stripe stored for a step's key is left
         # behind with a new generation (its keys derive from it), not replayed for a day.
         try:
-            phases.stripe_step(run, lambda: gateway.attach_payment_method(payment_method, customer, run.step_key("pm.attach")))
-            phases.stripe_step(run, lambda: gateway.set_default_payment_method(customer, payment_method,
-                                                                    run.step_key("pm.default")))
+            phases.stripe_step(
+                run, lambda: gateway.attach_payment_method(payment_method, customer, run.step_key("pm.attach"))
+            )
+            phases.stripe_step(
+                run, lambda: gateway.set_default_payment_method(customer, payment_method, run.step_key("pm.default"))
+            )
         except stripe.StripeError as exc:
             if not is_replayed(exc) or run.new_keys >= phases.MAX_NEW_KEYS:
                 raise
@@ -112,8 +132,12 @@ def _prepare_payment_method(run: Run) -> None:
         settings = stripe_customer.get("invoice_settings") or {}
         if not settings.get("default_payment_method") and not stripe_customer.get("default_source"):
             phases.fail_permanently(run, "payment_method_required")  # nothing was sent under this key
-            raise ApiError(402, "payment_method_required", "This customer has no payment method on file.",
-                           "Send a payment_method (a PaymentMethod id from the checkout) with the request.")
+            raise ApiError(
+                402,
+                "payment_method_required",
+                "This customer has no payment method on file.",
+                "Send a payment_method (a PaymentMethod id from the checkout) with the request.",
+            )
     phases.atomic_phase(run, PAYMENT_METHOD_READY)
 
 
@@ -151,8 +175,7 @@ def _create(run: Run, replay: bool) -> None:
 
 
 def _cancelled(made: dict[str, Any]) -> bool:
-    status = db.session.scalar(select(Subscription.status).where(
-        Subscription.stripe_subscription_id == made["id"]))
+    status = db.session.scalar(select(Subscription.status).where(Subscription.stripe_subscription_id == made["id"]))
     db.session.rollback()  # no snapshot held into the next step
     return (status or made.get("status")) in ("canceled", "incomplete_expired")
 
@@ -163,9 +186,16 @@ def _adopted(run: Run) -> bool:
     params = run.params
     customer, price, ours = params["customer"], params["items"][0]["price"], params["metadata"]["kamiyo_customer_id"]
     found = phases.stripe_step(run, lambda: list(get_gateway().iter_subscriptions(customer=customer)))
-    live = sorted((s for s in found if s.get("status") in LIVE_SUBSCRIPTION_STATUSES and price_of(s) == price
-                   and (s.get("metadata") or {}).get("kamiyo_customer_id") == ours),
-                  key=lambda s: s.get("created") or 0)
+    live = sorted(
+        (
+            s
+            for s in found
+            if s.get("status") in LIVE_SUBSCRIPTION_STATUSES
+            and price_of(s) == price
+            and (s.get("metadata") or {}).get("kamiyo_customer_id") == ours
+        ),
+        key=lambda s: s.get("created") or 0,
+    )
     if not live:
         return False
     log.info("subscription operation %s adopts Stripe subscription %s", run.op_id, live[0]["id"])
@@ -181,8 +211,11 @@ def _finish(run: Run) -> None:
         # Resumed after `created`, or its customer was deleted meanwhile (Stripe then cancelled
         # it): what Stripe holds now is what we store.
         made = phases.stripe_step(run, lambda: get_gateway().retrieve_subscription(run.stripe_object_id))
-    wanted = (int(params["metadata"]["kamiyo_customer_id"]), params["items"][0]["price"],
-              params["metadata"]["kamiyo_tier"])
+    wanted = (
+        int(params["metadata"]["kamiyo_customer_id"]),
+        params["items"][0]["price"],
+        params["metadata"]["kamiyo_tier"],
+    )
     try:
         run.result_id = phases.finish(run, lambda: store(made, *wanted))
     except IntegrityError:
@@ -203,9 +236,15 @@ def store(made: dict[str, Any], customer_id: int, price_id: str, tier: str) -> i
         return row.id
     status = str(made.get("status") or "incomplete")
     other = live_subscription(customer_id, price_id) if status in LIVE_SUBSCRIPTION_STATUSES else None
-    row = Subscription(customer_id=customer_id, price_id=price_id, tier=tier, status=status,
-                       stripe_subscription_id=made["id"], current_period_end=subscription_period_end(made),
-                       duplicate_of=other.id if other is not None else None)
+    row = Subscription(
+        customer_id=customer_id,
+        price_id=price_id,
+        tier=tier,
+        status=status,
+        stripe_subscription_id=made["id"],
+        current_period_end=subscription_period_end(made),
+        duplicate_of=other.id if other is not None else None,
+    )
     db.session.add(row)
     db.session.flush()
     return row.id
@@ -213,8 +252,9 @@ def store(made: dict[str, Any], customer_id: int, price_id: str, tier: str) -> i
 
 def alert_duplicate(row: Subscription) -> None:
     original = db.session.get(Subscription, row.duplicate_of)
-    alert_duplicate_subscription(row.stripe_subscription_id or "", original.stripe_subscription_id or "",
-                                 row.customer_id, row.price_id)
+    alert_duplicate_subscription(
+        row.stripe_subscription_id or "", original.stripe_subscription_id or "", row.customer_id, row.price_id
+    )
 
 
 def cancel_subscription(subscription_id: int) -> Result[Subscription]:

@@ -41,13 +41,18 @@ def register_health_check(app: Flask, name: str, check: Callable[[], dict[str, A
 
 # -- input ------------------------------------------------------------------------
 
+
 @bp.before_request
 def _refuse_deep_json() -> None:
     # Before any view or decorator parses the body (the Idempotency-Key fingerprint does):
     # json recurses once per level, and a deep enough body raises RecursionError.
     if request.is_json and too_deep(request.get_data(cache=True)):
-        raise ApiError(400, "invalid_json", f"The request body is nested deeper than {MAX_DEPTH} levels.",
-                       f"Send a JSON body nested at most {MAX_DEPTH} levels deep.")
+        raise ApiError(
+            400,
+            "invalid_json",
+            f"The request body is nested deeper than {MAX_DEPTH} levels.",
+            f"Send a JSON body nested at most {MAX_DEPTH} levels deep.",
+        )
 
 
 def _refuse_card_data(body: dict[str, Any]) -> None:
@@ -55,35 +60,56 @@ def _refuse_card_data(body: dict[str, Any]) -> None:
     # a text field must not be stored, logged or forwarded. The value is never echoed back.
     # Values longer than any field allows are refused by the format checks anyway (never stored
     # or echoed); scanning a megabyte of "1 1 1 ..." for cards would take seconds.
-    found = [name for name, value in body.items()
-             if isinstance(value, str) and len(value) <= CARD_SCAN_MAX and contains_card_number(value)]
+    found = [
+        name
+        for name, value in body.items()
+        if isinstance(value, str) and len(value) <= CARD_SCAN_MAX and contains_card_number(value)
+    ]
     if found:
-        raise ApiError(400, "card_data_not_allowed", "Card numbers are not accepted in these fields.",
-                       "Remove the card number: card details are entered in Stripe's own form.",
-                       fields=found)
+        raise ApiError(
+            400,
+            "card_data_not_allowed",
+            "Card numbers are not accepted in these fields.",
+            "Remove the card number: card details are entered in Stripe's own form.",
+            fields=found,
+        )
 
 
 def _json_body(allowed: set[str]) -> dict[str, Any]:
     if not request.is_json:
-        raise ApiError(415, "unsupported_media_type", "The request body must be JSON.",
-                       "Send 'Content-Type: application/json'.")
+        raise ApiError(
+            415, "unsupported_media_type", "The request body must be JSON.", "Send 'Content-Type: application/json'."
+        )
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "The request body must be a JSON object.", "Send a JSON object.")
     unknown = set(body) - allowed
     if unknown:
-        raise ApiError(400, "unknown_fields", "The request has fields this endpoint does not take.",
-                       f"Remove them; allowed: {', '.join(sorted(allowed))}.", fields=unknown)
+        raise ApiError(
+            400,
+            "unknown_fields",
+            "The request has fields this endpoint does not take.",
+            f"Remove them; allowed: {', '.join(sorted(allowed))}.",
+            fields=unknown,
+        )
     _refuse_card_data(body)  # before the format checks: "4242-4242-4242-4242" is a valid user id
     return body
 
 
 def _check(body: dict, rules: dict[str, tuple[bool, Callable[[Any], bool]]]) -> None:
-    bad = [name for name, (required, valid) in rules.items()
-           if (name in body and not valid(body[name])) or (required and name not in body)]
+    bad = [
+        name
+        for name, (required, valid) in rules.items()
+        if (name in body and not valid(body[name])) or (required and name not in body)
+    ]
     if bad:
-        raise ApiError(400, "validation_failed", "Some fields are missing or invalid.",
-                       "Fix the listed fields and retry.", fields=bad)
+        raise ApiError(
+            400,
+            "validation_failed",
+            "Some fields are missing or invalid.",
+            "Fix the listed fields and retry.",
+            fields=bad,
+        )
 
 
 def _matches(pattern: re.Pattern) -> Callable[[Any], bool]:
@@ -92,19 +118,33 @@ def _matches(pattern: re.Pattern) -> Callable[[Any], bool]:
 
 # -- output -----------------------------------------------------------------------
 
+
 def _iso(value) -> str | None:
     return value.isoformat() if value else None
 
 
 def customer_json(customer: Customer) -> dict[str, Any]:
-    return {"id": customer.id, "user_id": customer.user_id, "stripe_customer_id": customer.stripe_customer_id,
-            "email": customer.email, "name": customer.name, "created_at": _iso(customer.created_at)}
+    return {
+        "id": customer.id,
+        "user_id": customer.user_id,
+        "stripe_customer_id": customer.stripe_customer_id,
+        "email": customer.email,
+        "name": customer.name,
+        "created_at": _iso(customer.created_at),
+    }
 
 
 def subscription_json(sub: Subscription) -> dict[str, Any]:
-    return {"id": sub.id, "customer_id": sub.customer_id, "price_id": sub.price_id, "tier": sub.tier,
-            "status": sub.status, "stripe_subscription_id": sub.stripe_subscription_id,
-            "current_period_end": _iso(sub.current_period_end), "created_at": _iso(sub.created_at)}
+    return {
+        "id": sub.id,
+        "customer_id": sub.customer_id,
+        "price_id": sub.price_id,
+        "tier": sub.tier,
+        "status": sub.status,
+        "stripe_subscription_id": sub.stripe_subscription_id,
+        "current_period_end": _iso(sub.current_period_end),
+        "created_at": _iso(sub.created_at),
+    }
 
 
 def _answer(result: service.Result, serialise):
@@ -117,17 +157,23 @@ def _answer(result: service.Result, serialise):
 
 # -- routes -----------------------------------------------------------------------
 
+
 @bp.post("/customers")
 @require_api_key
 @client_idempotent
 def create_customer():
     body = _json_body({"user_id", "email", "name"})
-    _check(body, {
-        "user_id": (True, _matches(USER_ID_RE)),
-        "email": (True, lambda v: isinstance(v, str) and len(v) <= 254 and bool(EMAIL_RE.fullmatch(v))),
-        "name": (False, lambda v: v is None or (isinstance(v, str) and 0 < len(v) <= 256
-                                                 and not CONTROL_RE.search(v))),
-    })
+    _check(
+        body,
+        {
+            "user_id": (True, _matches(USER_ID_RE)),
+            "email": (True, lambda v: isinstance(v, str) and len(v) <= 254 and bool(EMAIL_RE.fullmatch(v))),
+            "name": (
+                False,
+                lambda v: v is None or (isinstance(v, str) and 0 < len(v) <= 256 and not CONTROL_RE.search(v)),
+            ),
+        },
+    )
     result = service.create_customer(body["user_id"], body["email"], body.get("name"))
     return _answer(result, customer_json)
 
@@ -143,14 +189,21 @@ def get_customer(customer_id: int):
 @client_idempotent
 def create_subscription():
     body = _json_body({"customer_id", "price_id", "tier", "payment_method"})
-    _check(body, {
-        "customer_id": (True, valid_id),
-        "price_id": (True, _matches(STRIPE_ID_RE)),
-        "tier": (True, _matches(TIER_RE)),
-        "payment_method": (False, lambda v: v is None or bool(isinstance(v, str) and PAYMENT_METHOD_RE.fullmatch(v))),
-    })
-    result = service.create_subscription(body["customer_id"], body["price_id"], body["tier"],
-                                         body.get("payment_method"))
+    _check(
+        body,
+        {
+            "customer_id": (True, valid_id),
+            "price_id": (True, _matches(STRIPE_ID_RE)),
+            "tier": (True, _matches(TIER_RE)),
+            "payment_method": (
+                False,
+                lambda v: v is None or bool(isinstance(v, str) and PAYMENT_METHOD_RE.fullmatch(v)),
+            ),
+        },
+    )
+    result = service.create_subscription(
+        body["customer_id"], body["price_id"], body["tier"], body.get("payment_method")
+    )
     return _answer(result, subscription_json)
 
 
@@ -173,9 +226,11 @@ def payments_health():
     gateway = get_gateway()
     sections: dict[str, Any] = {
         "stripe": gateway.reachability(),
-        "circuit_breaker": {"ok": gateway.breaker.current_state != "open",
-                            "state": gateway.breaker.current_state,
-                            "consecutive_failures": gateway.breaker.failures()},
+        "circuit_breaker": {
+            "ok": gateway.breaker.current_state != "open",
+            "state": gateway.breaker.current_state,
+            "consecutive_failures": gateway.breaker.failures(),
+        },
     }
     for name, check in current_app.extensions.get(HEALTH_CHECKS, {}).items():
         sections[name] = check()

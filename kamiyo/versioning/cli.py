@@ -38,8 +38,11 @@ def check_command(as_json: bool, local: bool) -> None:
         for mismatch in result["mismatches"]:
             click.echo(f"Mismatch ({mismatch['source']}): {mismatch['message']}")
             click.echo(f"  what to do: {mismatch['action']}")
-        unverified = [name for name in ("responses", "webhook_events", "webhook_endpoints")
-                      if result["observed"][name]["status"] != "verified"]
+        unverified = [
+            name
+            for name in ("responses", "webhook_events", "webhook_endpoints")
+            if result["observed"][name]["status"] != "verified"
+        ]
         for name in unverified:
             click.echo(f"Unverified {name.replace('_', ' ')}: {result['observed'][name]['reason']}")
         if not result.get("stored", False):

@@ -96,8 +96,7 @@ def _shown(raw: str | None, limit: int = 64) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def grade(age_days: int, warning_days: int = VERSION_WARNING_DAYS,
-          critical_days: int = VERSION_CRITICAL_DAYS) -> str:
+def grade(age_days: int, warning_days: int = VERSION_WARNING_DAYS, critical_days: int = VERSION_CRITICAL_DAYS) -> str:
     if age_days >= critical_days:
         return "critical"
     if age_days >= warning_days:
@@ -115,9 +114,14 @@ def status_message(version: str, age_days: int, status: str) -> str:
 
 
 class VersionMonitor:
-    def __init__(self, version: str | None, *, warning_days: int = VERSION_WARNING_DAYS,
-                 critical_days: int = VERSION_CRITICAL_DAYS,
-                 clock: Callable[[], dt.datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        version: str | None,
+        *,
+        warning_days: int = VERSION_WARNING_DAYS,
+        critical_days: int = VERSION_CRITICAL_DAYS,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
         self.version = version
         self.warning_days = warning_days
         self.critical_days = critical_days
@@ -149,17 +153,25 @@ class VersionMonitor:
             parsed = parse_version(self.version)
             released = self._parse_version_date()
         except VersionFormatError as exc:
-            result["message"] = (f"UNKNOWN: API version {_shown(self.version)!r} is not a Stripe API "
-                                 f"version ({exc}). Expected YYYY-MM-DD or YYYY-MM-DD.codename, "
-                                 "optionally with '.preview' or '; x_beta=...'.")
+            result["message"] = (
+                f"UNKNOWN: API version {_shown(self.version)!r} is not a Stripe API "
+                f"version ({exc}). Expected YYYY-MM-DD or YYYY-MM-DD.codename, "
+                "optionally with '.preview' or '; x_beta=...'."
+            )
             return result
         age_days = (now.astimezone(dt.UTC).date() - released.date()).days
-        result.update(version_date=parsed.date.isoformat(), age_days=age_days,
-                      codename=parsed.codename, preview=parsed.preview,
-                      recommendation=self._recommendation(parsed))
+        result.update(
+            version_date=parsed.date.isoformat(),
+            age_days=age_days,
+            codename=parsed.codename,
+            preview=parsed.preview,
+            recommendation=self._recommendation(parsed),
+        )
         if age_days < 0:
-            result["message"] = (f"UNKNOWN: API version {self.version} is dated in the future "
-                                 f"({-age_days} days ahead): check the version and the clock.")
+            result["message"] = (
+                f"UNKNOWN: API version {self.version} is dated in the future "
+                f"({-age_days} days ahead): check the version and the clock."
+            )
             return result
         status = grade(age_days, self.warning_days, self.critical_days)
         result.update(status=status, message=status_message(self.version, age_days, status))
@@ -171,14 +183,20 @@ class VersionMonitor:
         if parsed is None:
             action = f"Set STRIPE_API_VERSION to a Stripe API version, e.g. {LIBRARY_API_VERSION}."
         elif newer_known:
-            action = (f"Upgrade to {LIBRARY_API_VERSION} (the version stripe-python pins): read the "
-                      "changelog for breaking changes, test, then set STRIPE_API_VERSION.")
+            action = (
+                f"Upgrade to {LIBRARY_API_VERSION} (the version stripe-python pins): read the "
+                "changelog for breaking changes, test, then set STRIPE_API_VERSION."
+            )
         elif parsed.date == latest.date:
-            action = ("This is the newest version this install knows; a newer one needs a newer "
-                      "stripe-python release (see the changelog).")
+            action = (
+                "This is the newest version this install knows; a newer one needs a newer "
+                "stripe-python release (see the changelog)."
+            )
         else:
-            action = (f"The configured version is newer than the one stripe-python pins "
-                      f"({LIBRARY_API_VERSION}): upgrade stripe-python so its types match.")
+            action = (
+                f"The configured version is newer than the one stripe-python pins "
+                f"({LIBRARY_API_VERSION}): upgrade stripe-python so its types match."
+            )
         return {
             "latest_known": LIBRARY_API_VERSION,
             "upgrade_available": newer_known,
@@ -201,14 +219,25 @@ def get_version_monitor(config=None) -> VersionMonitor:
     )
 
 
-STARTUP_LEVELS = {"healthy": logging.INFO, "warning": logging.WARNING,
-                  "critical": logging.CRITICAL, "unknown": logging.WARNING}
+STARTUP_LEVELS = {
+    "healthy": logging.INFO,
+    "warning": logging.WARNING,
+    "critical": logging.CRITICAL,
+    "unknown": logging.WARNING,
+}
 
 
 def log_startup_version(config) -> dict[str, Any]:
     """Start-up: the local check only (no network, no database), one log line."""
     health = get_version_monitor(config).check_version_health()
-    log.log(STARTUP_LEVELS[health["status"]], "[STRIPE VERSION] %s", health["message"],
-            extra={"stripe_api_version": health["version"], "version_status": health["status"],
-                   "version_age_days": health["age_days"]})
+    log.log(
+        STARTUP_LEVELS[health["status"]],
+        "[STRIPE VERSION] %s",
+        health["message"],
+        extra={
+            "stripe_api_version": health["version"],
+            "version_status": health["status"],
+            "version_age_days": health["age_days"],
+        },
+    )
     return health

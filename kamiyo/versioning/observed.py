@@ -50,8 +50,7 @@ class ResponseVersions:
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         with self._lock:
-            return {v: {"count": e["count"], "last_seen": e["last_seen"].isoformat()}
-                    for v, e in self._seen.items()}
+            return {v: {"count": e["count"], "last_seen": e["last_seen"].isoformat()} for v, e in self._seen.items()}
 
 
 def init_app(app: Flask) -> None:
@@ -81,7 +80,8 @@ def response_versions(now: dt.datetime | None = None) -> dict[str, dict[str, Any
     rows = db.session.execute(
         select(StripeCall.stripe_version, func.count(), func.max(StripeCall.created_at))
         .where(StripeCall.created_at >= since, StripeCall.stripe_version.is_not(None))
-        .group_by(StripeCall.stripe_version)).all()
+        .group_by(StripeCall.stripe_version)
+    ).all()
     seen = {version: {"count": count, "last_seen": last.isoformat()} for version, count, last in rows}
     recorder = current_app.extensions.get(RESPONSES_KEY)
     for version, entry in (recorder.snapshot() if recorder is not None else {}).items():
@@ -99,10 +99,13 @@ def register_event_version_source(app: Flask, source: EventVersionSource) -> Non
 def table_event_version_source(table: Table) -> EventVersionSource:
     """A source reading any table with `api_version` and `received_at` (UTC) columns,
     e.g. the webhook inbox: `table_event_version_source(WebhookEvent.__table__)`."""
+
     def source(since: dt.datetime) -> dict[str, int]:
-        query = (select(table.c.api_version, func.count()).where(table.c.received_at >= since)
-                 .group_by(table.c.api_version))
+        query = (
+            select(table.c.api_version, func.count()).where(table.c.received_at >= since).group_by(table.c.api_version)
+        )
         return dict(db.session.execute(query).tuples().all())
+
     return source
 
 

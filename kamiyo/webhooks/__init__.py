@@ -16,7 +16,12 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(views.bp)
     cli.init_app(app)
     # The inbox keeps events WEBHOOK_RETENTION_DAYS (30): purged once a day.
-    scheduler.register_job(app, "webhook-purge", scheduler.daily_trigger(app.config["SCHEDULER_TIMEZONE"]),
-                           purge_expired_events, scheduler.day)
+    scheduler.register_job(
+        app,
+        "webhook-purge",
+        scheduler.daily_trigger(app.config["SCHEDULER_TIMEZONE"]),
+        purge_expired_events,
+        scheduler.day,
+    )
     # The version check compares the api_version of recent events with ours.
     register_event_version_source(app, table_event_version_source(WebhookEvent.__table__))

@@ -78,9 +78,12 @@ class Pending:
 
 
 class GroupCommitter:
-    def __init__(self, apply_batch: Callable[[list[Pending]], list[Any]],
-                 apply_one: Callable[[Pending], Any],
-                 gate: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext) -> None:
+    def __init__(
+        self,
+        apply_batch: Callable[[list[Pending]], list[Any]],
+        apply_one: Callable[[Pending], Any],
+        gate: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext,
+    ) -> None:
         self.apply_batch = apply_batch  # all in one transaction, committed; raises on any failure
         self.apply_one = apply_one  # one event in its own transaction (takes the gate itself)
         self.gate = gate  # held while a batch is taken and written

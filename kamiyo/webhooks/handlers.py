@@ -141,6 +141,7 @@ def dispatch(event: dict[str, Any]) -> Result:
 
 # --------------------------------------------------------------------------- helpers
 
+
 def event_time(event: dict[str, Any]) -> dt.datetime:
     return dt.datetime.fromtimestamp(event["created"], tz=dt.UTC)
 
@@ -228,12 +229,17 @@ def _claim_customer(stripe_customer_id: str, user_id: str | None) -> Customer | 
         customer.last_event_at = customer.last_event_rank = customer.last_event_id = None
         return customer
     # A second Stripe customer for one user: leave our row alone, tell a person.
-    log.warning("stripe customer %s names user %s, already linked to %s",
-                stripe_customer_id, user_id, customer.stripe_customer_id)
+    log.warning(
+        "stripe customer %s names user %s, already linked to %s",
+        stripe_customer_id,
+        user_id,
+        customer.stripe_customer_id,
+    )
     return None
 
 
 # --------------------------------------------------------------------------- customers
+
 
 @handles("customer.created", "customer.updated", "customer.deleted")
 def customer_event(event: dict[str, Any]) -> Result:
@@ -255,8 +261,11 @@ def customer_event(event: dict[str, Any]) -> Result:
         linked = CustomerLinked(stripe_id)
     wanted = _customer_fields(obj)
     if verdict == TIE and any(getattr(customer, name) != value for name, value in wanted.items()):
-        return Result(PROCESSED, "same-second tie: settled from Stripe",
-                      Refresh("customer", stripe_id, event_time(event), rank(event["type"])))
+        return Result(
+            PROCESSED,
+            "same-second tie: settled from Stripe",
+            Refresh("customer", stripe_id, event_time(event), rank(event["type"])),
+        )
     for name, value in {**wanted, **_applied(event)}.items():
         setattr(customer, name, value)
     return Result(PROCESSED, f"customer {stripe_id} saved", linked)
@@ -279,9 +288,11 @@ def _delete_customer(event: dict[str, Any], customer: Customer | None) -> Result
     if customer is None:
         return Result(PROCESSED, "deleted customer was not linked")
     cancelled = db.session.execute(
-        update(Subscription).where(Subscription.customer_id == customer.id,
-                                   Subscription.status.in_(LIVE_SUBSCRIPTION_STATUSES))
-        .values(status="canceled").execution_options(synchronize_session="fetch")).rowcount
+        update(Subscription)
+        .where(Subscription.customer_id == customer.id, Subscription.status.in_(LIVE_SUBSCRIPTION_STATUSES))
+        .values(status="canceled")
+        .execution_options(synchronize_session="fetch")
+    ).rowcount
     # Unlinked, so that the next create makes a new Stripe customer; history stays.
     customer.stripe_customer_id = None
     customer.last_event_at = customer.last_event_rank = customer.last_event_id = None
@@ -293,8 +304,11 @@ def _delete_customer(event: dict[str, Any], customer: Customer | None) -> Result
 _subs = Subscription.__table__
 _other = _subs.alias("other")
 # As literal SQL: the compiled-once statements (kamiyo/prepared.py) bind no expanding IN lists.
-_OTHER_LIVE = text("other.status IN ({}) AND other.duplicate_of IS NULL".format(
-    ", ".join(f"'{status}'" for status in LIVE_SUBSCRIPTION_STATUSES)))
+_OTHER_LIVE = text(
+    "other.status IN ({}) AND other.duplicate_of IS NULL".format(
+        ", ".join(f"'{status}'" for status in LIVE_SUBSCRIPTION_STATUSES)
+    )
+)
 
 
 def _subscription_update(action: str):
@@ -307,25 +321,43 @@ def _subscription_update(action: str):
     same_tie = and_(_subs.c.last_event_at == at, func.coalesce(_subs.c.last_event_rank, 0) == rank_)
     # A tie that changes nothing is no conflict (events about one object in one second often
     # agree): applied in this one statement, with no read and no fetch from Stripe.
-    agrees = and_(*(func.coalesce(value, column).is_not_distinct_from(column) for value, column in (
-        (bindparam("status"), _subs.c.status), (bindparam("price_id"), _subs.c.price_id),
-        (period_end, _subs.c.current_period_end))))
-    newer = or_(_subs.c.last_event_at.is_(None), _subs.c.last_event_at < at,
-                and_(_subs.c.last_event_at == at, func.coalesce(_subs.c.last_event_rank, 0) < rank_),
-                and_(same_tie, or_(_subs.c.last_event_id == event_id, agrees)))
+    agrees = and_(
+        *(
+            func.coalesce(value, column).is_not_distinct_from(column)
+            for value, column in (
+                (bindparam("status"), _subs.c.status),
+                (bindparam("price_id"), _subs.c.price_id),
+                (period_end, _subs.c.current_period_end),
+            )
+        )
+    )
+    newer = or_(
+        _subs.c.last_event_at.is_(None),
+        _subs.c.last_event_at < at,
+        and_(_subs.c.last_event_at == at, func.coalesce(_subs.c.last_event_rank, 0) < rank_),
+        and_(same_tie, or_(_subs.c.last_event_id == event_id, agrees)),
+    )
     not_final = true() if action == "deleted" else _subs.c.status != "canceled"
     second_live = exists().where(
         _other.c.customer_id == _subs.c.customer_id,
         _other.c.price_id == func.coalesce(bindparam("price_id"), _subs.c.price_id),
-        _OTHER_LIVE, _other.c.id != _subs.c.id)
+        _OTHER_LIVE,
+        _other.c.id != _subs.c.id,
+    )
     no_conflict = or_(bindparam("live") == literal(False), _subs.c.duplicate_of.is_not(None), ~second_live)
-    return (update(_subs)
-            .where(_subs.c.stripe_subscription_id == bindparam("stripe_id"), and_(newer, not_final, no_conflict))
-            .values(status=func.coalesce(bindparam("status"), _subs.c.status),
-                    price_id=func.coalesce(bindparam("price_id"), _subs.c.price_id),
-                    tier=func.coalesce(bindparam("tier"), _subs.c.tier),
-                    current_period_end=func.coalesce(period_end, _subs.c.current_period_end),
-                    last_event_at=at, last_event_rank=rank_, last_event_id=event_id))
+    return (
+        update(_subs)
+        .where(_subs.c.stripe_subscription_id == bindparam("stripe_id"), and_(newer, not_final, no_conflict))
+        .values(
+            status=func.coalesce(bindparam("status"), _subs.c.status),
+            price_id=func.coalesce(bindparam("price_id"), _subs.c.price_id),
+            tier=func.coalesce(bindparam("tier"), _subs.c.tier),
+            current_period_end=func.coalesce(period_end, _subs.c.current_period_end),
+            last_event_at=at,
+            last_event_rank=rank_,
+            last_event_id=event_id,
+        )
+    )
 
 
 _SUBSCRIPTION_UPDATES = {action: Prepared(_subscription_update(action)) for action in ("created", "updated", "deleted")}
@@ -343,7 +375,9 @@ def _subscription_values(event: dict[str, Any]) -> dict[str, Any]:
         # Our API tags subscriptions with kamiyo_tier; a price's own tier metadata is the fallback.
         "tier": _metadata(obj, "kamiyo_tier", 64) or _metadata(obj, "tier", 64) or _price_tier(obj),
         "period_end": subscription_period_end(obj),
-        "event_at": event_time(event), "rank": rank(event["type"]), "event_id": event["id"],
+        "event_at": event_time(event),
+        "rank": rank(event["type"]),
+        "event_id": event["id"],
         # Could this event make the row live (a status that is live, or kept as it is)?
         "live": status is None or status in LIVE_SUBSCRIPTION_STATUSES,
     }
@@ -375,8 +409,11 @@ def subscription_event(event: dict[str, Any]) -> Result:
         return Result(PROCESSED, "superseded by a newer event")
     if verdict == TIE:
         if _differs(row, values):
-            return Result(PROCESSED, "same-second tie: settled from Stripe",
-                          Refresh("subscription", row.stripe_subscription_id or "", values["event_at"], values["rank"]))
+            return Result(
+                PROCESSED,
+                "same-second tie: settled from Stripe",
+                Refresh("subscription", row.stripe_subscription_id or "", values["event_at"], values["rank"]),
+            )
         return Result(PROCESSED, "same-second tie: nothing differs")
     return _apply_as_duplicate(row, values)
 
@@ -389,15 +426,21 @@ def _handed_on(stripe_id: str) -> None:
 
 
 def _differs(row: Subscription, values: dict[str, Any]) -> bool:
-    return any(values[key] is not None and getattr(row, column) != values[key] for key, column in
-               (("status", "status"), ("price_id", "price_id"), ("period_end", "current_period_end")))
+    return any(
+        values[key] is not None and getattr(row, column) != values[key]
+        for key, column in (("status", "status"), ("price_id", "price_id"), ("period_end", "current_period_end"))
+    )
 
 
 def _apply_as_duplicate(row: Subscription, values: dict[str, Any]) -> Result:
     """Newer, but it would make a second live subscription for the customer and price."""
     other = live_subscription(row.customer_id, values["price_id"] or row.price_id, excluding=row.id)
-    for column, key in (("status", "status"), ("price_id", "price_id"), ("tier", "tier"),
-                        ("current_period_end", "period_end")):
+    for column, key in (
+        ("status", "status"),
+        ("price_id", "price_id"),
+        ("tier", "tier"),
+        ("current_period_end", "period_end"),
+    ):
         if values[key] is not None:
             setattr(row, column, values[key])
     row.last_event_at, row.last_event_rank, row.last_event_id = values["event_at"], values["rank"], values["event_id"]
@@ -409,11 +452,20 @@ def _stored(row: Subscription, other: Subscription | None) -> Result:
     note = f"subscription {row.stripe_subscription_id} is {row.status}"
     if other is None:
         return Result(PROCESSED, note)
-    log.critical("subscription %s duplicates %s (customer %s, price %s): stored flagged",
-                 row.stripe_subscription_id, other.stripe_subscription_id, row.customer_id, row.price_id)
-    return Result(PROCESSED, note + ", flagged as a duplicate",
-                  DuplicateFound(row.stripe_subscription_id or "", other.stripe_subscription_id or "",
-                                 row.customer_id, row.price_id))
+    log.critical(
+        "subscription %s duplicates %s (customer %s, price %s): stored flagged",
+        row.stripe_subscription_id,
+        other.stripe_subscription_id,
+        row.customer_id,
+        row.price_id,
+    )
+    return Result(
+        PROCESSED,
+        note + ", flagged as a duplicate",
+        DuplicateFound(
+            row.stripe_subscription_id or "", other.stripe_subscription_id or "", row.customer_id, row.price_id
+        ),
+    )
 
 
 def _subscription_customer(obj: dict[str, Any]) -> tuple[Customer | None, bool]:
@@ -441,24 +493,38 @@ def _first_news(event: dict[str, Any], values: dict[str, Any]) -> Result:
     status = "canceled" if deleted else values["status"] or "incomplete"
     price = values["price_id"] or ""
     other = live_subscription(customer.id, price) if status in LIVE_SUBSCRIPTION_STATUSES else None
-    row = Subscription(customer=customer, stripe_subscription_id=values["stripe_id"], status=status, price_id=price,
-                       tier=values["tier"] or "unknown", current_period_end=values["period_end"],
-                       last_event_at=values["event_at"], last_event_rank=values["rank"],
-                       last_event_id=values["event_id"], duplicate_of=other.id if other is not None else None)
+    row = Subscription(
+        customer=customer,
+        stripe_subscription_id=values["stripe_id"],
+        status=status,
+        price_id=price,
+        tier=values["tier"] or "unknown",
+        current_period_end=values["period_end"],
+        last_event_at=values["event_at"],
+        last_event_rank=values["rank"],
+        last_event_id=values["event_id"],
+        duplicate_of=other.id if other is not None else None,
+    )
     db.session.add(row)
     return _stored(row, other)
 
 
 # --------------------------------------------------------------------------- refreshed from Stripe
 
+
 def store_listed_subscription(obj: dict[str, Any]) -> Result | None:
     """A subscription Stripe listed for a customer we just linked, unknown to us: stored as its
     first news would have been (the caller commits). None when we hold it already."""
     if db.session.scalar(select(Subscription.id).where(Subscription.stripe_subscription_id == obj.get("id"))):
         return None
-    values = {**_subscription_values({"id": "", "type": "customer.subscription.updated", "created": 0,
-                                      "data": {"object": obj}}),
-              "event_at": None, "rank": None, "event_id": None}  # no event: any event about it is newer
+    values = {
+        **_subscription_values(
+            {"id": "", "type": "customer.subscription.updated", "created": 0, "data": {"object": obj}}
+        ),
+        "event_at": None,
+        "rank": None,
+        "event_id": None,
+    }  # no event: any event about it is newer
     return _first_news({"data": {"object": obj}}, values)
 
 
@@ -468,15 +534,21 @@ def apply_refreshed(refresh: Refresh, obj: dict[str, Any]) -> Result:
     moved_on = Result(PROCESSED, "left alone: moved on since the tie")
     if refresh.kind == "customer":
         row = _customer_by_stripe_id(refresh.stripe_id)
-        if row is None or obj.get("deleted") or (row.last_event_at, row.last_event_rank) != (refresh.event_at,
-                                                                                            refresh.rank):
+        if (
+            row is None
+            or obj.get("deleted")
+            or (row.last_event_at, row.last_event_rank) != (refresh.event_at, refresh.rank)
+        ):
             return moved_on
         for name, value in _customer_fields(obj).items():
             setattr(row, name, value)
         return Result(PROCESSED, f"customer {refresh.stripe_id} settled from Stripe")
     row = db.session.scalar(select(Subscription).where(Subscription.stripe_subscription_id == refresh.stripe_id))
-    if row is None or row.status == "canceled" or (row.last_event_at, row.last_event_rank) != (refresh.event_at,
-                                                                                              refresh.rank):
+    if (
+        row is None
+        or row.status == "canceled"
+        or (row.last_event_at, row.last_event_rank) != (refresh.event_at, refresh.rank)
+    ):
         return moved_on
     status = str(obj.get("status") or row.status)[:32]
     price = (price_of(obj) or row.price_id)[:255]
@@ -497,8 +569,16 @@ def apply_refreshed(refresh: Refresh, obj: dict[str, Any]) -> Result:
 # --------------------------------------------------------------------------- payments
 
 _outcomes = PaymentOutcome.__table__
-_OUTCOME_COLUMNS = ("stripe_object_id", "stripe_customer_id", "amount", "currency", "outcome", "failure_code",
-                    "occurred_at", "last_event_id")
+_OUTCOME_COLUMNS = (
+    "stripe_object_id",
+    "stripe_customer_id",
+    "amount",
+    "currency",
+    "outcome",
+    "failure_code",
+    "occurred_at",
+    "last_event_id",
+)
 
 
 def _outcome_upsert(dialect):
@@ -509,31 +589,40 @@ def _outcome_upsert(dialect):
     return statement.on_conflict_do_update(
         index_elements=[_outcomes.c.stripe_object_id],
         set_={name: new[name] for name in _OUTCOME_COLUMNS[1:]},
-        where=or_(_outcomes.c.occurred_at < new.occurred_at,
-                  and_(_outcomes.c.occurred_at == new.occurred_at,
-                       or_(_outcomes.c.outcome == "failed", new.outcome == "succeeded"))))
+        where=or_(
+            _outcomes.c.occurred_at < new.occurred_at,
+            and_(
+                _outcomes.c.occurred_at == new.occurred_at,
+                or_(_outcomes.c.outcome == "failed", new.outcome == "succeeded"),
+            ),
+        ),
+    )
 
 
 # The two databases the service runs on; both have INSERT ... ON CONFLICT.
-_OUTCOME_UPSERTS = {name: Prepared(_outcome_upsert(dialect), column_keys=_OUTCOME_COLUMNS)
-                    for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))}
+_OUTCOME_UPSERTS = {
+    name: Prepared(_outcome_upsert(dialect), column_keys=_OUTCOME_COLUMNS)
+    for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
+}
 
 
-def _record_outcome(event: dict[str, Any], payment_id: str, succeeded: bool, amount: Any,
-                    failure_code: Any) -> Result:
+def _record_outcome(event: dict[str, Any], payment_id: str, succeeded: bool, amount: Any, failure_code: Any) -> Result:
     obj = event["data"]["object"]
     outcome = "succeeded" if succeeded else "failed"
     connection = db.session.connection()
-    changed = _OUTCOME_UPSERTS[connection.dialect.name].execute(connection, {
-        "stripe_object_id": payment_id,
-        "stripe_customer_id": _id(obj.get("customer")),
-        "amount": amount if isinstance(amount, int) else None,
-        "currency": (obj.get("currency") or None) and str(obj["currency"])[:3],
-        "outcome": outcome,
-        "failure_code": None if succeeded else (str(failure_code)[:64] if failure_code else None),
-        "occurred_at": event_time(event),
-        "last_event_id": event["id"],
-    })
+    changed = _OUTCOME_UPSERTS[connection.dialect.name].execute(
+        connection,
+        {
+            "stripe_object_id": payment_id,
+            "stripe_customer_id": _id(obj.get("customer")),
+            "amount": amount if isinstance(amount, int) else None,
+            "currency": (obj.get("currency") or None) and str(obj["currency"])[:3],
+            "outcome": outcome,
+            "failure_code": None if succeeded else (str(failure_code)[:64] if failure_code else None),
+            "occurred_at": event_time(event),
+            "last_event_id": event["id"],
+        },
+    )
     return Result(PROCESSED, f"payment {payment_id} {outcome}" if changed else "superseded by a newer event")
 
 

@@ -73,6 +73,7 @@ class Received:
     attempts: int = 0
     follow_up: handlers.FollowUp | None = None  # done once committed, outside the transaction
 
+
 # A tie is stored failed until Stripe's answer settles it: should the process die first, the
 # event is not lost as handled; Stripe's retry (or `webhooks replay --failed`) settles it.
 AWAITING_REFRESH = "same-second tie: waiting for the object from Stripe"
@@ -85,8 +86,11 @@ def _stored_status(result: handlers.Result) -> str:
 def _set_status(connection, event_id: str, result: handlers.Result, expected: str) -> None:
     status = _stored_status(result)
     if status == "failed":
-        db.session.execute(update(WebhookEvent).where(WebhookEvent.event_id == event_id)
-                           .values(status="failed", last_error=AWAITING_REFRESH))
+        db.session.execute(
+            update(WebhookEvent)
+            .where(WebhookEvent.event_id == event_id)
+            .values(status="failed", last_error=AWAITING_REFRESH)
+        )
     elif status != expected:
         _SET_STATUS.execute(connection, {"b_event_id": event_id, "b_status": status})
 
@@ -99,12 +103,25 @@ def sanitise_error(exc: BaseException) -> str:
 
 # The statements every delivery runs, compiled once (see kamiyo/prepared.py).
 _events = WebhookEvent.__table__
-_CLAIM_COLUMNS = ("event_id", "type", "api_version", "livemode", "object_id", "created", "received_at",
-                  "processed_at", "status", "attempts", "last_error", "payload")
+_CLAIM_COLUMNS = (
+    "event_id",
+    "type",
+    "api_version",
+    "livemode",
+    "object_id",
+    "created",
+    "received_at",
+    "processed_at",
+    "status",
+    "attempts",
+    "last_error",
+    "payload",
+)
 _STATUS = Prepared(select(_events.c.status).where(_events.c.event_id == bindparam("event_id")))
 _INSERT = Prepared(insert(_events), column_keys=_CLAIM_COLUMNS)
-_SET_STATUS = Prepared(update(_events).where(_events.c.event_id == bindparam("b_event_id")).values(
-    status=bindparam("b_status")))
+_SET_STATUS = Prepared(
+    update(_events).where(_events.c.event_id == bindparam("b_event_id")).values(status=bindparam("b_status"))
+)
 _BATCH_INSERTS: dict[int, Prepared] = {}  # by row count, up to group_commit.MAX_BATCH
 
 
@@ -113,8 +130,10 @@ def _insert_claims(connection, rows: list[dict[str, Any]]) -> None:
     where executemany would step (and hand the GIL to another thread) once a row."""
     statement = _BATCH_INSERTS.get(len(rows))
     if statement is None:
-        values = [{name: bindparam(f"{name}_{n}", type_=_events.c[name].type) for name in _CLAIM_COLUMNS}
-                  for n in range(len(rows))]
+        values = [
+            {name: bindparam(f"{name}_{n}", type_=_events.c[name].type) for name in _CLAIM_COLUMNS}
+            for n in range(len(rows))
+        ]
         statement = _BATCH_INSERTS.setdefault(len(rows), Prepared(insert(_events).values(values)))
     statement.execute(connection, {f"{name}_{n}": row[name] for n, row in enumerate(rows) for name in row})
 
@@ -137,18 +156,18 @@ def _object_id(event: dict[str, Any]) -> str | None:
 def _claim_row(event: dict[str, Any], payload: str, now: dt.datetime, status: str) -> dict[str, Any]:
     api_version = event.get("api_version")
     return {
-            "event_id": event["id"],
-            "type": event["type"],
-            "api_version": api_version[:64] if isinstance(api_version, str) else None,
-            "livemode": bool(event.get("livemode")),
-            "object_id": _object_id(event),
-            "created": handlers.event_time(event),
-            "received_at": now,
-            "processed_at": now,
-            "status": status,  # the handler may still change it before the commit
-            "attempts": 1,
-            "last_error": None,
-            "payload": payload,
+        "event_id": event["id"],
+        "type": event["type"],
+        "api_version": api_version[:64] if isinstance(api_version, str) else None,
+        "livemode": bool(event.get("livemode")),
+        "object_id": _object_id(event),
+        "created": handlers.event_time(event),
+        "received_at": now,
+        "processed_at": now,
+        "status": status,  # the handler may still change it before the commit
+        "attempts": 1,
+        "last_error": None,
+        "payload": payload,
     }
 
 
@@ -167,7 +186,8 @@ def _reclaim(event_id: str, now: dt.datetime, only_failed: bool) -> int | None:
     if only_failed:
         condition = condition & (WebhookEvent.status == "failed")
     attempts = db.session.execute(
-        update(WebhookEvent).where(condition)
+        update(WebhookEvent)
+        .where(condition)
         .values(attempts=WebhookEvent.attempts + 1, processed_at=now, status=handlers.PROCESSED)
         .returning(WebhookEvent.attempts)
     ).scalar()
@@ -185,15 +205,17 @@ def _record_failure(event: dict[str, Any], payload: str, exc: BaseException, rep
     error = sanitise_error(exc)
     now = utcnow()
     if _insert_claim(event, payload, now, "failed"):
-        db.session.execute(update(WebhookEvent).where(WebhookEvent.event_id == event["id"])
-                           .values(processed_at=None, last_error=error))
+        db.session.execute(
+            update(WebhookEvent).where(WebhookEvent.event_id == event["id"]).values(processed_at=None, last_error=error)
+        )
     else:
         # Stored already: count the attempt, unless a concurrent copy succeeded meanwhile.
         condition = WebhookEvent.event_id == event["id"]
         if not replayed:
             condition = condition & (WebhookEvent.status == "failed")
-        db.session.execute(update(WebhookEvent).where(condition)
-                           .values(attempts=WebhookEvent.attempts + 1, last_error=error))
+        db.session.execute(
+            update(WebhookEvent).where(condition).values(attempts=WebhookEvent.attempts + 1, last_error=error)
+        )
     db.session.commit()
 
 
@@ -204,8 +226,9 @@ def _handle(event: dict[str, Any], payload: str, attempt: int, expected: str, re
         db.session.commit()
     except Exception as exc:
         db.session.rollback()
-        log.exception("webhook %s (%s) failed on attempt %d: %s", event["id"], event["type"], attempt,
-                      sanitise_error(exc))
+        log.exception(
+            "webhook %s (%s) failed on attempt %d: %s", event["id"], event["type"], attempt, sanitise_error(exc)
+        )
         _record_failure(event, payload, exc, replayed)
         metrics.EVENTS.labels("failed").inc()
         raise HandlerFailed(event["id"]) from exc
@@ -286,8 +309,13 @@ def _write_batch(batch: list[group_commit.Pending]) -> list[Received]:
         # All claims in one statement; a copy stored meanwhile by another worker fails it all.
         # In event id order: on PostgreSQL two workers' batches holding copies of the same
         # events then wait for each other in one order, never in a deadlock.
-        _insert_claims(connection, sorted((_claim_row(p.event, p.payload, now, expected) for p, expected in fresh),
-                                          key=lambda row: row["event_id"]))
+        _insert_claims(
+            connection,
+            sorted(
+                (_claim_row(p.event, p.payload, now, expected) for p, expected in fresh),
+                key=lambda row: row["event_id"],
+            ),
+        )
         outcome: dict[str, Received] = {}
         for pending, expected in fresh:
             event = pending.event
@@ -352,8 +380,11 @@ def _store_subscriptions_of(stripe_customer_id: str) -> None:
     try:
         listed = list_stripe_subscriptions(stripe_customer_id)
     except Exception as exc:  # noqa: BLE001 -- the event is applied; what Stripe lists is a bonus
-        log.warning("subscriptions of customer %s not fetched (reconcile adopts them): %s", stripe_customer_id,
-                    sanitise_error(exc))
+        log.warning(
+            "subscriptions of customer %s not fetched (reconcile adopts them): %s",
+            stripe_customer_id,
+            sanitise_error(exc),
+        )
         return
     for obj in listed:
         with write_gate().held():
@@ -362,8 +393,7 @@ def _store_subscriptions_of(stripe_customer_id: str) -> None:
                 db.session.commit()
             except Exception as exc:  # noqa: BLE001 -- stored meanwhile by its own event, say
                 db.session.rollback()
-                log.warning("subscription %s of a linked customer not stored: %s", obj.get("id"),
-                            sanitise_error(exc))
+                log.warning("subscription %s of a linked customer not stored: %s", obj.get("id"), sanitise_error(exc))
                 continue
         if result is not None:
             log.info("subscription %s stored from its newly linked customer", obj.get("id"))
@@ -379,17 +409,20 @@ def _settle_tie(event: dict[str, Any], refresh: handlers.Refresh, attempt: int) 
         obj = fetch_stripe_object(refresh.kind, refresh.stripe_id)
     except Exception as exc:  # Stripe unreachable, the breaker open, ...: Stripe's retry settles it
         db.session.rollback()
-        db.session.execute(update(WebhookEvent).where(WebhookEvent.event_id == event["id"])
-                           .values(last_error=sanitise_error(exc)))
+        db.session.execute(
+            update(WebhookEvent).where(WebhookEvent.event_id == event["id"]).values(last_error=sanitise_error(exc))
+        )
         db.session.commit()
         log.warning("webhook %s: same-second tie not settled: %s", event["id"], sanitise_error(exc))
         raise NotSettled(event["id"]) from exc
     try:
         with write_gate().held():
             result = handlers.apply_refreshed(refresh, obj)
-            db.session.execute(update(WebhookEvent).where(WebhookEvent.event_id == event["id"],
-                                                          WebhookEvent.status == "failed")
-                               .values(status=handlers.PROCESSED, last_error=None))
+            db.session.execute(
+                update(WebhookEvent)
+                .where(WebhookEvent.event_id == event["id"], WebhookEvent.status == "failed")
+                .values(status=handlers.PROCESSED, last_error=None)
+            )
             db.session.commit()
     except Exception as exc:  # stays failed: Stripe's next delivery settles it
         db.session.rollback()
@@ -421,8 +454,11 @@ def replay(event_id: str, only_failed: bool = False) -> Received:
 
 
 def failed_event_ids() -> list[str]:
-    return list(db.session.scalars(
-        select(WebhookEvent.event_id).where(WebhookEvent.status == "failed").order_by(WebhookEvent.created)))
+    return list(
+        db.session.scalars(
+            select(WebhookEvent.event_id).where(WebhookEvent.status == "failed").order_by(WebhookEvent.created)
+        )
+    )
 
 
 def purge_expired_events(now: dt.datetime | None = None) -> int:
@@ -434,9 +470,9 @@ def purge_expired_events(now: dt.datetime | None = None) -> int:
     cutoff = (now or utcnow()) - dt.timedelta(days=int(current_app.config["WEBHOOK_RETENTION_DAYS"]))
     deleted = db.session.execute(delete(WebhookEvent).where(WebhookEvent.received_at < cutoff)).rowcount
     # Blocked requests are recorded one row each, as many as an attacker sends: same retention.
-    violations = db.session.execute(
-        delete(RateLimitViolation).where(RateLimitViolation.occurred_at < cutoff)).rowcount
+    violations = db.session.execute(delete(RateLimitViolation).where(RateLimitViolation.occurred_at < cutoff)).rowcount
     db.session.commit()
-    log.info("purged %d webhook events and %d rate-limit violations from before %s", deleted, violations,
-             cutoff.isoformat())
+    log.info(
+        "purged %d webhook events and %d rate-limit violations from before %s", deleted, violations, cutoff.isoformat()
+    )
     return deleted

@@ -48,9 +48,11 @@ def init_app(app: Flask) -> None:
         options.setdefault("socket_timeout", 0.5)  # a healthy Redis answers in a millisecond
         options.setdefault("socket_connect_timeout", 0.5)
     if config["RATELIMIT_STORAGE_URI"].startswith("memory://") and int(os.environ.get("WEB_CONCURRENCY", "1")) > 1:
-        log.warning("rate limits are counted per worker (memory:// storage with %s workers), and so is the "
-                    "circuit breaker: set REDIS_URL (or RATELIMIT_STORAGE_URI) to share them",
-                    os.environ["WEB_CONCURRENCY"])
+        log.warning(
+            "rate limits are counted per worker (memory:// storage with %s workers), and so is the "
+            "circuit breaker: set REDIS_URL (or RATELIMIT_STORAGE_URI) to share them",
+            os.environ["WEB_CONCURRENCY"],
+        )
     proxies = int(config.get("TRUSTED_PROXY_COUNT") or 0)
     if proxies > 0:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
@@ -61,9 +63,15 @@ def init_app(app: Flask) -> None:
 def _too_many_requests(exc: RateLimitExceeded):
     current = limiter.current_limit
     retry_after = max(1, int(current.reset_at - time.time()) + 1) if current else 60
-    return handle_api_error(ApiError(429, "rate_limited", "Too many requests.",
-                                     f"Wait {retry_after} seconds before retrying.",
-                                     headers={"Retry-After": str(retry_after)}))
+    return handle_api_error(
+        ApiError(
+            429,
+            "rate_limited",
+            "Too many requests.",
+            f"Wait {retry_after} seconds before retrying.",
+            headers={"Retry-After": str(retry_after)},
+        )
+    )
 
 
 def sanitise_user_agent(value: str | None) -> str:
@@ -82,11 +90,19 @@ def record_violation(limit: RequestLimit) -> None:
         "limit": str(limit.limit)[:64],
         "violation_time": now.isoformat().replace("+00:00", "Z"),
     }
-    log.warning("RATE LIMIT exceeded: %s %s (%s)", fields["client_ip"], fields["endpoint"], fields["limit"],
-                extra=fields)
+    log.warning(
+        "RATE LIMIT exceeded: %s %s (%s)", fields["client_ip"], fields["endpoint"], fields["limit"], extra=fields
+    )
     try:
-        db.session.add(RateLimitViolation(client_ip=fields["client_ip"], user_agent=fields["user_agent"],
-                                          endpoint=fields["endpoint"], limit=fields["limit"], occurred_at=now))
+        db.session.add(
+            RateLimitViolation(
+                client_ip=fields["client_ip"],
+                user_agent=fields["user_agent"],
+                endpoint=fields["endpoint"],
+                limit=fields["limit"],
+                occurred_at=now,
+            )
+        )
         db.session.commit()
         _maybe_alert(fields, now)
     except SQLAlchemyError as exc:
@@ -101,15 +117,27 @@ def _maybe_alert(fields: dict[str, str], now) -> None:
         return
     threshold = int(current_app.config["RATE_LIMIT_ALERT_PER_HOUR"])
     since = now.replace(minute=0, second=0, microsecond=0)
-    count = db.session.scalar(select(func.count(RateLimitViolation.id)).where(
-        RateLimitViolation.client_ip == ip, RateLimitViolation.occurred_at >= since))
+    count = db.session.scalar(
+        select(func.count(RateLimitViolation.id)).where(
+            RateLimitViolation.client_ip == ip, RateLimitViolation.occurred_at >= since
+        )
+    )
     db.session.rollback()
     if count <= threshold:
         return
-    send_alert("Webhook rate limit", f"{ip} was blocked {count} times this hour on {fields['endpoint']}",
-               severity="critical", dedup_key=f"webhook-rate-limit:{ip}", now=now,
-               fields={"client_ip": ip, "violations": count, "endpoint": fields["endpoint"],
-                       "user_agent": fields["user_agent"]})
+    send_alert(
+        "Webhook rate limit",
+        f"{ip} was blocked {count} times this hour on {fields['endpoint']}",
+        severity="critical",
+        dedup_key=f"webhook-rate-limit:{ip}",
+        now=now,
+        fields={
+            "client_ip": ip,
+            "violations": count,
+            "endpoint": fields["endpoint"],
+            "user_agent": fields["user_agent"],
+        },
+    )
     with _alerted_lock:  # bounded: only this hour's IPs are kept
         _alerted.difference_update({key for key in _alerted if key[1] != hour})
         if len(_alerted) < 10_000:

@@ -16,8 +16,9 @@ def payment_success_rate(since: dt.datetime) -> float | None:
     A payment that failed and then succeeded on a retry counts once, as a success.
     """
     total, succeeded = db.session.execute(
-        select(func.count(PaymentOutcome.id),
-               func.coalesce(func.sum(case((PaymentOutcome.outcome == "succeeded", 1), else_=0)), 0))
-        .where(PaymentOutcome.occurred_at >= since)
+        select(
+            func.count(PaymentOutcome.id),
+            func.coalesce(func.sum(case((PaymentOutcome.outcome == "succeeded", 1), else_=0)), 0),
+        ).where(PaymentOutcome.occurred_at >= since)
     ).one()
     return succeeded / total if total else None

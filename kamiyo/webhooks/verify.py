@@ -93,10 +93,13 @@ def verify_event(
         raise VerificationError("not_json", "body is not JSON") from None
     if not (
         isinstance(event, dict)
-        and isinstance(event.get("id"), str) and 0 < len(event["id"]) <= 255
-        and isinstance(event.get("type"), str) and 0 < len(event["type"]) <= 128
+        and isinstance(event.get("id"), str)
+        and 0 < len(event["id"]) <= 255
+        and isinstance(event.get("type"), str)
+        and 0 < len(event["type"]) <= 128
         and isinstance(event.get("created"), int)
-        and isinstance(event.get("data"), dict) and isinstance(event["data"].get("object"), dict)
+        and isinstance(event.get("data"), dict)
+        and isinstance(event["data"].get("object"), dict)
     ):
         raise VerificationError("not_event", "body is not a Stripe event")
     return event

@@ -38,23 +38,41 @@ def stripe_webhook():
         _refused("too_large", "body larger than MAX_CONTENT_LENGTH")
         raise
     try:
-        event = verify_event(payload, request.headers.get("Stripe-Signature"),
-                             current_app.config["STRIPE_WEBHOOK_SECRETS"],
-                             int(current_app.config["WEBHOOK_TOLERANCE_SECONDS"]))
+        event = verify_event(
+            payload,
+            request.headers.get("Stripe-Signature"),
+            current_app.config["STRIPE_WEBHOOK_SECRETS"],
+            int(current_app.config["WEBHOOK_TOLERANCE_SECONDS"]),
+        )
     except VerificationError as exc:
         _refused("malformed" if exc.kind in MALFORMED_BODY else "signature", exc.reason)
         # Generic on purpose: the reason would help a forger; it is in our log.
-        raise ApiError(400, "invalid_webhook", "The webhook could not be verified.",
-                       "Send events signed by Stripe with the endpoint's signing secret.") from None
+        raise ApiError(
+            400,
+            "invalid_webhook",
+            "The webhook could not be verified.",
+            "Send events signed by Stripe with the endpoint's signing secret.",
+        ) from None
     try:
         received = inbox.receive(event, payload.decode("utf-8"))
     except inbox.NotSettled:
-        raise ApiError(503, "webhook_deferred", "The event could not be settled with Stripe right now.",
-                       "Stripe retries the delivery; nothing to do.", headers={"Retry-After": "60"}) from None
+        raise ApiError(
+            503,
+            "webhook_deferred",
+            "The event could not be settled with Stripe right now.",
+            "Stripe retries the delivery; nothing to do.",
+            headers={"Retry-After": "60"},
+        ) from None
     except inbox.HandlerFailed:
-        raise ApiError(500, "webhook_failed", "The event could not be processed.",
-                       "Stripe retries the delivery; nothing to do.") from None
+        raise ApiError(
+            500, "webhook_failed", "The event could not be processed.", "Stripe retries the delivery; nothing to do."
+        ) from None
     if received.status != inbox.DUPLICATE:
-        log.debug("webhook %s %s: %s", event["id"], event["type"], received.status,
-                 extra={"event_id": event["id"], "event_type": event["type"], "outcome": received.status})
+        log.debug(
+            "webhook %s %s: %s",
+            event["id"],
+            event["type"],
+            received.status,
+            extra={"event_id": event["id"], "event_type": event["type"], "outcome": received.status},
+        )
     return jsonify(status=received.status)

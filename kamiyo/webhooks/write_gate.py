@@ -65,5 +65,6 @@ def write_gate() -> WriteGate:
     gate = current_app.extensions.get(EXTENSION)
     if gate is None:
         gate = current_app.extensions.setdefault(
-            EXTENSION, WriteGate(_lock_path(current_app.config["SQLALCHEMY_DATABASE_URI"])))
+            EXTENSION, WriteGate(_lock_path(current_app.config["SQLALCHEMY_DATABASE_URI"]))
+        )
     return gate
