@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import config as config_module
 
@@ -80,6 +81,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from .versioning import models as versioning_models  # noqa: F401
     from .webhooks import models as webhook_models  # noqa: F401
 
+    proxies = int(app.config.get("TRUSTED_PROXY_COUNT") or 0)
+    if proxies > 0:  # X-Forwarded-* believed for exactly this many proxies in front of us
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)  # type: ignore[method-assign]
     request_context.init_app(app)
     http_errors.init_app(app)
     app.url_map.converters["id"] = IdConverter  # <id:...>: a row id in range, else 404

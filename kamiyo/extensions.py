@@ -1,13 +1,14 @@
 """Extensions, created unbound here and bound to the app in create_app()."""
 
 import sqlite3
+from typing import TYPE_CHECKING, cast
 
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import CursorResult, Engine, Result
 from sqlalchemy.orm import DeclarativeBase
 
 # Named constraints, so migrations can alter and drop them on every database
@@ -26,6 +27,19 @@ class Base(DeclarativeBase):
 
 
 db = SQLAlchemy(model_class=Base)
+
+# Models subclass `Model`: db.Model is made at run time, so a type checker cannot see it.
+if TYPE_CHECKING:
+    Model = Base
+else:
+    Model = db.Model
+
+
+def rowcount(result: Result) -> int:
+    """Rows an UPDATE or DELETE matched (Session.execute types its result as a plain Result)."""
+    return cast(CursorResult, result).rowcount
+
+
 migrate = Migrate(render_as_batch=True)
 
 # Rate limits. No default limits: each view opts in with @limiter.limit(...).

@@ -20,7 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from .extensions import db
+from .extensions import Model, db
 
 
 def utcnow() -> dt.datetime:
@@ -67,7 +67,7 @@ class LastEventMixin:
     last_event_id: Mapped[str | None] = mapped_column(String(255))
 
 
-class Customer(LastEventMixin, TimestampMixin, db.Model):
+class Customer(LastEventMixin, TimestampMixin, Model):
     __tablename__ = "customers"
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -80,7 +80,7 @@ class Customer(LastEventMixin, TimestampMixin, db.Model):
     subscriptions: Mapped[list[Subscription]] = relationship(back_populates="customer")
 
 
-class DeletedStripeCustomer(db.Model):
+class DeletedStripeCustomer(Model):
     """A Stripe customer whose deletion we applied. Stripe never revives one, so an older
     event about it must never link it again: kept for good (a row per deleted customer),
     unlike the webhook inbox, which is purged after 30 days."""
@@ -113,7 +113,7 @@ LIVE_SUBSCRIPTION = text(
 )
 
 
-class Subscription(LastEventMixin, TimestampMixin, db.Model):
+class Subscription(LastEventMixin, TimestampMixin, Model):
     __tablename__ = "subscriptions"
     __table_args__ = (
         Index(
@@ -139,7 +139,7 @@ class Subscription(LastEventMixin, TimestampMixin, db.Model):
     customer: Mapped[Customer] = relationship(back_populates="subscriptions")
 
 
-class ApiKey(db.Model):
+class ApiKey(Model):
     __tablename__ = "api_keys"
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -157,7 +157,7 @@ class ApiKey(db.Model):
         return self.revoked_at is not None
 
 
-class DashboardUser(db.Model):
+class DashboardUser(Model):
     __tablename__ = "dashboard_users"
     __table_args__ = (CheckConstraint("role IN ('viewer', 'admin')", name="role"),)
 
@@ -168,7 +168,7 @@ class DashboardUser(db.Model):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
 
 
-class AlertSent(db.Model):
+class AlertSent(Model):
     """One row per alert key and hour: the cross-process alert de-duplication."""
 
     __tablename__ = "alerts_sent"

@@ -58,7 +58,8 @@ class Prepared:
     def compiled(self, dialect: Dialect) -> _Compiled:
         found = self._by_dialect.get(dialect.name)
         if found is None:
-            compiled = self.statement.compile(dialect=dialect, column_keys=self.column_keys)
+            # SQLCompiler's attributes, which the base Compiled type does not declare.
+            compiled: Any = self.statement.compile(dialect=dialect, column_keys=self.column_keys)
             names = tuple(compiled.positiontup or compiled.binds)
             # Defaults SQLAlchemy would compute in Python (`updated_at` onupdate=utcnow); callables
             # that need the execution context are not supported here.

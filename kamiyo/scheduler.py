@@ -49,7 +49,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.serving import is_running_from_reloader
 
 from .config import ConfigError
-from .extensions import db
+from .extensions import Model, db, rowcount
 from .models import UTCDateTime, utcnow
 
 log = logging.getLogger("kamiyo.scheduler")
@@ -62,7 +62,7 @@ PRUNE_JOB = "job-runs-prune"
 JOB_RUNS_KEPT = dt.timedelta(days=30)  # the alert evaluation alone adds 288 rows a day
 
 
-class JobRun(db.Model):
+class JobRun(Model):
     """One row per job and period: the single-run guard."""
 
     __tablename__ = "job_runs"
@@ -175,7 +175,7 @@ def _claim(name: str, period: str) -> bool:
         .execution_options(synchronize_session=False)
     )
     db.session.commit()
-    return retaken.rowcount == 1
+    return rowcount(retaken) == 1
 
 
 def run_once(app: Flask, name: str, period: str | None = None) -> bool:
@@ -317,7 +317,7 @@ def prune_job_runs() -> int:
     """Forget job runs older than JOB_RUNS_KEPT (their periods will not come again)."""
     result = db.session.execute(db.delete(JobRun).where(JobRun.started_at < utcnow() - JOB_RUNS_KEPT))
     db.session.commit()
-    return result.rowcount
+    return rowcount(result)
 
 
 def init_app(app: Flask) -> None:
@@ -352,7 +352,7 @@ def scheduler_cli() -> None:
 def scheduler_run() -> None:
     """Run the scheduler in this process until Ctrl-C or SIGTERM (one per deployment is
     enough; more are safe: each job runs once per period)."""
-    app = current_app._get_current_object()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]  # the proxy's own method
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     scheduler = start_scheduler(app)

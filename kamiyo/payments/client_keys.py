@@ -25,7 +25,7 @@ from flask import current_app, g, make_response, request
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from ..extensions import db
+from ..extensions import db, rowcount
 from ..http_errors import ApiError
 from ..models import utcnow
 from .idempotency import canonical_json, log_dedup, owner_token
@@ -147,16 +147,18 @@ def _hold(key: str, fingerprint: str):
             return _replayed(existing)
         if _held(existing, now):
             raise _in_flight()
-        taken = db.session.execute(
-            update(ClientIdempotencyKey)
-            .where(
-                ClientIdempotencyKey.id == existing.id,
-                ClientIdempotencyKey.status == "in_flight",
-                ClientIdempotencyKey.owner_token == existing.owner_token,
+        taken = rowcount(
+            db.session.execute(
+                update(ClientIdempotencyKey)
+                .where(
+                    ClientIdempotencyKey.id == existing.id,
+                    ClientIdempotencyKey.status == "in_flight",
+                    ClientIdempotencyKey.owner_token == existing.owner_token,
+                )
+                .values(owner_token=token, lease_expires_at=_lease(now))
+                .execution_options(synchronize_session=False)
             )
-            .values(owner_token=token, lease_expires_at=_lease(now))
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        )
         db.session.commit()
         if taken == 1:
             return None

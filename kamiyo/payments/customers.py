@@ -51,7 +51,8 @@ def create_customer(user_id: str, email: str, name: str | None) -> Result[Custom
         params["name"] = name
     claim = phases.acquire(OPERATION, f"{OPERATION}:{user_id}", user_id, params, owner_token(), reopen=_unlinked)
     if claim.run is None:
-        customer = db.session.get(Customer, claim.done.result_id)
+        assert claim.done is not None  # no run: the operation is finished
+        customer = db.session.get_one(Customer, claim.done.result_id)
         return existing(OPERATION, customer, customer_id=customer.id)
     run = claim.run
     return run_owned(run, lambda: _run(run), lambda row_id: db.session.get(Customer, row_id))
@@ -129,7 +130,7 @@ def finish(run: Run) -> Customer:
     except IntegrityError:
         # Its customer.created webhook stored the row meanwhile (another transaction): use it.
         row_id = phases.finish(run, store)
-    return db.session.get(Customer, row_id)
+    return db.session.get_one(Customer, row_id)
 
 
 def link(user_id: str, stripe_customer: dict[str, Any]) -> Customer:

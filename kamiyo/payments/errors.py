@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import stripe
 
@@ -86,7 +86,8 @@ _MAX_USER_MESSAGE = 200
 
 def _card_spec(error: stripe.CardError) -> ErrorSpec:
     body = error.json_body if isinstance(error.json_body, dict) else {}
-    details = body.get("error") if isinstance(body.get("error"), dict) else {}
+    found = body.get("error")
+    details = found if isinstance(found, dict) else {}
     # The specific reason (decline_code) says more than the code (often just card_declined).
     for key in (details.get("decline_code"), error.code):
         if isinstance(key, str) and key in CARD_ERRORS:
@@ -109,7 +110,7 @@ def _invalid_request_spec(error: stripe.InvalidRequestError) -> ErrorSpec:
     return INVALID_REQUEST
 
 
-Rule = ErrorSpec | Callable[[BaseException], ErrorSpec]
+Rule = ErrorSpec | Callable[[Any], ErrorSpec]  # called with the class its entry names
 
 # First isinstance match wins, so a subclass must come before its base. In
 # stripe-python 16 every class here derives directly from StripeError (CardError

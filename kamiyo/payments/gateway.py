@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import stripe
 from flask import Flask, current_app, g, has_app_context, has_request_context
@@ -28,6 +28,9 @@ from .breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, MemoryState, Redis
 from .errors import CircuitOpenError
 from .models import StripeCall
 from .retry import call_with_retries
+
+if TYPE_CHECKING:
+    from stripe.params import CustomerCreateParams, CustomerUpdateParams, SubscriptionCreateParams
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +69,7 @@ class StripeGateway:
         self._health_lock = threading.Lock()
         self._health_cached: tuple[float, dict[str, Any]] | None = None
         self.breaker = breaker
-        self._retry = {
+        self._retry: dict[str, Any] = {
             "attempts": int(config["STRIPE_RETRY_ATTEMPTS"]),
             "min_wait": float(config["STRIPE_RETRY_MIN_WAIT"]),
             "max_wait": float(config["STRIPE_RETRY_MAX_WAIT"]),
@@ -84,10 +87,14 @@ class StripeGateway:
     # -- the one path every Stripe request takes ---------------------------------
 
     def call(
-        self, operation: str, func: Callable[[dict], Any], idempotency_key: str | None = None, retry: bool = True
+        self,
+        operation: str,
+        func: Callable[[stripe.RequestOptions], Any],
+        idempotency_key: str | None = None,
+        retry: bool = True,
     ) -> Any:
         """breaker → retries → attempt; `func(options)` makes one request (tried once when not `retry`)."""
-        options = {"idempotency_key": idempotency_key} if idempotency_key else {}
+        options: stripe.RequestOptions = {"idempotency_key": idempotency_key} if idempotency_key else {}
 
         def attempt(number: int) -> Any:
             started = time.perf_counter()
@@ -161,7 +168,9 @@ class StripeGateway:
 
     def create_customer(self, params: dict, idempotency_key: str):
         return self.call(
-            "customer.create", lambda o: self.client.v1.customers.create(params=params, options=o), idempotency_key
+            "customer.create",
+            lambda o: self.client.v1.customers.create(params=cast("CustomerCreateParams", params), options=o),
+            idempotency_key,
         )
 
     def retrieve_customer(self, customer_id: str):
@@ -177,7 +186,7 @@ class StripeGateway:
         )
 
     def set_default_payment_method(self, customer_id: str, payment_method: str, idempotency_key: str):
-        params = {"invoice_settings": {"default_payment_method": payment_method}}
+        params: CustomerUpdateParams = {"invoice_settings": {"default_payment_method": payment_method}}
         return self.call(
             "customer.update",
             lambda o: self.client.v1.customers.update(customer_id, params=params, options=o),
@@ -187,7 +196,7 @@ class StripeGateway:
     def create_subscription(self, params: dict, idempotency_key: str):
         return self.call(
             "subscription.create",
-            lambda o: self.client.v1.subscriptions.create(params=params, options=o),
+            lambda o: self.client.v1.subscriptions.create(params=cast("SubscriptionCreateParams", params), options=o),
             idempotency_key,
         )
 

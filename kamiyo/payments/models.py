@@ -8,11 +8,11 @@ import datetime as dt
 from sqlalchemy import Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ..extensions import db
+from ..extensions import Model
 from ..models import TimestampMixin, UTCDateTime, utcnow
 
 
-class PaymentOperation(TimestampMixin, db.Model):
+class PaymentOperation(TimestampMixin, Model):
     """A Stripe-side effect we intend to cause, claimed *before* Stripe is called.
 
     `scope` is unique (e.g. `customer.create:<user_id>`), so N concurrent
@@ -50,7 +50,7 @@ class PaymentOperation(TimestampMixin, db.Model):
     stripe_object_id: Mapped[str | None] = mapped_column(String(255))
 
 
-class ClientIdempotencyKey(db.Model):
+class ClientIdempotencyKey(Model):
     """The caller's `Idempotency-Key` (IETF httpapi draft semantics), per API key."""
 
     __tablename__ = "client_idempotency_keys"
@@ -71,7 +71,7 @@ class ClientIdempotencyKey(db.Model):
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), nullable=False)
 
 
-class StripeCall(db.Model):
+class StripeCall(Model):
     """One row per attempt at a Stripe request, for the dashboard and alerts."""
 
     __tablename__ = "stripe_calls"

@@ -31,7 +31,7 @@ from flask import current_app
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from ..extensions import db
+from ..extensions import db, rowcount
 from ..http_errors import ApiError
 from ..models import utcnow
 from . import metrics
@@ -125,7 +125,7 @@ def _write(run: Run, **values: Any) -> None:
         .values(**values)
         .execution_options(synchronize_session=False)
     )
-    if result.rowcount != 1:
+    if rowcount(result) != 1:
         db.session.rollback()
         log.warning(
             "payment operation %s was taken over by another request; this one stops",
@@ -304,7 +304,7 @@ def acquire(
 
     deadline = time.monotonic() + float(current_app.config["IDEMPOTENCY_WAIT_SECONDS"])
     while True:
-        op = db.session.scalar(select(PaymentOperation).where(PaymentOperation.scope == scope))
+        op = db.session.scalars(select(PaymentOperation).where(PaymentOperation.scope == scope)).one()
         taken = _take_over(op, token, params_json, reopen)
         if taken is not None:
             return taken
@@ -364,10 +364,10 @@ def _take_over(
         .execution_options(synchronize_session=False)
     )
     db.session.commit()
-    if result.rowcount != 1:
+    if rowcount(result) != 1:
         return None  # another contender won: look again
     db.session.expire_all()
-    return Claim(Run.of(db.session.get(PaymentOperation, op.id)))
+    return Claim(Run.of(db.session.get_one(PaymentOperation, op.id)))
 
 
 def take_over_idle(scope: str, token: str) -> Run | None:

@@ -144,7 +144,7 @@ def _record(report: SubscriptionReport, customer: Customer, made: dict[str, Any]
     row = db.session.scalar(select(Subscription).where(Subscription.stripe_subscription_id == made["id"]))
     if row is None:
         tier = str((made.get("metadata") or {}).get("kamiyo_tier") or "unknown")[:64]
-        row = db.session.get(Subscription, store(made, customer.id, price, tier))
+        row = db.session.get_one(Subscription, store(made, customer.id, price, tier))
         report.adopted += 1
         if row.duplicate_of is not None:
             db.session.commit()
@@ -157,7 +157,7 @@ def _record(report: SubscriptionReport, customer: Customer, made: dict[str, Any]
         row_id = row.id
         db.session.rollback()
         now = get_gateway().retrieve_subscription(made["id"])
-        row = db.session.get(Subscription, row_id)
+        row = db.session.get_one(Subscription, row_id)
         if row.status != now.get("status") and row.status != "canceled":
             row.status = str(now.get("status"))[:32]
             row.current_period_end = subscription_period_end(now) or row.current_period_end

@@ -11,7 +11,7 @@ import logging
 from flask import current_app
 from sqlalchemy import delete
 
-from ..extensions import db
+from ..extensions import db, rowcount
 from ..models import utcnow
 from .models import ClientIdempotencyKey, StripeCall
 
@@ -22,10 +22,10 @@ def purge_expired_records(now: dt.datetime | None = None) -> dict[str, int]:
     now = now or utcnow()
     cutoff = now - dt.timedelta(days=int(current_app.config["STRIPE_CALLS_RETENTION_DAYS"]))
     purged = {
-        "client_idempotency_keys": db.session.execute(
-            delete(ClientIdempotencyKey).where(ClientIdempotencyKey.expires_at <= now)
-        ).rowcount,
-        "stripe_calls": db.session.execute(delete(StripeCall).where(StripeCall.created_at < cutoff)).rowcount,
+        "client_idempotency_keys": rowcount(
+            db.session.execute(delete(ClientIdempotencyKey).where(ClientIdempotencyKey.expires_at <= now))
+        ),
+        "stripe_calls": rowcount(db.session.execute(delete(StripeCall).where(StripeCall.created_at < cutoff))),
     }
     db.session.commit()
     log.info("purged expired payments records: %s", purged, extra=purged)

@@ -84,7 +84,8 @@ def create_subscription(customer_id: int, price_id: str, tier: str, payment_meth
         reopen=_no_longer_live,
     )
     if claim.run is None:
-        subscription = db.session.get(Subscription, claim.done.result_id)
+        assert claim.done is not None  # no run: the operation is finished
+        subscription = db.session.get_one(Subscription, claim.done.result_id)
         return existing(OPERATION, subscription, subscription_id=subscription.id)
     run = claim.run
     return run_owned(run, lambda: _run(run), lambda row_id: db.session.get(Subscription, row_id))
@@ -104,7 +105,7 @@ def _run(run: Run) -> Subscription:
     }
     while run.recovery_point != FINISHED:
         phase[run.recovery_point](run)
-    return db.session.get(Subscription, run.result_id)
+    return db.session.get_one(Subscription, run.result_id)
 
 
 def _prepare_payment_method(run: Run) -> None:
@@ -210,7 +211,9 @@ def _finish(run: Run) -> None:
     if made is None or stripe_customer_deleted(params["customer"]):
         # Resumed after `created`, or its customer was deleted meanwhile (Stripe then cancelled
         # it): what Stripe holds now is what we store.
-        made = phases.stripe_step(run, lambda: get_gateway().retrieve_subscription(run.stripe_object_id))
+        stripe_id = run.stripe_object_id
+        assert stripe_id is not None  # set when the phase moved to `created`
+        made = phases.stripe_step(run, lambda: get_gateway().retrieve_subscription(stripe_id))
     wanted = (
         int(params["metadata"]["kamiyo_customer_id"]),
         params["items"][0]["price"],
@@ -251,7 +254,7 @@ def store(made: dict[str, Any], customer_id: int, price_id: str, tier: str) -> i
 
 
 def alert_duplicate(row: Subscription) -> None:
-    original = db.session.get(Subscription, row.duplicate_of)
+    original = db.session.get_one(Subscription, row.duplicate_of)
     alert_duplicate_subscription(
         row.stripe_subscription_id or "", original.stripe_subscription_id or "", row.customer_id, row.price_id
     )

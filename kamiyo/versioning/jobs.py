@@ -98,14 +98,14 @@ def find_mismatches(
                 )
             )
     for endpoint in endpoints or []:
-        version = endpoint.get("api_version")
-        if version and version_base(version) != expected:
+        endpoint_version = endpoint.get("api_version")
+        if endpoint_version and version_base(endpoint_version) != expected:
             found.append(
                 _mismatch(
                     "webhook_endpoint",
-                    version,
+                    endpoint_version,
                     configured,
-                    f"Webhook endpoint {endpoint['id']} is pinned to api_version {version}, "
+                    f"Webhook endpoint {endpoint['id']} is pinned to api_version {endpoint_version}, "
                     f"not the configured {configured}.",
                     ENDPOINT_ACTION.format(expected=configured),
                     endpoint_id=endpoint["id"],
@@ -235,8 +235,7 @@ def run_version_check(
 def _alert(result: dict[str, Any], previous: VersionCheck | None, recent_keys: set[str], now: dt.datetime) -> None:
     version, age_status = result["version"], result["age_status"]
     if age_status != "healthy":
-        changed = previous is None or previous.age_status != age_status
-        if changed or previous.checked_at <= now - STATUS_REMINDER:
+        if previous is None or previous.age_status != age_status or previous.checked_at <= now - STATUS_REMINDER:
             severity = "critical" if age_status == "critical" else "warning"
             text = (
                 result["message"]

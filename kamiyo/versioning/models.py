@@ -8,11 +8,11 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Date, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ..extensions import db
+from ..extensions import Model
 from ..models import UTCDateTime, utcnow
 
 
-class VersionCheck(db.Model):
+class VersionCheck(Model):
     __tablename__ = "version_checks"
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -174,7 +174,7 @@ class VersionMonitor:
             )
             return result
         status = grade(age_days, self.warning_days, self.critical_days)
-        result.update(status=status, message=status_message(self.version, age_days, status))
+        result.update(status=status, message=status_message(self.version or "", age_days, status))
         return result
 
     def _recommendation(self, parsed: ParsedVersion | None) -> dict[str, Any]:

@@ -82,7 +82,9 @@ def response_versions(now: dt.datetime | None = None) -> dict[str, dict[str, Any
         .where(StripeCall.created_at >= since, StripeCall.stripe_version.is_not(None))
         .group_by(StripeCall.stripe_version)
     ).all()
-    seen = {version: {"count": count, "last_seen": last.isoformat()} for version, count, last in rows}
+    seen: dict[str, dict[str, Any]] = {
+        str(version): {"count": count, "last_seen": last.isoformat()} for version, count, last in rows
+    }
     recorder = current_app.extensions.get(RESPONSES_KEY)
     for version, entry in (recorder.snapshot() if recorder is not None else {}).items():
         merged = seen.setdefault(version, {"count": 0, "last_seen": entry["last_seen"]})
@@ -104,7 +106,7 @@ def table_event_version_source(table: Table) -> EventVersionSource:
         query = (
             select(table.c.api_version, func.count()).where(table.c.received_at >= since).group_by(table.c.api_version)
         )
-        return dict(db.session.execute(query).tuples().all())
+        return dict(db.session.execute(query).all())
 
     return source
 

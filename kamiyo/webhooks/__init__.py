@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from flask import Flask
 
 
 def init_app(app: Flask) -> None:
+    from sqlalchemy import Table
+
     from .. import scheduler
     from ..versioning.observed import register_event_version_source, table_event_version_source
     from . import cli, limiting, views
@@ -24,4 +28,4 @@ def init_app(app: Flask) -> None:
         scheduler.day,
     )
     # The version check compares the api_version of recent events with ours.
-    register_event_version_source(app, table_event_version_source(WebhookEvent.__table__))
+    register_event_version_source(app, table_event_version_source(cast(Table, WebhookEvent.__table__)))

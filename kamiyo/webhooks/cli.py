@@ -21,7 +21,7 @@ def replay(event_id: str | None, failed: bool) -> None:
     """Run stored events through their handler again and print what happened."""
     if bool(event_id) == failed:
         raise click.UsageError("give either EVENT_ID or --failed")
-    event_ids = inbox.failed_event_ids() if failed else [event_id]
+    event_ids = inbox.failed_event_ids() if failed or event_id is None else [event_id]
     if not event_ids:
         click.echo("No failed events.")
         return

@@ -183,7 +183,7 @@ def committer(apply_batch, apply_one, gate) -> GroupCommitter:
     Exactly one per process: two would each have a leader, and on PostgreSQL (where the
     gate admits everyone) both would write through the one batch Session at once.
     """
-    app = current_app._get_current_object()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]  # the proxy's own method
     found = app.extensions.get(EXTENSION)
     if found is None or found.pid != os.getpid():
         with _made:  # the first requests after a start often arrive together

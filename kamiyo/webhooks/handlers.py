@@ -34,12 +34,12 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, bindparam, exists, func, literal, or_, select, text, true, update
+from sqlalchemy import BindParameter, Table, and_, bindparam, exists, func, literal, or_, select, text, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..extensions import db
+from ..extensions import db, rowcount
 from ..models import (
     LIVE_SUBSCRIPTION_STATUSES,
     Customer,
@@ -287,12 +287,14 @@ def _delete_customer(event: dict[str, Any], customer: Customer | None) -> Result
     db.session.add(DeletedStripeCustomer(stripe_customer_id=stripe_id, deleted_at=event_time(event)))
     if customer is None:
         return Result(PROCESSED, "deleted customer was not linked")
-    cancelled = db.session.execute(
-        update(Subscription)
-        .where(Subscription.customer_id == customer.id, Subscription.status.in_(LIVE_SUBSCRIPTION_STATUSES))
-        .values(status="canceled")
-        .execution_options(synchronize_session="fetch")
-    ).rowcount
+    cancelled = rowcount(
+        db.session.execute(
+            update(Subscription)
+            .where(Subscription.customer_id == customer.id, Subscription.status.in_(LIVE_SUBSCRIPTION_STATUSES))
+            .values(status="canceled")
+            .execution_options(synchronize_session="fetch")
+        )
+    )
     # Unlinked, so that the next create makes a new Stripe customer; history stays.
     customer.stripe_customer_id = None
     customer.last_event_at = customer.last_event_rank = customer.last_event_id = None
@@ -301,7 +303,7 @@ def _delete_customer(event: dict[str, Any], customer: Customer | None) -> Result
 
 # --------------------------------------------------------------------------- subscriptions
 
-_subs = Subscription.__table__
+_subs = cast(Table, Subscription.__table__)
 _other = _subs.alias("other")
 # As literal SQL: the compiled-once statements (kamiyo/prepared.py) bind no expanding IN lists.
 _OTHER_LIVE = text(
@@ -315,7 +317,9 @@ def _subscription_update(action: str):
     """UPDATE of a subscription row, only if this event is newer than the row's last one, and
     only if it would not make a second live subscription for the customer and price (that case
     is settled by the handler: stored flagged)."""
-    at, rank_, event_id = bindparam("event_at"), bindparam("rank"), bindparam("event_id")
+    at: BindParameter[Any] = bindparam("event_at")
+    rank_: BindParameter[Any] = bindparam("rank")
+    event_id: BindParameter[Any] = bindparam("event_id")
     # Typed: inside coalesce() it would be bound untyped, and SQLite would store another text format.
     period_end = bindparam("period_end", type_=_subs.c.current_period_end.type)
     same_tie = and_(_subs.c.last_event_at == at, func.coalesce(_subs.c.last_event_rank, 0) == rank_)
@@ -543,32 +547,32 @@ def apply_refreshed(refresh: Refresh, obj: dict[str, Any]) -> Result:
         for name, value in _customer_fields(obj).items():
             setattr(row, name, value)
         return Result(PROCESSED, f"customer {refresh.stripe_id} settled from Stripe")
-    row = db.session.scalar(select(Subscription).where(Subscription.stripe_subscription_id == refresh.stripe_id))
+    sub = db.session.scalar(select(Subscription).where(Subscription.stripe_subscription_id == refresh.stripe_id))
     if (
-        row is None
-        or row.status == "canceled"
-        or (row.last_event_at, row.last_event_rank) != (refresh.event_at, refresh.rank)
+        sub is None
+        or sub.status == "canceled"
+        or (sub.last_event_at, sub.last_event_rank) != (refresh.event_at, refresh.rank)
     ):
         return moved_on
-    status = str(obj.get("status") or row.status)[:32]
-    price = (price_of(obj) or row.price_id)[:255]
+    status = str(obj.get("status") or sub.status)[:32]
+    price = (price_of(obj) or sub.price_id)[:255]
     other = None
-    if status in LIVE_SUBSCRIPTION_STATUSES and row.duplicate_of is None:  # looked up before the row changes
-        other = live_subscription(row.customer_id, price, excluding=row.id)
+    if status in LIVE_SUBSCRIPTION_STATUSES and sub.duplicate_of is None:  # looked up before the sub changes
+        other = live_subscription(sub.customer_id, price, excluding=sub.id)
         other = other if other is not None and other.duplicate_of is None else None
-        row.duplicate_of = other.id if other is not None else None  # a second live one: flagged, not refused
-    row.status, row.price_id = status, price
+        sub.duplicate_of = other.id if other is not None else None  # a second live one: flagged, not refused
+    sub.status, sub.price_id = status, price
     if status not in LIVE_SUBSCRIPTION_STATUSES:
         db.session.flush()
-        promote_duplicates(row.id)
-    row.tier = _metadata(obj, "kamiyo_tier", 64) or _metadata(obj, "tier", 64) or _price_tier(obj) or row.tier
-    row.current_period_end = subscription_period_end(obj) or row.current_period_end
-    return _stored(row, other)
+        promote_duplicates(sub.id)
+    sub.tier = _metadata(obj, "kamiyo_tier", 64) or _metadata(obj, "tier", 64) or _price_tier(obj) or sub.tier
+    sub.current_period_end = subscription_period_end(obj) or sub.current_period_end
+    return _stored(sub, other)
 
 
 # --------------------------------------------------------------------------- payments
 
-_outcomes = PaymentOutcome.__table__
+_outcomes = cast(Table, PaymentOutcome.__table__)
 _OUTCOME_COLUMNS = (
     "stripe_object_id",
     "stripe_customer_id",

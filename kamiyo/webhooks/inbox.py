@@ -25,14 +25,14 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from flask import current_app
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ..extensions import db
+from ..extensions import db, rowcount
 from ..models import utcnow
 from ..observability.alerts import alert_duplicate_subscription
 from ..observability.logging import on_behalf_of, redact
@@ -102,7 +102,7 @@ def sanitise_error(exc: BaseException) -> str:
 
 
 # The statements every delivery runs, compiled once (see kamiyo/prepared.py).
-_events = WebhookEvent.__table__
+_events = cast(Table, WebhookEvent.__table__)
 _CLAIM_COLUMNS = (
     "event_id",
     "type",
@@ -273,7 +273,7 @@ def _batch_session() -> Iterator[None]:
         found = current_app.extensions[_BATCH_SESSION] = (os.getpid(), Session(bind=connection))
     registry = db.session.registry
     previous = registry() if registry.has() else None
-    registry.set(found[1])
+    registry.set(cast(Any, found[1]))  # a plain Session: Flask-SQLAlchemy's adds only get_bind routing
     try:
         yield
     finally:
@@ -326,13 +326,15 @@ def _write_batch(batch: list[group_commit.Pending]) -> list[Received]:
             _set_status(connection, event["id"], result, expected)
             outcome[event["id"]] = Received(result.status, result.note, 1, result.follow_up)
         db.session.commit()
-        results = [outcome.pop(p.event["id"], None) or Received(DUPLICATE, "already handled") for p in batch]
+        # pop: the same event twice in one batch is handled once, then answered as a duplicate.
+        already = Received(DUPLICATE, "already handled")
+        received = [outcome.pop(p.event["id"], already) for p in batch]
     except Exception:
         db.session.rollback()  # inside the gate: SQLite's write lock goes with it
         raise
-    for result in results:
-        metrics.EVENTS.labels("failed" if isinstance(result.follow_up, handlers.Refresh) else result.status).inc()
-    return results
+    for each in received:
+        metrics.EVENTS.labels("failed" if isinstance(each.follow_up, handlers.Refresh) else each.status).inc()
+    return received
 
 
 def _held_gate():
@@ -468,9 +470,9 @@ def purge_expired_events(now: dt.datetime | None = None) -> int:
     Stripe's own Events API keeps them.
     """
     cutoff = (now or utcnow()) - dt.timedelta(days=int(current_app.config["WEBHOOK_RETENTION_DAYS"]))
-    deleted = db.session.execute(delete(WebhookEvent).where(WebhookEvent.received_at < cutoff)).rowcount
+    deleted = rowcount(db.session.execute(delete(WebhookEvent).where(WebhookEvent.received_at < cutoff)))
     # Blocked requests are recorded one row each, as many as an attacker sends: same retention.
-    violations = db.session.execute(delete(RateLimitViolation).where(RateLimitViolation.occurred_at < cutoff)).rowcount
+    violations = rowcount(db.session.execute(delete(RateLimitViolation).where(RateLimitViolation.occurred_at < cutoff)))
     db.session.commit()
     log.info(
         "purged %d webhook events and %d rate-limit violations from before %s", deleted, violations, cutoff.isoformat()

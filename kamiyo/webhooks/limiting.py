@@ -2,7 +2,7 @@
 answer, and what happens when a webhook request is blocked.
 
 Per client IP. The client IP is REMOTE_ADDR; X-Forwarded-For is believed only
-for TRUSTED_PROXY_COUNT proxies (ProxyFix), so a forged header cannot pick its
+for TRUSTED_PROXY_COUNT proxies (ProxyFix, applied in create_app), so a forged header cannot pick its
 own bucket. Storage: RATELIMIT_STORAGE_URI, else REDIS_URL, else memory://,
 which counts per process (several gunicorn workers each count on their own).
 """
@@ -19,7 +19,6 @@ from flask import Flask, current_app, g, request
 from flask_limiter import RateLimitExceeded, RequestLimit
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ..extensions import db, limiter
 from ..http_errors import ApiError, handle_api_error
@@ -53,9 +52,6 @@ def init_app(app: Flask) -> None:
             "circuit breaker: set REDIS_URL (or RATELIMIT_STORAGE_URI) to share them",
             os.environ["WEB_CONCURRENCY"],
         )
-    proxies = int(config.get("TRUSTED_PROXY_COUNT") or 0)
-    if proxies > 0:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
     limiter.init_app(app)
     app.register_error_handler(RateLimitExceeded, _too_many_requests)
 
@@ -123,7 +119,7 @@ def _maybe_alert(fields: dict[str, str], now) -> None:
         )
     )
     db.session.rollback()
-    if count <= threshold:
+    if (count or 0) <= threshold:
         return
     send_alert(
         "Webhook rate limit",

@@ -7,13 +7,13 @@ import datetime as dt
 from sqlalchemy import BigInteger, Boolean, CheckConstraint, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ..extensions import db
+from ..extensions import Model
 from ..models import UTCDateTime, utcnow
 
 EVENT_STATUSES = ("processed", "ignored", "failed")
 
 
-class WebhookEvent(db.Model):
+class WebhookEvent(Model):
     """One row per Stripe event id: the de-duplication guard and the replay store.
 
     A row becomes visible only together with the handler's writes (same
@@ -42,7 +42,7 @@ class WebhookEvent(db.Model):
     payload: Mapped[str] = mapped_column(Text, nullable=False)  # the verified body, as received
 
 
-class RateLimitViolation(db.Model):
+class RateLimitViolation(Model):
     """A request the rate limit blocked."""
 
     __tablename__ = "rate_limit_violations"
@@ -56,7 +56,7 @@ class RateLimitViolation(db.Model):
     occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False, index=True)
 
 
-class PaymentOutcome(db.Model):
+class PaymentOutcome(Model):
     """The latest known outcome of one payment (payment intent, or invoice without one)."""
 
     __tablename__ = "payment_outcomes"

@@ -34,7 +34,8 @@ class WriteGate:
     def _file(self) -> int:
         # One open file per process: an flock on a descriptor inherited across
         # fork would be shared with the parent, and exclude nobody.
-        if self._pid != os.getpid():
+        if self._fd is None or self._pid != os.getpid():
+            assert self.lock_path is not None  # only SQLite gates, and SQLite always has a path
             self._fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
             self._pid = os.getpid()
         return self._fd
