@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # Hypothesis's caches live with the build, not in the checkout.
 export HYPOTHESIS_STORAGE_DIRECTORY := $(VENV)/hypothesis
 
-.PHONY: run test bench chaos clean system-deps
+.PHONY: run test lint bench chaos clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ system-deps:
 ## test: set up and run the whole test suite
 test: $(VENV)/.dev system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## lint: ruff check, ruff format --check and mypy over kamiyo/ (CI runs it before the tests)
+lint: $(VENV)/.dev
+	$(BIN)/ruff check kamiyo
+	$(BIN)/ruff format --check kamiyo
+	$(BIN)/mypy
 
 ## chaos: thousands of randomized fault schedules against several workers, SQLite and PostgreSQL
 ## (CHAOS_SCHEDULES per database, default 1000; first seed CHAOS_SEED_BASE, default the clock;
