@@ -78,6 +78,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from .observability import metrics, request_context
     from .payments import models as payments_models  # noqa: F401
     from .scheduler import JobRun  # noqa: F401
+    from .stripe_gateway import gateway
+    from .stripe_gateway import models as stripe_gateway_models  # noqa: F401
     from .versioning import models as versioning_models  # noqa: F401
     from .webhooks import models as webhook_models  # noqa: F401
 
@@ -90,6 +92,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
     cli.init_app(app)
+    gateway.init_app(app)  # the one place that talks to Stripe, before the features that use it
 
     # Features: each registers its blueprint, commands, jobs and health sections.
     from . import payments, scheduler, versioning, webhooks
@@ -139,8 +142,3 @@ def _startup_checks(app: Flask) -> None:
             "webhook_secrets": len(app.config["STRIPE_WEBHOOK_SECRETS"]),
         },
     )
-    from .versioning.metrics import publish
-    from .versioning.monitor import log_startup_version
-
-    health = log_startup_version(app.config)  # [STRIPE VERSION] ... (local only)
-    publish(health["status"], health["age_days"])

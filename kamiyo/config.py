@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import stripe
+from .stripe_gateway.library import LIBRARY_API_VERSION
 
 # Every setting the service knows, with its default. The README lists these;
 # an environment variable of the same name (or KAMIYO_<name>) overrides it.
@@ -24,7 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "STRIPE_SECRET_KEY": None,
     "STRIPE_PUBLISHABLE_KEY": None,
     "STRIPE_WEBHOOK_SECRET": None,  # comma-separated list during rotation
-    "STRIPE_API_VERSION": stripe.api_version,  # the version stripe-python pins
+    "STRIPE_API_VERSION": LIBRARY_API_VERSION,  # the version stripe-python pins
     "STRIPE_API_BASE": "https://api.stripe.com",
     "STRIPE_TIMEOUT_SECONDS": 30.0,
     "STRIPE_HEALTH_TIMEOUT_SECONDS": 2.0,

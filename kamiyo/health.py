@@ -1,10 +1,13 @@
-"""Liveness and readiness: GET /health (app + database)."""
+"""Liveness and readiness: GET /health (app + database), and the registry of
+health sections that features add to the payments health answer."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, Flask, current_app, jsonify
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -13,6 +16,20 @@ from .extensions import db
 log = logging.getLogger(__name__)
 
 bp = Blueprint("health", __name__)
+
+HEALTH_CHECKS = "health_checks"
+
+HealthCheck = Callable[[], dict[str, Any]]
+
+
+def register_health_check(app: Flask, name: str, check: HealthCheck) -> None:
+    """Add a section (e.g. the version monitor's) to GET /api/v1/payments/health.
+    A check returns a dict with at least `ok`."""
+    app.extensions.setdefault(HEALTH_CHECKS, {})[name] = check
+
+
+def health_checks() -> dict[str, HealthCheck]:
+    return dict(current_app.extensions.get(HEALTH_CHECKS, {}))
 
 
 @bp.get("/health")

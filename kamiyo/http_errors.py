@@ -10,12 +10,12 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-import stripe
 from flask import Flask, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from .observability.request_context import current_request_id
-from .payments.errors import CircuitOpenError, map_stripe_error
+from .stripe_gateway.errors import CircuitOpenError, map_stripe_error
+from .stripe_gateway.library import StripeError
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,6 @@ def handle_unexpected(exc: Exception):
 def init_app(app: Flask) -> None:
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(ApiError, handle_api_error)
-    app.register_error_handler(stripe.StripeError, handle_stripe_error)
+    app.register_error_handler(StripeError, handle_stripe_error)
     app.register_error_handler(CircuitOpenError, handle_stripe_error)
     app.register_error_handler(Exception, handle_unexpected)

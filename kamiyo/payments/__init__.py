@@ -1,4 +1,4 @@
-"""Stripe customers and subscriptions: the gateway, errors and the JSON API."""
+"""Stripe customers and subscriptions: fenced phases, reconcile and the JSON API."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     from .. import scheduler
-    from . import gateway, views
+    from . import views
     from .cli import payments_cli
     from .reconcile import reconcile_daily
     from .retention import purge_expired_records
 
-    gateway.init_app(app)
     app.register_blueprint(views.bp)
     app.cli.add_command(payments_cli)
     scheduler.register_job(

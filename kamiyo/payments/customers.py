@@ -14,16 +14,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import stripe
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
 from ..http_errors import ApiError
 from ..models import Customer, stripe_customer_deleted
+from ..stripe_gateway.errors import is_replayed
+from ..stripe_gateway.gateway import get_gateway
+from ..stripe_gateway.library import StripeError
 from . import phases
-from .errors import is_replayed
-from .gateway import get_gateway
 from .idempotency import owner_token
 from .models import PaymentOperation
 from .operations import Result, existing, run_owned
@@ -94,7 +94,7 @@ def _create(run: Run) -> None:
     if made is None:
         try:
             made = phases.stripe_step(run, lambda: get_gateway().create_customer(run.params, run.key))
-        except stripe.StripeError as exc:
+        except StripeError as exc:
             if not is_replayed(exc) or run.new_keys >= phases.MAX_NEW_KEYS:
                 raise
             # Stripe stored an error for this key (a 500): what it made is unknown, and the key

@@ -26,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import stripe
 from flask import current_app
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -34,8 +33,9 @@ from sqlalchemy.exc import IntegrityError
 from ..extensions import db, rowcount
 from ..http_errors import ApiError
 from ..models import utcnow
-from . import metrics
-from .errors import CircuitOpenError, is_replayed, is_transient
+from ..stripe_gateway.errors import CircuitOpenError, is_replayed, is_transient
+from ..stripe_gateway.library import StripeError
+from ..stripe_gateway.metrics import PAYMENT_OPERATIONS
 from .idempotency import canonical_json, derive_key
 from .models import PaymentOperation
 
@@ -132,7 +132,7 @@ def _write(run: Run, **values: Any) -> None:
             run.op_id,
             extra={"operation_id": run.op_id},
         )
-        metrics.PAYMENT_OPERATIONS.labels(operation=run.operation, outcome="superseded").inc()
+        PAYMENT_OPERATIONS.labels(operation=run.operation, outcome="superseded").inc()
         raise Superseded(run.op_id)
 
 
@@ -183,10 +183,10 @@ def stripe_step(run: Run, call: Callable[[], T]) -> T:
     renew(run)
     try:
         return call()
-    except stripe.StripeError as exc:
+    except StripeError as exc:
         if is_transient(exc):
             release(run)
-            metrics.PAYMENT_OPERATIONS.labels(operation=run.operation, outcome="transient_error").inc()
+            PAYMENT_OPERATIONS.labels(operation=run.operation, outcome="transient_error").inc()
         elif not is_replayed(exc):
             fail_permanently(run, type(exc).__name__)
         raise
@@ -219,7 +219,7 @@ def fail_permanently(run: Run, error_code: str) -> None:
     )
     db.session.commit()
     run.generation += 1
-    metrics.PAYMENT_OPERATIONS.labels(operation=run.operation, outcome="failed").inc()
+    PAYMENT_OPERATIONS.labels(operation=run.operation, outcome="failed").inc()
 
 
 def next_generation(run: Run, recovery_point: str) -> None:

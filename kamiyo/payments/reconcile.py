@@ -16,10 +16,10 @@ from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
 from ..models import LIVE_SUBSCRIPTION_STATUSES, Customer, Subscription, promote_duplicates, stripe_customer_deleted
+from ..stripe_gateway.gateway import get_gateway
 from ..stripe_objects import price_id as price_of
 from ..stripe_objects import subscription_period_end
 from . import customers, phases
-from .gateway import get_gateway
 from .idempotency import owner_token
 from .models import PaymentOperation
 from .subscriptions import alert_duplicate, store

@@ -13,7 +13,8 @@ from sqlalchemy import delete
 
 from ..extensions import db, rowcount
 from ..models import utcnow
-from .models import ClientIdempotencyKey, StripeCall
+from ..stripe_gateway.models import StripeCall
+from .models import ClientIdempotencyKey
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import stripe
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -31,12 +30,14 @@ from ..models import (
     stripe_customer_deleted,
 )
 from ..observability.alerts import alert_duplicate_subscription
+from ..stripe_gateway.errors import is_replayed
+from ..stripe_gateway.gateway import get_gateway
+from ..stripe_gateway.library import StripeError
+from ..stripe_gateway.metrics import PAYMENT_OPERATIONS
 from ..stripe_objects import price_id as price_of
 from ..stripe_objects import subscription_period_end
-from . import idempotency, metrics, phases
+from . import idempotency, phases
 from .customers import get_customer
-from .errors import is_replayed
-from .gateway import get_gateway
 from .models import PaymentOperation
 from .operations import Result, existing, run_owned
 from .phases import CLAIMED, FINISHED, Run
@@ -123,7 +124,7 @@ def _prepare_payment_method(run: Run) -> None:
             phases.stripe_step(
                 run, lambda: gateway.set_default_payment_method(customer, payment_method, run.step_key("pm.default"))
             )
-        except stripe.StripeError as exc:
+        except StripeError as exc:
             if not is_replayed(exc) or run.new_keys >= phases.MAX_NEW_KEYS:
                 raise
             phases.next_generation(run, CLAIMED)
@@ -159,7 +160,7 @@ def _create(run: Run, replay: bool) -> None:
     params = {name: value for name, value in run.params.items() if name != "payment_method"}
     try:
         made = phases.stripe_step(run, lambda: get_gateway().create_subscription(params, run.key))
-    except stripe.StripeError as exc:
+    except StripeError as exc:
         if not is_replayed(exc) or run.new_keys >= phases.MAX_NEW_KEYS:
             raise
         # Stripe stored an error for this key (a 500): what it made is unknown, and the key can
@@ -265,7 +266,7 @@ def cancel_subscription(subscription_id: int) -> Result[Subscription]:
     if subscription.status == "canceled":
         return existing("subscription.cancel", subscription, subscription_id=subscription.id)
     cancel_on_stripe(subscription.stripe_subscription_id or "")
-    metrics.PAYMENT_OPERATIONS.labels(operation="subscription.cancel", outcome="canceled").inc()
+    PAYMENT_OPERATIONS.labels(operation="subscription.cancel", outcome="canceled").inc()
     return Result(get_subscription(subscription_id), created=True)
 
 

@@ -6,22 +6,22 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 
 from ..api_keys import require_api_key
 from ..card_data import contains_card_number
+from ..health import health_checks
 from ..http_errors import ApiError
 from ..ids import valid_id
 from ..json_input import MAX_DEPTH, too_deep
 from ..models import Customer, Subscription
+from ..stripe_gateway.gateway import get_gateway
 from ..users import EMAIL_RE
 from . import service
 from .client_keys import client_idempotent
-from .gateway import get_gateway
 
 bp = Blueprint("payments", __name__, url_prefix="/api/v1/payments")
 
-HEALTH_CHECKS = "payments_health_checks"
 
 USER_ID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 STRIPE_ID_RE = re.compile(r"^[A-Za-z0-9_]{1,255}$")
@@ -31,12 +31,6 @@ CARD_SCAN_MAX = 1024  # characters: more than any text field takes (name: 256)
 # Control characters have no place in a name (EMAIL_RE refuses them in an address); NUL cannot
 # even be stored in PostgreSQL text (refused here, before Stripe is called, not after).
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def register_health_check(app: Flask, name: str, check: Callable[[], dict[str, Any]]) -> None:
-    """Let a feature (circuit breaker, version monitor) add its section to the
-    payments health answer. A check returns a dict with at least `ok`."""
-    app.extensions.setdefault(HEALTH_CHECKS, {})[name] = check
 
 
 # -- input ------------------------------------------------------------------------
@@ -232,7 +226,7 @@ def payments_health():
             "consecutive_failures": gateway.breaker.failures(),
         },
     }
-    for name, check in current_app.extensions.get(HEALTH_CHECKS, {}).items():
+    for name, check in health_checks().items():
         sections[name] = check()
     ok = all(section.get("ok", True) for section in sections.values())
     return jsonify(status="ok" if ok else "degraded", **sections), 200 if ok else 503

@@ -16,10 +16,12 @@ from flask import Flask, current_app
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import scheduler
+from ..event_versions import webhook_event_versions
 from ..extensions import db
+from ..health import register_health_check
 from ..models import utcnow
 from ..observability.alerts import send_alert
-from ..payments.views import register_health_check
+from ..stripe_gateway.gateway import get_gateway
 from . import metrics, observed
 from .models import VersionCheck
 from .monitor import LIBRARY_API_VERSION, SEVERITY, get_version_monitor, status_message, version_base
@@ -80,7 +82,7 @@ def find_mismatches(
                     configured,
                     f"Stripe answered {seen['count']} request(s) with Stripe-Version {version}, "
                     f"not the configured {configured}.",
-                    "Check that every Stripe client is built with STRIPE_API_VERSION (kamiyo/payments/gateway.py).",
+                    "Check that every Stripe client is built with STRIPE_API_VERSION (kamiyo/stripe_gateway/gateway.py).",
                     count=seen["count"],
                 )
             )
@@ -120,8 +122,6 @@ def _observe(now: dt.datetime, remote: bool) -> tuple[dict[str, Any], dict | Non
     seen: dict[str, Any] = {"library_version": LIBRARY_API_VERSION}
     endpoints: list[dict] | None = None
     if remote:
-        from ..payments.gateway import get_gateway
-
         try:
             endpoints = get_gateway().list_webhook_endpoints()
             seen["webhook_endpoints"] = (
@@ -142,7 +142,7 @@ def _observe(now: dt.datetime, remote: bool) -> tuple[dict[str, Any], dict | Non
         else {"status": "unverified", "reason": "no Stripe response recorded in the last 30 days"}
     )
     try:
-        events = observed.webhook_event_versions(since)
+        events = webhook_event_versions(since)
         seen["webhook_events"] = (
             {"status": "unverified", "reason": "no webhook event source is wired"}
             if events is None

@@ -19,17 +19,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import DEFAULTS
 from ..models import utcnow
+from ..stripe_gateway.library import LIBRARY_API_VERSION
 
 log = logging.getLogger("kamiyo.versioning")
 
 VERSION_WARNING_DAYS = 180  # ~6 months
 VERSION_CRITICAL_DAYS = 365  # 1 year
 
-# The newest version this install knows: the one stripe-python pins (config's
-# default for STRIPE_API_VERSION is exactly that, read once at import).
-LIBRARY_API_VERSION: str = DEFAULTS["STRIPE_API_VERSION"]
 # Stripe's named major releases since 2024; later ones parse too (any lowercase word).
 KNOWN_CODENAMES = ("acacia", "basil", "clover", "dahlia", "endive")
 CHANGELOG_URL = "https://docs.stripe.com/changelog"

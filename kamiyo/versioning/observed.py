@@ -3,30 +3,27 @@
 Two sources feed the weekly check:
 - responses: every Stripe attempt's record (`stripe_calls.stripe_version`, by
   the gateway) over the last 30 days, shared by all processes; plus what this
-  process's health probes saw (`record_response_version`, in memory).
-- webhook events: `webhook_event_versions(since)` asks the registered sources
-  (the webhook inbox registers one with `register_event_version_source`) how
-  many events per `api_version` arrived since then. No source registered →
-  None ("unverified"), which is not the same as "no events" ({}).
+  process's health probes saw (`record_response_version`, in memory, told by
+  the gateway).
+- webhook events: kamiyo/event_versions.py asks the sources that features
+  registered there.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, current_app, has_app_context
-from sqlalchemy import Table, func, select
+from sqlalchemy import func, select
 
 from ..extensions import db
 from ..models import utcnow
+from ..stripe_gateway.gateway import on_response_version
+from ..stripe_gateway.models import StripeCall
 
 RESPONSES_KEY = "versioning_response_versions"
-EVENT_SOURCES_KEY = "versioning_event_version_sources"
-
-EventVersionSource = Callable[[dt.datetime], dict[str, int]]
 
 
 class ResponseVersions:
@@ -55,11 +52,11 @@ class ResponseVersions:
 
 def init_app(app: Flask) -> None:
     app.extensions[RESPONSES_KEY] = ResponseVersions()
-    app.extensions.setdefault(EVENT_SOURCES_KEY, [])
+    on_response_version(app, record_response_version)
 
 
 def record_response_version(version: str | None) -> None:
-    """Called by the gateway with each response's Stripe-Version header."""
+    """Told by the gateway each health probe's Stripe-Version header."""
     if not version or not has_app_context():
         return
     recorder = current_app.extensions.get(RESPONSES_KEY)
@@ -74,8 +71,6 @@ def response_versions(now: dt.datetime | None = None) -> dict[str, dict[str, Any
     """Every process's Stripe calls of the last 30 days (the stripe_calls records,
     so the scheduler process sees the web workers' traffic too), plus what this
     process's health probes saw."""
-    from ..payments.models import StripeCall
-
     since = (now or utcnow()) - RESPONSE_WINDOW
     rows = db.session.execute(
         select(StripeCall.stripe_version, func.count(), func.max(StripeCall.created_at))
@@ -91,34 +86,3 @@ def response_versions(now: dt.datetime | None = None) -> dict[str, dict[str, Any
         merged["count"] += entry["count"]
         merged["last_seen"] = max(merged["last_seen"], entry["last_seen"])
     return seen
-
-
-def register_event_version_source(app: Flask, source: EventVersionSource) -> None:
-    """Add a source of webhook events' API versions: source(since) -> {api_version: count}."""
-    app.extensions.setdefault(EVENT_SOURCES_KEY, []).append(source)
-
-
-def table_event_version_source(table: Table) -> EventVersionSource:
-    """A source reading any table with `api_version` and `received_at` (UTC) columns,
-    e.g. the webhook inbox: `table_event_version_source(WebhookEvent.__table__)`."""
-
-    def source(since: dt.datetime) -> dict[str, int]:
-        query = (
-            select(table.c.api_version, func.count()).where(table.c.received_at >= since).group_by(table.c.api_version)
-        )
-        return dict(db.session.execute(query).all())
-
-    return source
-
-
-def webhook_event_versions(since: dt.datetime) -> dict[str, int] | None:
-    """Events per api_version received since `since`; None when no source is wired."""
-    sources = current_app.extensions.get(EVENT_SOURCES_KEY) or []
-    if not sources:
-        return None
-    totals: dict[str, int] = {}
-    for source in sources:
-        for version, count in source(since).items():
-            key = version or "(none)"
-            totals[key] = totals.get(key, 0) + int(count)
-    return totals

@@ -11,7 +11,7 @@ def init_app(app: Flask) -> None:
     from sqlalchemy import Table
 
     from .. import scheduler
-    from ..versioning.observed import register_event_version_source, table_event_version_source
+    from ..event_versions import register_event_version_source, table_event_version_source
     from . import cli, limiting, views
     from .inbox import purge_expired_events
     from .models import WebhookEvent

@@ -68,7 +68,7 @@ def test_payments_health_reports_a_refused_key_without_echoing_it(make_app, monk
 
 
 def test_health_sections_from_later_features_are_included(make_app, localstripe_url):
-    from kamiyo.payments.views import register_health_check
+    from kamiyo.health import register_health_check
 
     app = make_app(STRIPE_API_BASE=localstripe_url)
     register_health_check(app, "circuit_breaker", lambda: {"ok": False, "state": "open"})

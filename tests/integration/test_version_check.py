@@ -20,7 +20,7 @@ from kamiyo.extensions import db
 from kamiyo.versioning.jobs import run_version_check, version_alert_check
 from kamiyo.versioning.models import VersionCheck
 from kamiyo.versioning.monitor import LIBRARY_API_VERSION, parse_version
-from kamiyo.versioning.observed import register_event_version_source
+from kamiyo.event_versions import register_event_version_source
 from kamiyo.webhooks.models import WebhookEvent
 from tests.support import both_databases
 
@@ -261,7 +261,7 @@ def test_event_sources_are_summed_and_none_means_unverified(make_app):
     app = make_app()
     since = dt.datetime(2026, 11, 1, tzinfo=UTC)
     with app.app_context():
-        from kamiyo.versioning.observed import EVENT_SOURCES_KEY, webhook_event_versions
+        from kamiyo.event_versions import EVENT_SOURCES_KEY, webhook_event_versions
 
         assert webhook_event_versions(since) == {}  # the inbox is wired, and empty
         app.extensions[EVENT_SOURCES_KEY] = []

@@ -27,7 +27,7 @@ def app(make_app, proxy):
 def test_a_customer_deleted_since_its_abandoned_create_is_made_anew(app, localstripe,
                                                                     asked_again_before_the_deletion):
     from kamiyo.payments import phases
-    from kamiyo.payments.gateway import get_gateway
+    from kamiyo.stripe_gateway.gateway import get_gateway
 
     headers, client = make_key(app), app.test_client()
     user_id = f"u-{uuid.uuid4().hex[:10]}"

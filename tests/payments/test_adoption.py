@@ -12,7 +12,7 @@ from devtools.stripe_proxy import Fault
 from kamiyo.extensions import db
 from kamiyo.models import Customer
 from kamiyo.payments import phases
-from kamiyo.payments.gateway import get_gateway
+from kamiyo.stripe_gateway.gateway import get_gateway
 from kamiyo.payments.models import PaymentOperation
 from tests.support import FAST_RETRIES, both_databases, make_key, stripe_customers_for
 from tests.payments.workers import API, live_stripe_subscriptions, new_customer

@@ -10,9 +10,9 @@ from sqlalchemy import select
 
 from tests.support import FAST_RETRIES, closed_port_url, make_key
 from kamiyo.extensions import db
-from kamiyo.payments.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, MemoryState, RedisState
-from kamiyo.payments.errors import CircuitOpenError
-from kamiyo.payments.models import StripeCall
+from kamiyo.stripe_gateway.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, MemoryState, RedisState
+from kamiyo.stripe_gateway.errors import CircuitOpenError
+from kamiyo.stripe_gateway.models import StripeCall
 
 
 class Clock:

@@ -117,7 +117,7 @@ def test_reconcile_adopts_orphaned_stripe_customers(payments_app, localstripe):
 
 @both_databases
 def test_daily_purge_drops_expired_keys_and_old_attempt_records(api, payments_app):
-    from kamiyo.payments.models import StripeCall
+    from kamiyo.stripe_gateway.models import StripeCall
     from kamiyo.payments.retention import purge_expired_records
 
     # A user of its own: localstripe outlives the test (and this test runs once per database).

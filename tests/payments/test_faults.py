@@ -10,7 +10,8 @@ from sqlalchemy import select
 
 from devtools.stripe_proxy import Fault
 from kamiyo.extensions import db
-from kamiyo.payments.models import PaymentOperation, StripeCall
+from kamiyo.payments.models import PaymentOperation
+from kamiyo.stripe_gateway.models import StripeCall
 from tests.support import FAST_RETRIES, LEASE_SECONDS, SHORT_LEASE, both_databases, make_key, stripe_customers_for
 
 CUSTOMERS = r"^/v1/customers$"
@@ -22,7 +23,7 @@ def body():
 
 def test_fail_twice_then_succeed_uses_one_key_on_three_attempts(api, proxy, payments_app, caplog):
     proxy.add_faults(Fault("status", 503, path=CUSTOMERS), Fault("drop_before", path=CUSTOMERS))
-    with caplog.at_level("WARNING", logger="kamiyo.payments.retry"):
+    with caplog.at_level("WARNING", logger="kamiyo.stripe_gateway.retry"):
         response = api.post("/customers", json=body())
     assert response.status_code == 201, response.get_json()
     attempts = proxy.requests_to("POST", CUSTOMERS)
@@ -95,7 +96,7 @@ def test_restart_after_stripe_created_it_adopts_with_the_same_key(make_app, prox
 @both_databases
 def test_process_died_mid_call_is_resumed_after_the_lease(make_app, proxy, localstripe):
     from kamiyo.payments import phases
-    from kamiyo.payments.gateway import get_gateway
+    from kamiyo.stripe_gateway.gateway import get_gateway
 
     app = make_app(STRIPE_API_BASE=proxy.url, **SHORT_LEASE)
     headers = make_key(app)

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from devtools.stripe_proxy import Fault
 from kamiyo.extensions import db
-from kamiyo.payments.models import StripeCall
+from kamiyo.stripe_gateway.models import StripeCall
 from tests.support import both_databases
 
 

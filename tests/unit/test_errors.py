@@ -8,7 +8,7 @@ import re
 import pytest
 import stripe
 
-from kamiyo.payments.errors import (
+from kamiyo.stripe_gateway.errors import (
     CARD_ERRORS,
     ERROR_RULES,
     SUPPORT_CONTACT_DEFAULT,

@@ -22,7 +22,6 @@ from sqlalchemy import insert
 from ..config import stripe_step_seconds
 from ..extensions import db
 from ..models import utcnow
-from ..versioning.observed import record_response_version
 from . import metrics
 from .breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, MemoryState, RedisState
 from .errors import CircuitOpenError
@@ -275,7 +274,7 @@ class StripeGateway:
         result: dict[str, Any] = {"checked_at": utcnow().isoformat()}
         try:
             page = self._health_client.v1.customers.list(params={"limit": 1})
-            record_response_version(_response_version(page))
+            _tell_response_version(_response_version(page))
             result.update(reachable=True, ok=True)
         except stripe.AuthenticationError:
             # Stripe answered, but refuses our key: reachable, yet not usable.
@@ -342,6 +341,20 @@ def build_breaker(config) -> CircuitBreaker:
         probe_lease=_longest_call_seconds(config),
         on_change=_breaker_changed,
     )
+
+
+RESPONSE_LISTENERS = "stripe_gateway_response_listeners"
+
+
+def on_response_version(app: Flask, listener: Callable[[str | None], None]) -> None:
+    """Call `listener` with the Stripe-Version header of each health probe's answer."""
+    app.extensions.setdefault(RESPONSE_LISTENERS, []).append(listener)
+
+
+def _tell_response_version(version: str | None) -> None:
+    if has_app_context():
+        for listener in current_app.extensions.get(RESPONSE_LISTENERS, []):
+            listener(version)
 
 
 def init_app(app: Flask) -> None:
