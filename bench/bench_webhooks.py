@@ -1,7 +1,8 @@
 """Webhook intake throughput against a bare route on the same gunicorn.
 
-2 workers (gthread, the production config), SQLite in WAL mode, 32 concurrent
-keep-alive clients on loopback. Three phases of PHASE_SECONDS each:
+2 workers (gthread, the production config), 32 concurrent keep-alive clients on
+loopback, on SQLite (WAL) and on PostgreSQL (a throwaway cluster with durable
+commits; BENCH_DATABASES=sqlite to skip it). Three phases of PHASE_SECONDS each:
   bare        GET /bench/bare (the same app, a route that does nothing)
   new         verified events never seen before, stored and handled
               (half customer.subscription.updated on known rows, half payment_intent.succeeded),
@@ -10,11 +11,16 @@ keep-alive clients on loopback. Three phases of PHASE_SECONDS each:
 Prints requests/s, p99 latency and the ratios to the bare route. Then the unkind case: 5,000
 new events about one customer, then 2,000 more; the second batch's rate against the first's
 shows whether an object's history slows its next event (target >= 0.9).
+
+Each throughput piece of the intake (group commit, the SQLite write gate, prepared
+statements) also runs switched off alone, on a server of its own, in the same rounds:
+a piece stays only if switching it off costs at least 10% of the new-event ratio.
 Run: make bench BENCH=webhooks (or python -m bench webhooks).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import http.client
@@ -22,6 +28,7 @@ import json
 import multiprocessing
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -270,57 +277,135 @@ def _wait_ready(port: int, proc: subprocess.Popen, log: Path) -> None:
     raise SystemExit("gunicorn did not start")
 
 
-def main() -> None:
-    with tempfile.TemporaryDirectory(prefix="kamiyo-bench-") as tmp:
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("KAMIYO_", "STRIPE_", "DATABASE_", "REDIS_"))}
-        env.update(KAMIYO_INSTANCE_PATH=tmp, DATABASE_URL=f"sqlite:///{tmp}/kamiyo.db", SECRET_KEY="bench",
-                   STRIPE_SECRET_KEY="sk_test_bench", STRIPE_WEBHOOK_SECRET=SECRET, PORT=str(port),
-                   WEB_CONCURRENCY="2", LOG_LEVEL="INFO")
-        _seed(env)
-        log = Path(tmp) / "gunicorn.log"
-        with open(log, "w") as log_file:
-            server = subprocess.Popen(
-                [Path(sys.executable).with_name("gunicorn"), "-c", "gunicorn.conf.py", "bench.bare_wsgi:app"],
-                cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
-            try:
-                _wait_ready(port, server, log)
-                duplicates = []
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-                for n in range(DUPLICATE_POOL):
-                    body, headers = _signed(_event(n))
-                    conn.request("POST", "/api/v1/webhooks/stripe", body=body, headers=headers)
-                    assert b'"processed"' in conn.getresponse().read()
-                    duplicates.append((body, headers))
-                conn.close()
-                print(f"gunicorn: 2 workers x {os.environ.get('GUNICORN_THREADS', '8')} threads, SQLite (WAL); "
-                      f"{CLIENT_PROCESSES * THREADS_PER_PROCESS} keep-alive clients; {ROUNDS} rounds of {PHASE_SECONDS:.0f} s per phase",
-                      flush=True)
-                # Short rounds, phases interleaved: load from elsewhere on the machine hits all three alike.
-                totals = {phase: [] for phase in ("bare", "new", "duplicates")}
-                for _ in range(ROUNDS):
-                    for phase in totals:
-                        cpu_before = _server_cpu_seconds(server.pid)
-                        run = _run_phase(port, phase, duplicates)
-                        run["server_cpu"] = _server_cpu_seconds(server.pid) - cpu_before
-                        totals[phase].append(run)
-                results = {phase: _combine(runs) for phase, runs in totals.items()}
-                hot_ratio = _hot_object(port)
-            finally:
-                server.terminate()
-                server.wait(timeout=30)
-    base = results["bare"]["rps"]
-    print(f"{'phase':<38}{'req/s':>8}{'p99 ms':>9}{'ratio':>7}{'server CPU/req':>16}  target")
+# Each throughput piece, switched off alone; the write gate queues SQLite's writers only.
+PIECES = {
+    "group commit": ("WEBHOOK_GROUP_COMMIT", ("sqlite", "postgresql")),
+    "write gate": ("WEBHOOK_WRITE_GATE", ("sqlite",)),
+    "prepared statements": ("PREPARED_STATEMENTS", ("sqlite", "postgresql")),
+}
+DATABASES = [d for d in os.environ.get("BENCH_DATABASES", "sqlite,postgresql").split(",") if d]
+KEEP_THRESHOLD = 0.10  # a piece stays if switching it off costs at least 10% of the new-event ratio
+
+
+class _Server:
+    """One gunicorn serving the bench app on its own database, with some settings."""
+
+    def __init__(self, tmp: Path, name: str, database_url: str, settings: dict[str, str]) -> None:
+        self.port = free_port()
+        instance = tmp / name
+        instance.mkdir()
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith(("KAMIYO_", "STRIPE_", "DATABASE_", "REDIS_"))}
+        self.env.update(KAMIYO_INSTANCE_PATH=str(instance), DATABASE_URL=database_url, SECRET_KEY="bench",
+                        STRIPE_SECRET_KEY="sk_test_bench", STRIPE_WEBHOOK_SECRET=SECRET, PORT=str(self.port),
+                        WEB_CONCURRENCY="2", LOG_LEVEL="INFO", **settings)
+        _seed(self.env)
+        self.log = instance / "gunicorn.log"
+        self._log_file = open(self.log, "w")
+        self.proc = subprocess.Popen(
+            [Path(sys.executable).with_name("gunicorn"), "-c", "gunicorn.conf.py", "bench.bare_wsgi:app"],
+            cwd=ROOT, env=self.env, stdout=self._log_file, stderr=subprocess.STDOUT)
+        _wait_ready(self.port, self.proc, self.log)
+        self.duplicates = []
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        for n in range(DUPLICATE_POOL):
+            body, headers = _signed(_event(n))
+            conn.request("POST", "/api/v1/webhooks/stripe", body=body, headers=headers)
+            assert b'"processed"' in conn.getresponse().read()
+            self.duplicates.append((body, headers))
+        conn.close()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        self._log_file.close()
+
+
+def _measure(servers: dict[str, _Server]) -> dict[str, dict[str, dict]]:
+    """Rounds of short phases, interleaved across phases and servers: load from elsewhere on
+    the machine hits every variant alike."""
+    totals = {name: {phase: [] for phase in ("bare", "new", "duplicates")} for name in servers}
+    for _ in range(ROUNDS):
+        for name, server in servers.items():
+            for phase in totals[name]:
+                cpu_before = _server_cpu_seconds(server.proc.pid)
+                run = _run_phase(server.port, phase, server.duplicates)
+                run["server_cpu"] = _server_cpu_seconds(server.proc.pid) - cpu_before
+                totals[name][phase].append(run)
+    return {name: {phase: _combine(runs) for phase, runs in phases.items()} for name, phases in totals.items()}
+
+
+def _print_results(database: str, results: dict[str, dict[str, dict]]) -> None:
+    base = results["all on"]["bare"]["rps"]
+    print(f"{'phase (all pieces on)':<38}{'req/s':>8}{'p99 ms':>9}{'ratio':>7}{'server CPU/req':>16}  target")
     labels = {"bare": "bare route", "new": "verified new events (stored+handled)",
               "duplicates": "verified duplicates"}
-    for phase, result in results.items():
+    for phase, result in results["all on"].items():
         target = f">= {TARGETS[phase]}" if phase in TARGETS else ""
         print(f"{labels[phase]:<38}{result['rps']:>8.0f}{result['p99_ms']:>9.1f}{result['rps'] / base:>7.2f}"
               f"{result['cpu_us']:>13.0f} us  {target}")
-        if result["errors"]:
-            print(f"  !! {result['errors']} unexpected answers, e.g. {result['error_samples']}")
-    print(f"ratios: new {results['new']['rps'] / base:.2f}, duplicates {results['duplicates']['rps'] / base:.2f}, "
-          f"hot object second batch / first {hot_ratio:.2f}")
+    # Every server's bare route runs the same code: their mean is a steadier baseline than each alone.
+    bare = statistics.mean(result["bare"]["rps"] for result in results.values())
+    print(f"\neach piece off alone ({database}): ratios against the bare route ({bare:.0f}/s, mean of the servers)")
+    print(f"{'variant':<28}{'new/s':>8}{'new ratio':>11}{'dup ratio':>11}{'piece gives':>13}  verdict")
+    on = results["all on"]["new"]["rps"] / bare
+    for name, result in results.items():
+        ratio = result["new"]["rps"] / bare
+        dup = result["duplicates"]["rps"] / bare
+        if name == "all on":
+            print(f"{name:<28}{result['new']['rps']:>8.0f}{ratio:>11.2f}{dup:>11.2f}")
+            continue
+        gain = on / ratio - 1
+        verdict = "keep" if gain >= KEEP_THRESHOLD else "does not pay"
+        print(f"{name:<28}{result['new']['rps']:>8.0f}{ratio:>11.2f}{dup:>11.2f}{gain:>+12.0%}  {verdict}")
+    for name, result in results.items():
+        for phase, run in result.items():
+            if run["errors"]:
+                print(f"  !! {name}, {phase}: {run['errors']} unexpected answers, e.g. {run['error_samples']}")
+
+
+@contextlib.contextmanager
+def _database_urls(database: str, tmp: Path, names: list[str]):
+    if database == "sqlite":
+        yield {name: f"sqlite:///{tmp}/{name.replace(' ', '_')}.db" for name in names}
+        return
+    from tests import postgres
+
+    # Durable commits, as in production: group commit is about the cost of each commit.
+    postgres.SETTINGS.update(fsync="on", synchronous_commit="on", full_page_writes="on")
+    cluster = postgres.PostgresCluster(postgres.cluster_parent(tmp))
+    try:
+        cluster.init()
+        cluster.start(free_port())
+        yield {name: cluster.url(cluster.create_database(cluster.new_name("bench"))) for name in names}
+    finally:
+        cluster.stop()
+
+
+def main() -> None:
+    print(f"gunicorn: 2 workers x {os.environ.get('GUNICORN_THREADS', '8')} threads; "
+          f"{CLIENT_PROCESSES * THREADS_PER_PROCESS} keep-alive clients; {ROUNDS} rounds of {PHASE_SECONDS:.0f} s "
+          f"per phase and variant", flush=True)
+    for database in DATABASES:
+        variants = {"all on": {}} | {f"{piece} off": {setting: "false"} for piece, (setting, where) in PIECES.items()
+                                      if database in where}
+        print(f"\n-- {database} --", flush=True)
+        with tempfile.TemporaryDirectory(prefix="kamiyo-bench-") as tmp, \
+                _database_urls(database, Path(tmp), list(variants)) as urls:
+            servers: dict[str, _Server] = {}
+            try:
+                for name, settings in variants.items():
+                    servers[name] = _Server(Path(tmp), name.replace(" ", "_"), urls[name], settings)
+                results = _measure(servers)
+                hot_ratio = _hot_object(servers["all on"].port)
+            finally:
+                for server in servers.values():
+                    server.stop()
+        _print_results(database, results)
+        on = results["all on"]
+        print(f"ratios ({database}): new {on['new']['rps'] / on['bare']['rps']:.2f}, "
+              f"duplicates {on['duplicates']['rps'] / on['bare']['rps']:.2f}, "
+              f"hot object second batch / first {hot_ratio:.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,10 @@ DEFAULTS: dict[str, Any] = {
     "ALERT_TIMEOUT_SECONDS": 5.0,
     "MAX_CONTENT_LENGTH": 1024 * 1024,  # 1 MiB: larger bodies answer 413
     "SQLITE_BUSY_TIMEOUT_MS": 5000,
+    # The webhook intake's throughput pieces, each switchable so `make bench` can weigh it.
+    "WEBHOOK_GROUP_COMMIT": True,
+    "WEBHOOK_WRITE_GATE": True,
+    "PREPARED_STATEMENTS": True,
     # PostgreSQL: a statement waiting this long for a lock fails (and its batch is redone
     # event by event) instead of holding up every webhook behind it; 0 waits for ever.
     "POSTGRES_LOCK_TIMEOUT_MS": 5000,

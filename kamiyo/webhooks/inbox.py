@@ -354,7 +354,7 @@ def receive(event: dict[str, Any], payload: str) -> Received:
         return Received(DUPLICATE, "already handled")
     started = time.perf_counter()
     try:
-        if status is None:
+        if status is None and current_app.config["WEBHOOK_GROUP_COMMIT"]:
             received = group_commit.committer(_apply_batch, _apply_one, _held_gate).submit(event, payload)
         else:
             with write_gate().held():  # failed before: this delivery is the retry

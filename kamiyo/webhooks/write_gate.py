@@ -66,6 +66,11 @@ def write_gate() -> WriteGate:
     gate = current_app.extensions.get(EXTENSION)
     if gate is None:
         gate = current_app.extensions.setdefault(
-            EXTENSION, WriteGate(_lock_path(current_app.config["SQLALCHEMY_DATABASE_URI"]))
+            EXTENSION,
+            WriteGate(
+                _lock_path(current_app.config["SQLALCHEMY_DATABASE_URI"])
+                if current_app.config["WEBHOOK_WRITE_GATE"]
+                else None
+            ),
         )
     return gate
