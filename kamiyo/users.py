@@ -1,4 +1,4 @@
-"""Dashboard users (the login itself lands with the dashboard)."""
+"""Dashboard users: the accounts that may sign in to the ops dashboard."""
 
 from __future__ import annotations
 
