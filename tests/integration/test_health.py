@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import stripe
-
+from devtools.stripe_proxy import Fault
 from tests.support import both_databases
 
 
@@ -28,7 +27,7 @@ def test_payments_health_reaches_localstripe(stripe_app):
     body = response.get_json()
     assert body["status"] == "ok"
     assert body["stripe"]["reachable"] is True and body["stripe"]["ok"] is True
-    assert body["api_version"]["configured"] == stripe.api_version
+    assert body["api_version"]["configured"] == "2026-10-28.endive"  # the pin of stripe-python 16.1.0
 
 
 def test_payments_health_is_cached_so_it_cannot_hammer_stripe(stripe_app):
@@ -51,20 +50,18 @@ def test_payments_health_503_when_stripe_is_unreachable(client):
     assert body["stripe"] == {**body["stripe"], "reachable": False, "ok": False, "error": "unreachable"}
 
 
-def test_payments_health_reports_a_refused_key_without_echoing_it(make_app, monkeypatch):
-    app = make_app(STRIPE_SECRET_KEY="sk_test_refused")
-
-    def refuse(*args, **kwargs):
-        # localstripe accepts every sk_ key, so a refused key cannot be produced there.
-        raise stripe.AuthenticationError("Invalid API Key provided: sk_test_refused", http_status=401)
-
-    gateway = app.extensions["stripe_gateway"]
-    monkeypatch.setattr(gateway._health_client.v1.customers, "list", refuse)
+def test_payments_health_reports_a_refused_key_without_echoing_it(make_app, proxy):
+    # localstripe accepts every sk_ key: the proxy answers Stripe's 401 in its place, over HTTP.
+    proxy.add_faults(Fault("status", status=401, method="GET", path=r"^/v1/customers$",
+                           error_type="invalid_request_error"))
+    app = make_app(STRIPE_SECRET_KEY="sk_test_refused", STRIPE_API_BASE=proxy.url)
     response = app.test_client().get("/api/v1/payments/health")
     assert response.status_code == 503
     body = response.get_json()
     assert body["stripe"]["reachable"] is True and body["stripe"]["error"] == "authentication_failed"
     assert "sk_test_refused" not in response.get_data(as_text=True)
+    [probe] = proxy.requests_to("GET", r"^/v1/customers$")
+    assert probe.status == 401
 
 
 def test_health_sections_from_later_features_are_included(make_app, localstripe_url):

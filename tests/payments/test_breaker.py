@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 
 import pytest
 import stripe
@@ -144,3 +145,70 @@ def test_api_answers_503_without_calling_stripe_while_open(make_app):
     assert len(calls) == 7 and calls[-1].outcome == "breaker_open" and calls[-1].attempt == 0
     health = client.get("/api/v1/payments/health").get_json()
     assert health["circuit_breaker"]["state"] == "open" and health["status"] == "degraded"
+
+
+def shared_pair(redis_url):
+    """Two workers' breakers on one Redis state, their clocks moved together."""
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    first, clock_a, changes = make_breaker(RedisState(redis_url, name))
+    second, clock_b, _ = make_breaker(RedisState(redis_url, name))
+    first.reset()
+
+    def later(seconds: float) -> None:
+        clock_a.now += seconds
+        clock_b.now += seconds
+
+    return first, second, later, changes
+
+
+def test_through_redis_one_probe_is_out_for_all_workers_and_its_success_closes(redis_url):
+    first, second, later, changes = shared_pair(redis_url)
+    fail(first, 3)
+    later(61)
+    assert second.current_state == HALF_OPEN
+    probe_started, release = threading.Event(), threading.Event()
+
+    def slow_ok():
+        probe_started.set()
+        release.wait(5)
+        return "ok"
+
+    results = []
+    probe = threading.Thread(target=lambda: results.append(first.call(slow_ok)))
+    probe.start()
+    try:
+        assert probe_started.wait(5)
+        with pytest.raises(CircuitOpenError):  # the other worker may not probe too
+            second.call(lambda: "not me")
+    finally:
+        release.set()
+        probe.join(5)
+    assert results == ["ok"]
+    assert first.current_state == CLOSED and second.current_state == CLOSED
+    assert second.failures() == 0
+    assert changes == [(CLOSED, OPEN), (OPEN, HALF_OPEN), (HALF_OPEN, CLOSED)]
+
+
+def test_through_redis_a_failed_probe_reopens_for_every_worker(redis_url):
+    first, second, later, _ = shared_pair(redis_url)
+    fail(first, 3)
+    later(61)
+    with pytest.raises(stripe.APIConnectionError):
+        second.call(down)  # the probe, by the other worker
+    assert first.current_state == OPEN
+    later(30)
+    with pytest.raises(CircuitOpenError):
+        first.call(lambda: "too early")
+    later(31)
+    assert first.call(lambda: "probe ok") == "probe ok"
+    assert second.current_state == CLOSED
+
+
+def test_through_redis_a_success_clears_the_shared_failure_count(redis_url):
+    first, second, _, _ = shared_pair(redis_url)
+    fail(first, 2)
+    assert second.failures() == 2
+    assert second.call(lambda: "ok") == "ok"
+    assert first.failures() == 0
+    fail(first, 2)  # two more do not open it: the count started again
+    assert first.current_state == CLOSED and second.current_state == CLOSED
