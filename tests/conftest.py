@@ -29,6 +29,20 @@ settings.load_profile("kamiyo")
 DATABASES = ("sqlite", "postgresql")
 
 
+def pytest_addoption(parser):
+    parser.addoption("--travel", default=None, metavar="730d",
+                     help="run every test (and the processes tests start) with the clock moved ahead")
+
+
+def pytest_configure(config):
+    travel = config.getoption("--travel")
+    if travel:
+        from tests.travel import clock
+
+        seconds = clock.start(travel)
+        print(f"clock moved ahead by {seconds / 86400:g} days: now {time.strftime('%Y-%m-%d %H:%M:%S')}")
+
+
 def pytest_generate_tests(metafunc):
     """`@pytest.mark.both_databases`: run the test once on SQLite and once on PostgreSQL.
 

@@ -221,15 +221,17 @@ def test_metrics_publish_age_and_status(make_app):
     assert 'stripe_api_version_status{status="healthy"} 0.0' in text
 
 
-@pytest.mark.parametrize("version, level, start", [
-    ("2023-10-16", logging.CRITICAL, "[STRIPE VERSION] CRITICAL: API version 2023-10-16 is "),
-    (LIBRARY_API_VERSION, logging.INFO, f"[STRIPE VERSION] Healthy: API version {LIBRARY_API_VERSION} is "),
+@pytest.mark.parametrize("version, level, message", [
+    ("2023-10-16", logging.CRITICAL,
+     "[STRIPE VERSION] CRITICAL: API version 2023-10-16 is 1128 days old. Upgrade required immediately."),
+    ("2026-10-28.endive", logging.INFO, "[STRIPE VERSION] Healthy: API version 2026-10-28.endive is 20 days old."),
 ])
-def test_startup_logs_the_local_check(make_app, caplog, version, level, start):
-    with caplog.at_level(logging.INFO, logger="kamiyo.versioning"):
+def test_startup_logs_the_local_check(make_app, caplog, version, level, message):
+    with time_machine.travel(dt.datetime(2026, 11, 17, 12, tzinfo=dt.UTC), tick=False), \
+            caplog.at_level(logging.INFO, logger="kamiyo.versioning"):
         make_app(STRIPE_API_VERSION=version)
     [record] = [r for r in caplog.records if r.getMessage().startswith("[STRIPE VERSION]")]
-    assert record.levelno == level and record.getMessage().startswith(start)
+    assert (record.levelno, record.getMessage()) == (level, message)
 
 
 def test_startup_makes_no_network_call(make_app, stripe_with_endpoints):
