@@ -103,7 +103,7 @@ def _start_scheduler(env: dict[str, str]) -> subprocess.Popen:
     """One scheduler process beside the workers (`flask scheduler run`), as in a
     multi-worker deployment; the workers keep SCHEDULER_ENABLED off, so the
     weekly version check and the alert evaluation fire in one place (each job
-    would still run once per period with more: see kamiyo/scheduler.py)."""
+    would still run once per period with more: see kamiyo/scheduler/)."""
     return subprocess.Popen(
         [sys.executable, "-m", "flask", "--app", "wsgi", "scheduler", "run"], cwd=ROOT, env=env
     )

@@ -77,7 +77,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from .ids import IdConverter
     from .observability import metrics, request_context
     from .payments import models as payments_models  # noqa: F401
-    from .scheduler import JobRun  # noqa: F401
+    from .scheduler import models as scheduler_models  # noqa: F401
     from .stripe_gateway import gateway
     from .stripe_gateway import models as stripe_gateway_models  # noqa: F401
     from .versioning import models as versioning_models  # noqa: F401
@@ -103,7 +103,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     versioning.init_app(app)
 
     _startup_checks(app)
-    scheduler.start_in_process(app)  # only when SCHEDULER_ENABLED (see kamiyo/scheduler.py)
+    scheduler.start_in_process(app)  # only when SCHEDULER_ENABLED (see kamiyo/scheduler/)
     return app
 
 

@@ -1,25 +1,7 @@
-"""Scheduled jobs (APScheduler 3) that run once per period across all processes.
+"""The scheduler's machinery: periods and triggers, the job registry, the single-run
+guard (claim, run, retake) and starting and stopping the scheduler in a process.
 
-Every feature registers its jobs with `register_job(app, name, trigger, func,
-period_fn)`. Whatever starts the scheduler (one web process, several gunicorn
-workers, several hosts, `flask scheduler run`), each run first claims the row
-(job, period) in `job_runs`, unique on both: the first process to insert it
-runs the job body, every other one skips. `period_fn(now)` names the period
-from the current time in SCHEDULER_TIMEZONE (an ISO week for a weekly job, a
-date for a daily one), so processes that fire a little apart agree on it.
-
-Where the scheduler runs:
-- `flask --app wsgi scheduler run`: a dedicated process (what `make run` and a
-  multi-worker deployment use);
-- in the web process itself when SCHEDULER_ENABLED is true (a single-process
-  deployment or `flask run`): never twice in one process, never in the
-  reloader's parent, never in a one-off CLI command (`db upgrade`, ...).
-
-A run that failed (Stripe down during the weekly version check, say), or whose
-process died, is taken again by the hourly retake (`retake_failed`), until it
-succeeds or its period ends: a weekly job does not wait a week for its next
-chance. The retake never starts a period's first run; only the job's own
-trigger does.
+See the package's docstring for how a job runs once per period across processes.
 """
 
 from __future__ import annotations
@@ -28,7 +10,6 @@ import atexit
 import datetime as dt
 import logging
 import os
-import signal
 import socket
 import threading
 import zoneinfo
@@ -42,17 +23,14 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from flask import Flask, current_app
-from flask.cli import AppGroup
-from sqlalchemy import Integer, String, UniqueConstraint
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.serving import is_running_from_reloader
 
-from .config import ConfigError
-from .extensions import Model, db, rowcount
-from .models import UTCDateTime, utcnow
+from ..extensions import db, rowcount
+from ..models import utcnow
+from .models import JobRun
 
-log = logging.getLogger("kamiyo.scheduler")
+log = logging.getLogger("kamiyo.scheduler")  # one name for the whole package's log lines
 
 JOBS_KEY = "scheduler_jobs"
 ALERT_CHECKS_KEY = "scheduler_alert_checks"
@@ -60,22 +38,6 @@ ALERT_EVALUATION_JOB = "alert-evaluation"
 ALERT_EVALUATION_MINUTES = 5
 PRUNE_JOB = "job-runs-prune"
 JOB_RUNS_KEPT = dt.timedelta(days=30)  # the alert evaluation alone adds 288 rows a day
-
-
-class JobRun(Model):
-    """One row per job and period: the single-run guard."""
-
-    __tablename__ = "job_runs"
-    __table_args__ = (UniqueConstraint("job", "period"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    job: Mapped[str] = mapped_column(String(64), nullable=False)
-    period: Mapped[str] = mapped_column(String(32), nullable=False)
-    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
-    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
-    status: Mapped[str] = mapped_column(String(16), nullable=False, default="running")  # running|ok|failed
-    host: Mapped[str] = mapped_column(String(255), nullable=False)
-    pid: Mapped[int] = mapped_column(Integer(), nullable=False)
 
 
 @dataclass(frozen=True)
@@ -310,7 +272,7 @@ def start_in_process(app: Flask) -> BackgroundScheduler | None:
     return start_scheduler(app)
 
 
-# --- built-in jobs and the CLI ------------------------------------------------------
+# --- built-in jobs ----------------------------------------------------------------
 
 
 def prune_job_runs() -> int:
@@ -318,54 +280,3 @@ def prune_job_runs() -> int:
     result = db.session.execute(db.delete(JobRun).where(JobRun.started_at < utcnow() - JOB_RUNS_KEPT))
     db.session.commit()
     return rowcount(result)
-
-
-def init_app(app: Flask) -> None:
-    try:
-        timezone_of(app)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(
-            f"SCHEDULER_TIMEZONE {app.config['SCHEDULER_TIMEZONE']!r} is not an "
-            "IANA time zone (e.g. UTC, Europe/Copenhagen)"
-        ) from None
-    register_job(
-        app,
-        ALERT_EVALUATION_JOB,
-        CronTrigger(minute=f"*/{ALERT_EVALUATION_MINUTES}", timezone=app.config["SCHEDULER_TIMEZONE"]),
-        evaluate_alert_checks,
-        every_minutes(ALERT_EVALUATION_MINUTES),
-    )
-    register_job(
-        app, PRUNE_JOB, daily_trigger(app.config["SCHEDULER_TIMEZONE"], hour=4, minute=15), prune_job_runs, day
-    )
-    # APScheduler announces every job it adds and runs at INFO; run_once logs what matters.
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    app.cli.add_command(scheduler_cli)
-
-
-@click.group("scheduler", cls=AppGroup, help="Scheduled jobs (version check, alert evaluation, ...).")
-def scheduler_cli() -> None:
-    pass
-
-
-@scheduler_cli.command("run")
-def scheduler_run() -> None:
-    """Run the scheduler in this process until Ctrl-C or SIGTERM (one per deployment is
-    enough; more are safe: each job runs once per period)."""
-    app = current_app._get_current_object()  # type: ignore[attr-defined]  # the proxy's own method
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    scheduler = start_scheduler(app)
-    if scheduler is None:
-        raise click.ClickException("a scheduler already runs in this process")
-    click.echo(f"Scheduler running ({app.config['SCHEDULER_TIMEZONE']}); Ctrl-C stops it.")
-    for job in _own_jobs(scheduler):
-        click.echo(f"  {job.id:<24} next run {job.next_run_time.isoformat()}")
-    click.echo("  (a run that failed is taken again every hour until it succeeds or its period ends)")
-    try:
-        while not stop.wait(1):
-            pass
-    except KeyboardInterrupt:
-        pass
-    stop_scheduler()
-    click.echo("Scheduler stopped.")
