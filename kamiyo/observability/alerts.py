@@ -14,8 +14,8 @@ import threading
 import requests
 from flask import current_app
 from prometheus_client import Counter
-from sqlalchemy.exc import IntegrityError
 
+from ..claims import claim
 from ..extensions import db
 from ..models import AlertSent, utcnow
 from .logging import redact
@@ -27,13 +27,10 @@ LEVELS = {"critical": logging.CRITICAL, "warning": logging.WARNING, "info": logg
 
 def _claim(dedup_key: str, now: dt.datetime) -> bool:
     period = now.strftime("%Y-%m-%dT%H")
-    db.session.add(AlertSent(dedup_key=dedup_key[:255], period=period, sent_at=now))
-    try:
-        db.session.commit()
-        return True
-    except IntegrityError:
-        db.session.rollback()
+    if not claim(AlertSent(dedup_key=dedup_key[:255], period=period, sent_at=now)):
         return False
+    db.session.commit()
+    return True
 
 
 def send_alert(

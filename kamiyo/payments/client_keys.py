@@ -23,8 +23,8 @@ import re
 
 from flask import current_app, g, make_response, request
 from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError
 
+from ..claims import claim
 from ..extensions import db, rowcount
 from ..http_errors import ApiError
 from ..models import utcnow
@@ -112,7 +112,7 @@ def _hold(key: str, fingerprint: str):
                 ClientIdempotencyKey.expires_at <= now,
             )
         )
-        db.session.add(
+        if claim(
             ClientIdempotencyKey(
                 api_key_id=g.api_key_id,
                 key=key,
@@ -123,12 +123,9 @@ def _hold(key: str, fingerprint: str):
                 created_at=now,
                 expires_at=now + dt.timedelta(hours=int(current_app.config["IDEMPOTENCY_KEY_TTL_HOURS"])),
             )
-        )
-        try:
+        ):
             db.session.commit()
             return None
-        except IntegrityError:
-            db.session.rollback()
         existing = db.session.scalar(
             select(ClientIdempotencyKey).where(
                 ClientIdempotencyKey.api_key_id == g.api_key_id, ClientIdempotencyKey.key == key

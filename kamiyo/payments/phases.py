@@ -13,7 +13,8 @@ When no row matches, another request took the operation over after our lease
 ran out: `Superseded` is raised and we change nothing and call Stripe no more.
 
 This module owns every commit of an operation; `idempotency.py` only derives
-keys and claims rows.
+keys and owner tokens, and kamiyo/claims.py, which inserts the claim, commits
+nothing either.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from typing import Any, TypeVar
 
 from flask import current_app
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 
+from .. import claims
 from ..extensions import db, rowcount
 from ..http_errors import ApiError
 from ..models import utcnow
@@ -295,12 +296,9 @@ def acquire(
         attempts=1,
         generation=0,
     )
-    db.session.add(op)
-    try:
+    if claims.claim(op):
         db.session.commit()
         return Claim(Run.of(op))
-    except IntegrityError:
-        db.session.rollback()
 
     deadline = time.monotonic() + float(current_app.config["IDEMPOTENCY_WAIT_SECONDS"])
     while True:

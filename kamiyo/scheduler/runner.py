@@ -23,9 +23,9 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from flask import Flask, current_app
-from sqlalchemy.exc import IntegrityError
 from werkzeug.serving import is_running_from_reloader
 
+from ..claims import claim
 from ..extensions import db, rowcount
 from ..models import utcnow
 from .models import JobRun
@@ -123,12 +123,9 @@ def _retakable(now: dt.datetime):
 
 def _claim(name: str, period: str) -> bool:
     now, host, pid = utcnow(), socket.gethostname()[:255], os.getpid()
-    try:
-        db.session.add(JobRun(job=name, period=period, started_at=now, status="running", host=host, pid=pid))
+    if claim(JobRun(job=name, period=period, started_at=now, status="running", host=host, pid=pid)):
         db.session.commit()
         return True
-    except IntegrityError:
-        db.session.rollback()
     # A failed run, or one whose process died, may be retaken: one contender wins the update.
     retaken = db.session.execute(
         db.update(JobRun)

@@ -29,9 +29,9 @@ from typing import Any, cast
 
 from flask import current_app
 from sqlalchemy import Table, bindparam, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from ..claims import claim
 from ..extensions import db, rowcount
 from ..models import utcnow
 from ..observability.alerts import alert_duplicate_subscription
@@ -128,6 +128,7 @@ _BATCH_INSERTS: dict[int, Prepared] = {}  # by row count, up to group_commit.MAX
 def _insert_claims(connection, rows: list[dict[str, Any]]) -> None:
     """All of a batch's claims as one multi-row INSERT: one statement for the database to run,
     where executemany would step (and hand the GIL to another thread) once a row."""
+    # Not claims.claim: one taken key must fail the whole batch (the committer then claims each event alone).
     statement = _BATCH_INSERTS.get(len(rows))
     if statement is None:
         values = [
@@ -172,12 +173,8 @@ def _claim_row(event: dict[str, Any], payload: str, now: dt.datetime, status: st
 
 
 def _insert_claim(event: dict[str, Any], payload: str, now: dt.datetime, status: str) -> bool:
-    try:
-        _INSERT.execute(db.session.connection(), _claim_row(event, payload, now, status))
-        return True
-    except IntegrityError:
-        db.session.rollback()
-        return False
+    """Claim one event in the session's transaction (committed with the handler's writes)."""
+    return claim(lambda: _INSERT.execute(db.session.connection(), _claim_row(event, payload, now, status)))
 
 
 def _reclaim(event_id: str, now: dt.datetime, only_failed: bool) -> int | None:
