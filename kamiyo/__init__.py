@@ -91,7 +91,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.url_map.converters["id"] = IdConverter  # <id:...>: a row id in range, else 404
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
-    cli.init_app(app)
+    for group in (cli.api_keys_cli, cli.users_cli, cli.demo_cli):
+        app.cli.add_command(group)
     gateway.init_app(app)  # the one place that talks to Stripe, before the features that use it
 
     # Features: each registers its blueprint, commands, jobs and health sections.

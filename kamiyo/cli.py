@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import click
-from flask import Flask, current_app
+from flask import current_app
 from flask.cli import AppGroup
 
 from . import api_keys, users
@@ -22,9 +22,7 @@ def _fmt(value) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else "-"
 
 
-@click.group("api-keys", cls=AppGroup, help="Create, list and revoke API keys for the JSON API.")
-def api_keys_cli() -> None:
-    pass
+api_keys_cli = AppGroup("api-keys", help="Create, list and revoke API keys for the JSON API.")
 
 
 @api_keys_cli.command("create")
@@ -68,9 +66,7 @@ def api_keys_revoke(key: str) -> None:
     click.echo(f"Revoked API key #{revoked.id} '{revoked.name}' ({revoked.prefix}...).")
 
 
-@click.group("users", cls=AppGroup, help="Dashboard users.")
-def users_cli() -> None:
-    pass
+users_cli = AppGroup("users", help="Dashboard users.")
 
 
 @users_cli.command("create")
@@ -90,9 +86,7 @@ def users_create(email: str, role: str, password_stdin: bool) -> None:
     click.echo(f"Created {user.role} {user.email}.")
 
 
-@click.group("demo", cls=AppGroup, help="Demo mode helpers (used by `make run`).")
-def demo_cli() -> None:
-    pass
+demo_cli = AppGroup("demo", help="Demo mode helpers (used by `make run`).")
 
 
 def ensure_demo_credentials(instance_path: str) -> dict[str, str]:
@@ -118,8 +112,3 @@ def demo_setup() -> None:
     creds = ensure_demo_credentials(current_app.instance_path)
     click.echo(f"Demo API key:        {creds['api_key']}")
     click.echo(f"Demo dashboard user: {creds['email']} / {creds['password']}")
-
-
-def init_app(app: Flask) -> None:
-    for group in (api_keys_cli, users_cli, demo_cli):
-        app.cli.add_command(group)

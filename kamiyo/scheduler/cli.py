@@ -11,10 +11,7 @@ from flask.cli import AppGroup
 
 from .runner import _own_jobs, start_scheduler, stop_scheduler
 
-
-@click.group("scheduler", cls=AppGroup, help="Scheduled jobs (version check, alert evaluation, ...).")
-def scheduler_cli() -> None:
-    pass
+scheduler_cli = AppGroup("scheduler", help="Scheduled jobs (version check, alert evaluation, ...).")
 
 
 @scheduler_cli.command("run")

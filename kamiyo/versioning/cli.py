@@ -13,9 +13,7 @@ from .jobs import run_version_check
 EXIT_CODES = {"healthy": 0, "warning": 1, "critical": 2, "unknown": 3}
 
 
-@click.group("stripe-version", cls=AppGroup, help="Health of the pinned Stripe API version.")
-def stripe_version_cli() -> None:
-    pass
+stripe_version_cli = AppGroup("stripe-version", help="Health of the pinned Stripe API version.")
 
 
 @stripe_version_cli.command("check")

@@ -18,7 +18,7 @@ def init_app(app: Flask) -> None:
 
     limiting.init_app(app)  # Flask-Limiter storage, trusted proxies, 429 answer
     app.register_blueprint(views.bp)
-    cli.init_app(app)
+    app.cli.add_command(cli.webhooks_cli)
     # The inbox keeps events WEBHOOK_RETENTION_DAYS (30): purged once a day.
     scheduler.register_job(
         app,

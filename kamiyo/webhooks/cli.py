@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import click
-from flask import Flask
 from flask.cli import AppGroup
 
 from . import inbox
 
-
-@click.group("webhooks", cls=AppGroup, help="Stored Stripe webhook events.")
-def webhooks_cli() -> None:
-    pass
+webhooks_cli = AppGroup("webhooks", help="Stored Stripe webhook events.")
 
 
 @webhooks_cli.command("replay")
@@ -40,7 +36,3 @@ def replay(event_id: str | None, failed: bool) -> None:
             click.echo(f"{ident}: failed again (see the log; the error is stored on the event)")
     if failures:
         raise click.exceptions.Exit(1)
-
-
-def init_app(app: Flask) -> None:
-    app.cli.add_command(webhooks_cli)
