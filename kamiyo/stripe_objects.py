@@ -8,6 +8,13 @@ from typing import Any
 from flask import current_app
 
 
+def reference_id(value: Any) -> str | None:
+    """A Stripe reference: either the id itself or the expanded object."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    return value if isinstance(value, str) and value else None
+
+
 def first_item(subscription: dict[str, Any]) -> dict[str, Any]:
     items = subscription.get("items")
     data = items.get("data") if isinstance(items, dict) else None

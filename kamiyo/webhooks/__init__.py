@@ -14,17 +14,18 @@ def init_app(app: Flask) -> None:
     from ..event_versions import register_event_version_source, table_event_version_source
     from . import cli, limiting, views
     from .inbox import purge_expired_events
+    from .limiting import purge_old_violations
     from .models import WebhookEvent
 
     limiting.init_app(app)  # Flask-Limiter storage, trusted proxies, 429 answer
     app.register_blueprint(views.bp)
     app.cli.add_command(cli.webhooks_cli)
-    # The inbox keeps events WEBHOOK_RETENTION_DAYS (30): purged once a day.
+    # The inbox and the rate-limit record keep WEBHOOK_RETENTION_DAYS (30): purged once a day.
     scheduler.register_job(
         app,
         "webhook-purge",
         scheduler.daily_trigger(app.config["SCHEDULER_TIMEZONE"]),
-        purge_expired_events,
+        lambda: (purge_expired_events(), purge_old_violations()),
         scheduler.day,
     )
     # The version check compares the api_version of recent events with ours.

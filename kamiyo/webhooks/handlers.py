@@ -51,7 +51,7 @@ from ..models import (
 )
 from ..prepared import Prepared
 from ..stripe_objects import price_id as price_of
-from ..stripe_objects import subscription_period_end
+from ..stripe_objects import reference_id, subscription_period_end
 from .models import PaymentOutcome
 
 log = logging.getLogger("kamiyo.webhooks")
@@ -116,22 +116,6 @@ def expected_status(event: dict[str, Any]) -> str:
     return PROCESSED if event["type"] in HANDLERS else IGNORED
 
 
-def lock_order(event: dict[str, Any]) -> str:
-    """The row an event's handler locks first: what a batch's events are handled in the order of.
-
-    PostgreSQL: two workers' batches that lock the same objects in opposite orders would
-    deadlock (detected after a second, both batches then redone one event at a time). In
-    one global order they queue instead. A payment's outcome row is keyed by the intent an
-    invoice names, so invoice.paid and payment_intent.succeeded sort as one object. (The
-    first news of a subscription locks its customer too, second: rare enough to leave to
-    PostgreSQL's deadlock detection and the one-by-one redo.)
-    """
-    obj = event["data"]["object"]
-    if event["type"].startswith("invoice."):
-        return _id(obj.get("payment_intent")) or str(obj.get("id") or "")
-    return str(obj.get("id") or "")
-
-
 def dispatch(event: dict[str, Any]) -> Result:
     handler = HANDLERS.get(event["type"])
     if handler is None:
@@ -179,13 +163,6 @@ def _take_turns(object_id: str) -> None:
     admits one transaction at a time.)"""
     if db.session.connection().dialect.name == "postgresql":
         db.session.execute(select(func.pg_advisory_xact_lock(_ORDER_LOCKS, func.hashtext(object_id))))
-
-
-def _id(value: Any) -> str | None:
-    """A Stripe reference: either the id itself or the expanded object."""
-    if isinstance(value, dict):
-        value = value.get("id")
-    return value if isinstance(value, str) and value else None
 
 
 def _text(value: Any, limit: int) -> str:
@@ -474,7 +451,7 @@ def _stored(row: Subscription, other: Subscription | None) -> Result:
 
 def _subscription_customer(obj: dict[str, Any]) -> tuple[Customer | None, bool]:
     """Our customer for a subscription we have no row for, and whether Stripe deleted it."""
-    stripe_customer = _id(obj.get("customer"))
+    stripe_customer = reference_id(obj.get("customer"))
     if not stripe_customer:
         return None, False
     deleted = _deleted_in_stripe(stripe_customer)
@@ -618,7 +595,7 @@ def _record_outcome(event: dict[str, Any], payment_id: str, succeeded: bool, amo
         connection,
         {
             "stripe_object_id": payment_id,
-            "stripe_customer_id": _id(obj.get("customer")),
+            "stripe_customer_id": reference_id(obj.get("customer")),
             "amount": amount if isinstance(amount, int) else None,
             "currency": (obj.get("currency") or None) and str(obj["currency"])[:3],
             "outcome": outcome,
@@ -643,7 +620,7 @@ def invoice_event(event: dict[str, Any]) -> Result:
     succeeded = event["type"] != "invoice.payment_failed"
     # Older versions: one row per payment, the intent's id when the invoice names it, so
     # that invoice.paid and payment_intent.succeeded count once (null: paid without one).
-    payment_id = _id(obj["payment_intent"]) or obj["id"]
+    payment_id = reference_id(obj["payment_intent"]) or obj["id"]
     amount = obj.get("amount_paid") if succeeded else obj.get("amount_due")
     return _record_outcome(event, payment_id, succeeded, amount, None)
 

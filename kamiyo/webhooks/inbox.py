@@ -37,9 +37,9 @@ from ..models import utcnow
 from ..observability.alerts import alert_duplicate_subscription
 from ..observability.logging import on_behalf_of, redact
 from ..prepared import Prepared
-from ..stripe_objects import fetch_stripe_object, list_stripe_subscriptions
+from ..stripe_objects import fetch_stripe_object, list_stripe_subscriptions, reference_id
 from . import group_commit, handlers, metrics
-from .models import RateLimitViolation, WebhookEvent
+from .models import WebhookEvent
 from .write_gate import write_gate
 
 log = logging.getLogger("kamiyo.webhooks")
@@ -302,7 +302,7 @@ def _write_batch(batch: list[group_commit.Pending]) -> list[Received]:
                 fresh.append((pending, handlers.expected_status(pending.event)))
         # Handled in the order of the objects they lock (stable: one object's events keep their
         # arrival order), so that concurrent batches on PostgreSQL queue rather than deadlock.
-        fresh.sort(key=lambda item: handlers.lock_order(item[0].event))
+        fresh.sort(key=lambda item: lock_order(item[0].event))
         # All claims in one statement; a copy stored meanwhile by another worker fails it all.
         # In event id order: on PostgreSQL two workers' batches holding copies of the same
         # events then wait for each other in one order, never in a deadlock.
@@ -332,6 +332,22 @@ def _write_batch(batch: list[group_commit.Pending]) -> list[Received]:
     for each in received:
         metrics.EVENTS.labels("failed" if isinstance(each.follow_up, handlers.Refresh) else each.status).inc()
     return received
+
+
+def lock_order(event: dict[str, Any]) -> str:
+    """The row an event's handler locks first: what a batch's events are handled in the order of.
+
+    PostgreSQL: two workers' batches that lock the same objects in opposite orders would
+    deadlock (detected after a second, both batches then redone one event at a time). In
+    one global order they queue instead. A payment's outcome row is keyed by the intent an
+    invoice names, so invoice.paid and payment_intent.succeeded sort as one object. (The
+    first news of a subscription locks its customer too, second: rare enough to leave to
+    PostgreSQL's deadlock detection and the one-by-one redo.)
+    """
+    obj = event["data"]["object"]
+    if event["type"].startswith("invoice."):
+        return reference_id(obj.get("payment_intent")) or str(obj.get("id") or "")
+    return str(obj.get("id") or "")
 
 
 def _held_gate():
@@ -468,10 +484,6 @@ def purge_expired_events(now: dt.datetime | None = None) -> int:
     """
     cutoff = (now or utcnow()) - dt.timedelta(days=int(current_app.config["WEBHOOK_RETENTION_DAYS"]))
     deleted = rowcount(db.session.execute(delete(WebhookEvent).where(WebhookEvent.received_at < cutoff)))
-    # Blocked requests are recorded one row each, as many as an attacker sends: same retention.
-    violations = rowcount(db.session.execute(delete(RateLimitViolation).where(RateLimitViolation.occurred_at < cutoff)))
     db.session.commit()
-    log.info(
-        "purged %d webhook events and %d rate-limit violations from before %s", deleted, violations, cutoff.isoformat()
-    )
+    log.info("purged %d webhook events from before %s", deleted, cutoff.isoformat())
     return deleted

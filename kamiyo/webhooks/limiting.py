@@ -9,6 +9,7 @@ which counts per process (several gunicorn workers each count on their own).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import re
@@ -17,10 +18,10 @@ import time
 
 from flask import Flask, current_app, g, request
 from flask_limiter import RateLimitExceeded, RequestLimit
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..extensions import db, limiter
+from ..extensions import db, limiter, rowcount
 from ..http_errors import ApiError, handle_api_error
 from ..models import utcnow
 from ..observability.alerts import send_alert
@@ -149,3 +150,13 @@ def counts_against_limit(response) -> bool:
 
 def webhook_limit() -> str:
     return current_app.config["WEBHOOK_RATE_LIMIT"]
+
+
+def purge_old_violations(now: dt.datetime | None = None) -> int:
+    """Blocked requests are recorded one row each, as many as an attacker sends: kept as long
+    as the events (WEBHOOK_RETENTION_DAYS), then deleted; returns how many."""
+    cutoff = (now or utcnow()) - dt.timedelta(days=int(current_app.config["WEBHOOK_RETENTION_DAYS"]))
+    deleted = rowcount(db.session.execute(delete(RateLimitViolation).where(RateLimitViolation.occurred_at < cutoff)))
+    db.session.commit()
+    log.info("purged %d rate-limit violations from before %s", deleted, cutoff.isoformat())
+    return deleted

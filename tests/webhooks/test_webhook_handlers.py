@@ -10,7 +10,7 @@ import pytest
 from tests.webhooks.stripe_signing import customer, make_event, post, subscription
 from kamiyo.extensions import db
 from kamiyo.models import Customer, Subscription
-from kamiyo.webhooks import handlers
+from kamiyo.webhooks import handlers, inbox
 from kamiyo.webhooks.models import PaymentOutcome, WebhookEvent
 from kamiyo.webhooks.outcomes import payment_success_rate
 
@@ -216,7 +216,7 @@ def test_an_invoice_and_its_payment_intent_count_once_and_older_events_do_not_wi
 def test_a_batch_orders_an_invoice_by_the_payment_intent_whose_row_it_writes():
     """Batches handle events in the order of the rows they lock (no deadlock between two
     batches on PostgreSQL): an invoice's payment outcome is its intent's row."""
-    orders = [handlers.lock_order(make_event(event_type, obj)) for event_type, obj in (
+    orders = [inbox.lock_order(make_event(event_type, obj)) for event_type, obj in (
         ("invoice.paid", invoice("in_4", pi="pi_4")), ("payment_intent.succeeded", intent("pi_4")),
         ("invoice.payment_failed", invoice("in_5")), ("customer.subscription.updated", subscription("sub_4", "cus_1")),
         ("customer.deleted", customer("cus_4")))]
