@@ -46,11 +46,23 @@ class _WebhookClock:
 webhooks.asyncio = _WebhookClock()
 
 
+def _fresh_app() -> web.Application:
+    """localstripe's routes and middlewares on an Application of our own: its module-level app
+    is bound to the first event loop that serves it, and a process may start localstripe again
+    (a second test session in one process, as mutmut runs them)."""
+    app = web.Application(middlewares=list(localstripe_app.middlewares),
+                          client_max_size=localstripe_app._client_max_size)
+    app.on_response_prepare.extend(localstripe_app.on_response_prepare)
+    for route in localstripe_app.router.routes():
+        app.router.add_route(route.method, route.resource.canonical, route.handler)
+    return app
+
+
 class LocalStripe(LoopbackServer):
     name = "localstripe"
 
     async def _setup(self, sock: socket.socket) -> None:
-        self._runner = web.AppRunner(localstripe_app, access_log=None)
+        self._runner = web.AppRunner(_fresh_app(), access_log=None)
         await self._runner.setup()
         await web.SockSite(self._runner, sock).start()
 

@@ -39,3 +39,16 @@ def test_unregistered_webhook_gets_nothing(fast_webhooks, webhook_receiver, upst
     customer = upstream.v1.customers.create(params={"email": "gone@example.com"})
     time.sleep(0.4)
     assert webhook_receiver.events("customer.created", customer.id) == []
+
+
+def test_localstripe_starts_again_in_the_same_process_on_a_new_loop():
+    # localstripe's module-level app binds to the first loop that serves it; a second
+    # session in one process (mutmut runs pytest so) must still get a working emulator.
+    for _ in range(2):
+        server = LocalStripe()
+        url = server.start()
+        try:
+            client = stripe.StripeClient("sk_test_restart", base_addresses={"api": url}, max_network_retries=0)
+            assert client.v1.customers.create(params={"email": "again@example.com"}).id.startswith("cus_")
+        finally:
+            server.stop()
