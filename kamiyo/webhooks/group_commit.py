@@ -38,38 +38,11 @@ EXTENSION = "kamiyo_webhook_group_commit"
 MAX_BATCH = 64
 
 
-class _Wakeup:
-    """A one-shot wake-up for one waiting thread: a held lock that `set` releases.
-
-    What threading.Event does with a Condition and two locks, with one: every
-    follower of every batch is woken through this.
-    """
-
-    __slots__ = ("_lock", "_set")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._lock.acquire()
-        self._set = False
-
-    def set(self) -> None:  # called by one thread at a time (the leader, or under the queue lock)
-        if not self._set:
-            self._set = True
-            self._lock.release()
-
-    def wait(self) -> None:
-        with self._lock:
-            pass
-
-    def is_set(self) -> bool:
-        return self._set
-
-
 @dataclass
 class Pending:
     event: dict[str, Any]
     payload: str
-    done: _Wakeup = field(default_factory=_Wakeup)
+    done: threading.Event = field(default_factory=threading.Event)
     result: Any = None
     error: BaseException | None = None
     finished: bool = False
@@ -177,8 +150,8 @@ def _roll_back() -> None:
 _made = threading.Lock()
 
 
-def committer(apply_batch, apply_one, gate) -> GroupCommitter:
-    """This process's committer for the current app (made on first use, after any fork).
+def committer(make: Callable[[], GroupCommitter]) -> GroupCommitter:
+    """This process's committer for the current app, made by `make` on first use (after any fork).
 
     Exactly one per process: two would each have a leader, and on PostgreSQL (where the
     gate admits everyone) both would write through the one batch Session at once.
@@ -189,5 +162,5 @@ def committer(apply_batch, apply_one, gate) -> GroupCommitter:
         with _made:  # the first requests after a start often arrive together
             found = app.extensions.get(EXTENSION)
             if found is None or found.pid != os.getpid():
-                found = app.extensions[EXTENSION] = GroupCommitter(apply_batch, apply_one, gate)
+                found = app.extensions[EXTENSION] = make()
     return found

@@ -354,6 +354,10 @@ def _held_gate():
     return write_gate().held()
 
 
+def _new_committer() -> group_commit.GroupCommitter:
+    return group_commit.GroupCommitter(_apply_batch, _apply_one, _held_gate)
+
+
 def _apply_one(pending: group_commit.Pending) -> Received:
     with write_gate().held():
         return _receive_one(pending.event, pending.payload)
@@ -368,7 +372,7 @@ def receive(event: dict[str, Any], payload: str) -> Received:
     started = time.perf_counter()
     try:
         if status is None and current_app.config["WEBHOOK_GROUP_COMMIT"]:
-            received = group_commit.committer(_apply_batch, _apply_one, _held_gate).submit(event, payload)
+            received = group_commit.committer(_new_committer).submit(event, payload)
         else:
             with write_gate().held():  # failed before: this delivery is the retry
                 received = _receive_one(event, payload)

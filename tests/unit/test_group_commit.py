@@ -85,7 +85,8 @@ def test_requests_arriving_together_at_a_fresh_worker_share_one_committer(monkey
     def look() -> None:
         with app.app_context():
             start.wait(5)
-            found.append(group_commit.committer(lambda batch: [], lambda pending: None, contextlib.nullcontext))
+            found.append(group_commit.committer(
+                lambda: GroupCommitter(lambda batch: [], lambda pending: None, contextlib.nullcontext)))
 
     threads = [threading.Thread(target=look) for _ in range(2)]
     for thread in threads:
