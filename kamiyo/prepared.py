@@ -1,11 +1,12 @@
 """Core statements for hot paths: compiled once, run on the DB-API cursor.
 
-SQLAlchemy spends some 40-60 µs of Python on each `Connection.execute`
-(execution context, result object, events) on top of what the database does.
-On the webhook intake that is most of the cost of a statement, so its few
-statements are compiled once per dialect here and run on the cursor of the
-connection the caller already holds: the same SQL, the same type conversions
-(bind processors taken from the statement's own types), the same transaction.
+SQLAlchemy's `Connection.execute` does Python work on each call (execution
+context, result object, events) on top of what the database does; on the
+webhook intake that is much of a statement's cost. So its few statements are
+compiled once per dialect here and run on the cursor of the connection the
+caller already holds: the same SQL, the same type conversions (bind
+processors taken from the statement's own types), the same transaction.
+`make bench BENCH=webhooks` weighs this against PREPARED_STATEMENTS=false.
 
 Python-side column defaults and onupdates are applied (called without an
 execution context); literal values in the statement are bound as compiled.
@@ -153,8 +154,8 @@ _readers = threading.local()
 def _sqlite_reader(engine: Engine):
     """This thread's own SQLite connection for `read_one`, kept open.
 
-    A pool checkout and return costs 20-50 µs (more with many threads), the
-    read itself 5. The connection comes from the engine (its connect
+    A pool checkout and return costs more than the read itself (and more with
+    many threads). The connection comes from the engine (its connect
     arguments and pragmas) and is detached from the pool, so it takes no pool
     slot. No transaction stays open on it: a SELECT in autocommit ends its
     read transaction when the cursor closes, so it never holds back a WAL

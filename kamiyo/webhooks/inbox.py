@@ -255,9 +255,8 @@ _BATCH_SESSION = "kamiyo_webhook_batch_session"
 def _batch_session() -> Iterator[None]:
     """The batches' own Session, installed as `db.session` while one is written.
 
-    Its connection stays open from batch to batch: a Session that checks a
-    connection out of the pool and back for every batch cost some 55 µs an
-    event. One leader at a time uses it (the write gate), and it is closed
+    Its connection stays open from batch to batch, rather than checked out of
+    the pool and back for every batch. One leader at a time uses it (the write gate), and it is closed
     after each batch, so no ORM object outlives the transaction that loaded it.
     """
     found = current_app.extensions.get(_BATCH_SESSION)
