@@ -1,4 +1,4 @@
-"""The core tables. Later features add their own models and migrations."""
+"""The core tables. Each feature keeps its own models and migrations beside them."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Shared fixtures: an app on a temp SQLite (or a real PostgreSQL, for tests
 marked `both_databases`), its client and CLI runner, and a real localstripe on
-a free loopback port. Later features reuse these."""
+a free loopback port."""
 
 from __future__ import annotations
 
