@@ -86,7 +86,9 @@ def no_scheduler_left_running():
 
 @pytest.fixture(scope="session")
 def localstripe_url():
-    """A real, stateful Stripe emulator on a free loopback port."""
+    """A real, stateful Stripe emulator on a free loopback port, empty at the start of the session
+    (its store is the process's: a second session in one process, as mutmut runs, starts clean)."""
+    LocalStripe.flush()
     emulator = LocalStripe()
     url = emulator.start()
     yield url
