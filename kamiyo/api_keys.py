@@ -8,14 +8,15 @@ import hashlib
 import hmac
 import secrets
 
-from flask import g, request
+from flask import g
 from sqlalchemy import or_, select
 
+from .bearer import bearer_token, unauthorized
 from .extensions import db
-from .http_errors import ApiError
 from .models import ApiKey, utcnow
 
 KEY_PREFIX = "kmy_"
+REALM = "kamiyo"
 VISIBLE_CHARS = 12  # "kmy_" + 8 random characters: enough to tell keys apart in lists
 # Writing last_used_at on every request would make each API call a write;
 # once a minute is precise enough for "is this key still in use?".
@@ -74,36 +75,17 @@ def authenticate(plaintext: str) -> ApiKey | None:
     return key
 
 
-def _unauthorized(description: str) -> ApiError:
-    return ApiError(
-        401,
-        "unauthorized",
-        "A valid API key is required.",
-        "Send a valid API key as 'Authorization: Bearer <key>'.",
-        headers={
-            "WWW-Authenticate": f'Bearer realm="kamiyo", error="invalid_token", error_description="{description}"'
-        },
-    )
-
-
 def require_api_key(view):
     """Guard a JSON API view with a Bearer API key (401 JSON when missing, wrong or revoked)."""
 
     @functools.wraps(view)
     def wrapper(*args, **kwargs):
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise ApiError(
-                401,
-                "unauthorized",
-                "A valid API key is required.",
-                "Send a valid API key as 'Authorization: Bearer <key>'.",
-                headers={"WWW-Authenticate": 'Bearer realm="kamiyo"'},
-            )
-        key = authenticate(token.strip())
+        token = bearer_token()
+        if token is None:
+            raise unauthorized(REALM, "API key", "key")
+        key = authenticate(token)
         if key is None:
-            raise _unauthorized("unknown or revoked key")
+            raise unauthorized(REALM, "API key", "key", invalid="unknown or revoked key")
         g.api_key_id = key.id
         g.api_key_prefix = key.prefix
         return view(*args, **kwargs)

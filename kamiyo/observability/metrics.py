@@ -11,10 +11,10 @@ from __future__ import annotations
 import hmac
 import os
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
-from ..http_errors import ApiError
+from ..bearer import bearer_token, unauthorized
 
 bp = Blueprint("metrics", __name__)
 
@@ -31,13 +31,9 @@ def _registry():
 def metrics():
     token = current_app.config.get("METRICS_TOKEN")
     if token:
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
-            raise ApiError(
-                401,
-                "unauthorized",
-                "A valid metrics token is required.",
-                "Send 'Authorization: Bearer <METRICS_TOKEN>'.",
-                headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
-            )
+        given = bearer_token()
+        if given is None:
+            raise unauthorized("metrics", "metrics token", "METRICS_TOKEN")
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise unauthorized("metrics", "metrics token", "METRICS_TOKEN", invalid="wrong token")
     return Response(generate_latest(_registry()), mimetype=CONTENT_TYPE_LATEST)

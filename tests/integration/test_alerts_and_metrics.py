@@ -56,8 +56,12 @@ def test_metrics_token(make_app):
     client = make_app(METRICS_TOKEN="scrape-secret").test_client()
     denied = client.get("/metrics")
     assert denied.status_code == 401 and denied.get_json()["error"]["code"] == "unauthorized"
-    assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert denied.headers["WWW-Authenticate"] == 'Bearer realm="metrics"'
+    wrong = client.get("/metrics", headers={"Authorization": "Bearer wrong"})
+    assert wrong.status_code == 401 and 'error="invalid_token"' in wrong.headers["WWW-Authenticate"]
+    assert client.get("/metrics", headers={"Authorization": "Basic scrape-secret"}).status_code == 401
     assert client.get("/metrics", headers={"Authorization": "Bearer scrape-secret"}).status_code == 200
+    assert client.get("/metrics", headers={"Authorization": "bearer scrape-secret"}).status_code == 200
 
 
 def test_redis_fixture_is_a_real_server(redis_url):

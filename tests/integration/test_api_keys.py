@@ -68,6 +68,7 @@ def test_bearer_guard(client, runner):
     key = create_key(runner)
     ok = client.get(url, headers={"Authorization": f"Bearer {key}"})
     assert ok.status_code == 200 and ok.get_json() == {"ok": True}
+    assert client.get(url, headers={"Authorization": f"bearer  {key}"}).status_code == 200
 
     result = runner.invoke(args=["api-keys", "revoke", key[:12]])
     assert result.exit_code == 0 and "Revoked" in result.output
