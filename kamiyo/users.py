@@ -7,13 +7,15 @@ import re
 from sqlalchemy import select
 from werkzeug.security import generate_password_hash
 
+from .control_chars import CONTROL
 from .extensions import db
 from .models import DashboardUser
 
 ROLES = ("viewer", "admin")
 MIN_PASSWORD_LENGTH = 12
 # No whitespace and no control characters anywhere (NUL cannot even be stored in PostgreSQL text).
-EMAIL_RE = re.compile(r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]{1,189}\.[^@\s\x00-\x1f\x7f]{2,63}$")
+_EMAIL_CHAR = rf"[^@\s{CONTROL}]"
+EMAIL_RE = re.compile(rf"^{_EMAIL_CHAR}{{1,64}}@{_EMAIL_CHAR}{{1,189}}\.{_EMAIL_CHAR}{{2,63}}$")
 
 
 def create_user(email: str, password: str, role: str = "viewer") -> DashboardUser:

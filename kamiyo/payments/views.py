@@ -10,6 +10,7 @@ from flask import Blueprint, jsonify, request
 
 from ..api_keys import require_api_key
 from ..card_data import contains_card_number
+from ..control_chars import has_control
 from ..health import health_checks
 from ..http_errors import ApiError
 from ..ids import valid_id
@@ -28,9 +29,6 @@ STRIPE_ID_RE = re.compile(r"^[A-Za-z0-9_]{1,255}$")
 PAYMENT_METHOD_RE = re.compile(r"^pm_[A-Za-z0-9_]{1,250}$")
 TIER_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 CARD_SCAN_MAX = 1024  # characters: more than any text field takes (name: 256)
-# Control characters have no place in a name (EMAIL_RE refuses them in an address); NUL cannot
-# even be stored in PostgreSQL text (refused here, before Stripe is called, not after).
-CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 # -- input ------------------------------------------------------------------------
@@ -162,9 +160,11 @@ def create_customer():
         {
             "user_id": (True, _matches(USER_ID_RE)),
             "email": (True, lambda v: isinstance(v, str) and len(v) <= 254 and bool(EMAIL_RE.fullmatch(v))),
+            # Control characters have no place in a name (EMAIL_RE refuses them in an address); NUL
+            # cannot even be stored in PostgreSQL text (refused here, before Stripe is called, not after).
             "name": (
                 False,
-                lambda v: v is None or (isinstance(v, str) and 0 < len(v) <= 256 and not CONTROL_RE.search(v)),
+                lambda v: v is None or (isinstance(v, str) and 0 < len(v) <= 256 and not has_control(v)),
             ),
         },
     )

@@ -21,7 +21,6 @@ import datetime as dt
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from ..claims import claim
+from ..control_chars import replace_control
 from ..extensions import db, rowcount
 from ..models import utcnow
 from ..observability.alerts import alert_duplicate_subscription
@@ -46,7 +46,6 @@ log = logging.getLogger("kamiyo.webhooks")
 
 DUPLICATE = "duplicate"
 DONE = (handlers.PROCESSED, handlers.IGNORED)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
 class HandlerFailed(Exception):
@@ -97,7 +96,7 @@ def _set_status(connection, event_id: str, result: handlers.Result, expected: st
 
 def sanitise_error(exc: BaseException) -> str:
     """Error text fit for the table and the dashboard: no secrets, one line, bounded."""
-    text = _CONTROL.sub(" ", f"{type(exc).__name__}: {exc}")
+    text = replace_control(f"{type(exc).__name__}: {exc}", " ")
     return redact(text)[:500]
 
 

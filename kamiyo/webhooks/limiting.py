@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import re
 import threading
 import time
 
@@ -21,6 +20,7 @@ from flask_limiter import RateLimitExceeded, RequestLimit
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from ..control_chars import replace_control
 from ..extensions import db, limiter, rowcount
 from ..http_errors import ApiError, handle_api_error
 from ..models import utcnow
@@ -30,7 +30,6 @@ from .models import RateLimitViolation
 
 log = logging.getLogger("kamiyo.ratelimit")
 
-_UNPRINTABLE = re.compile(r"[^\x20-\x7e]+")
 _alerted: set[tuple[str, str]] = set()  # (ip, hour) already alerted by this process
 _alerted_lock = threading.Lock()
 
@@ -72,7 +71,8 @@ def _too_many_requests(exc: RateLimitExceeded):
 
 
 def sanitise_user_agent(value: str | None) -> str:
-    return _UNPRINTABLE.sub("?", value or "")[:256]
+    # Printable ASCII only: the client chooses it, and it goes into the log, the table and alerts.
+    return replace_control(value or "", "?", beyond_ascii=True)[:256]
 
 
 def record_violation(limit: RequestLimit) -> None:

@@ -83,3 +83,12 @@ def test_control_characters_are_refused_before_stripe_is_called(api, proxy):
     assert proxy.requests_to("POST", "/v1/customers") == []
     fine = api.post("/customers", json={"user_id": user, "email": "ada@example.com", "name": "Zoë Ünïcode"})
     assert fine.status_code == 201 and fine.get_json()["name"] == "Zoë Ünïcode"
+
+
+def test_every_c0_character_and_del_is_refused_in_a_name(api, proxy):
+    for code in [*range(0x20), 0x7F]:
+        body = {"user_id": new_user(), "email": "ada@example.com", "name": f"A{chr(code)}da"}
+        response = api.post("/customers", json=body)
+        assert response.status_code == 400, hex(code)
+        assert response.get_json()["error"]["fields"] == ["name"], hex(code)
+    assert proxy.requests_to("POST", "/v1/customers") == []
