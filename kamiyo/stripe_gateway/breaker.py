@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import redis
 
+from ..redis_client import redis_client
 from .errors import CircuitOpenError, is_transient
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ class RedisState:
     """Shared state: every worker and host sees the same breaker."""
 
     def __init__(self, url: str, name: str) -> None:
-        self._redis = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._redis = redis_client(url)
         self._failures = f"kamiyo:breaker:{name}:failures"
         self._opened = f"kamiyo:breaker:{name}:opened_at"
         self._probe = f"kamiyo:breaker:{name}:probe"

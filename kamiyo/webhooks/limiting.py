@@ -25,6 +25,7 @@ from ..extensions import db, limiter, rowcount
 from ..http_errors import ApiError, handle_api_error
 from ..models import utcnow
 from ..observability.alerts import send_alert
+from ..redis_client import REDIS_TIMEOUTS
 from . import metrics
 from .models import RateLimitViolation
 
@@ -44,8 +45,8 @@ def init_app(app: Flask) -> None:
     config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
     if config["RATELIMIT_STORAGE_URI"].startswith(("redis://", "rediss://")):
         options = config.setdefault("RATELIMIT_STORAGE_OPTIONS", {})
-        options.setdefault("socket_timeout", 0.5)  # a healthy Redis answers in a millisecond
-        options.setdefault("socket_connect_timeout", 0.5)
+        for name, seconds in REDIS_TIMEOUTS.items():
+            options.setdefault(name, seconds)
     if config["RATELIMIT_STORAGE_URI"].startswith("memory://") and int(os.environ.get("WEB_CONCURRENCY", "1")) > 1:
         log.warning(
             "rate limits are counted per worker (memory:// storage with %s workers), and so is the "
