@@ -225,3 +225,55 @@ def _rejected(client, reason: str) -> float:
         if line.startswith(f'webhook_rejected_total{{reason="{reason}"}}'):
             return float(line.split()[-1])
     return 0.0
+
+
+# --- exact refusals and bounds (mutation testing found these unpinned) -------------------------
+
+
+def signed_body(body: bytes) -> str:
+    import hmac
+
+    return f"t={NOW},v1=" + hmac.new(SECRET.encode(), f"{NOW}.".encode() + body, "sha256").hexdigest()
+
+
+def refusal(body: bytes, signature: str | None, secrets=(SECRET,)) -> tuple[str, str, str]:
+    with pytest.raises(VerificationError) as refused:
+        verify_event(body, signature, list(secrets), 300, now=NOW)
+    return refused.value.kind, refused.value.reason, str(refused.value)
+
+
+@pytest.mark.parametrize(("body", "signature", "secrets", "kind", "reason"), [
+    (BODY, None, (SECRET,), "missing_header", "missing Stripe-Signature header"),
+    (BODY, "v1=abc", (SECRET,), "malformed_header", "malformed Stripe-Signature header"),
+    (BODY, " t=1,v1=abc", (SECRET,), "malformed_header", "malformed Stripe-Signature header"),
+    (BODY, "t=1,v1=\u00e9", (SECRET,), "malformed_header", "malformed Stripe-Signature header"),
+    (BODY, f"t={NOW},v1={'0' * 64}", (), "bad_signature", "no webhook secret configured"),
+    (BODY, f"t={NOW},v1={'0' * 64}", (SECRET,), "bad_signature", "signature does not match"),
+    (b"\xff", "t=1,v1=00", (SECRET,), "not_json", "body is not UTF-8"),
+    (b"nope", None, (SECRET,), "not_json", "body is not JSON"),
+    (b"[]", None, (SECRET,), "not_event", "body is not a Stripe event"),
+])
+def test_each_refusal_has_its_exact_kind_and_reason(body, signature, secrets, kind, reason):
+    signature = signature if signature is not None or body == BODY else signed_body(body)
+    assert refusal(body, signature, secrets) == (kind, reason, reason)
+
+
+def test_the_window_refusals_have_their_exact_reasons():
+    assert refusal(BODY, header(NOW - 301))[1:] == ("timestamp is too old", "timestamp is too old")
+    assert refusal(BODY, header(NOW + 301))[1:] == ("timestamp is in the future", "timestamp is in the future")
+
+
+def event_body(event_id: str, event_type: str) -> bytes:
+    return json.dumps({"id": event_id, "type": event_type, "created": NOW, "data": {"object": {}}}).encode()
+
+
+@pytest.mark.parametrize(("event_id", "event_type", "accepted"), [
+    ("e", "t", True), ("e" * 255, "t" * 128, True),
+    ("", "t", False), ("e", "", False), ("e" * 256, "t", False), ("e", "t" * 129, False),
+])
+def test_event_id_and_type_lengths_are_bounded(event_id, event_type, accepted):
+    body = event_body(event_id, event_type)
+    if accepted:
+        assert verify_event(body, signed_body(body), [SECRET], 300, now=NOW)["id"] == event_id
+    else:
+        assert refusal(body, signed_body(body))[0] == "not_event"
