@@ -171,7 +171,7 @@ def test_property_luhn_valid_card_never_survives(printed, prefix, suffix, left, 
     out = redact(prefix + left + shown + right + suffix)
     assert card not in out
     assert shown not in out
-    assert "[REDACTED CARD]" in out
+    assert "[REDACTED" in out  # as a card, or inside a redacted value ("Authorization: <card>")
     assert redact(out) == out
 
 
@@ -227,7 +227,8 @@ def test_property_no_secret_survives_redaction(secret, prefix, suffix, left, rig
     out = redact(prefix + left + secret + right + suffix)
     assert secret not in out
     tail = secret[8:]  # not even its tail, after the prefix the log keeps
-    assert out.count(tail) <= (prefix + suffix).count(tail)
+    shown = out.replace("[REDACTED]", "\0")  # the marker's own letters are no leak
+    assert shown.count(tail) <= (prefix + suffix).count(tail)
 
 
 @settings(max_examples=200, deadline=None)
@@ -236,7 +237,8 @@ def test_property_no_secret_survives_redaction(secret, prefix, suffix, left, rig
        prefix=st.text(max_size=30).map(lambda s: s + "\n"))
 def test_property_no_authorization_value_survives(token, key, prefix):
     out = redact(prefix + key + token + ("'" if key.endswith("'Basic ") else ""))
-    assert out.count(token) <= prefix.count(token)
+    shown = out.replace("[REDACTED]", "\0")  # the marker's own letters are no leak
+    assert shown.count(token) <= (prefix + key).count(token)  # the key's own text may hold it
 
 
 def test_luhn_helper_in_tests_is_right():
