@@ -68,11 +68,9 @@ def test_card_and_request_errors_never_trip_it_and_reset_the_count():
     assert breaker.current_state == CLOSED and breaker.failures() == 0
 
 
-def test_one_probe_after_the_timeout_success_closes():
-    breaker, clock, changes = make_breaker()
-    fail(breaker, 3)
-    clock.now += 61
-    assert breaker.current_state == HALF_OPEN
+def probe_held_out(prober, other) -> list:
+    """`prober` sends the half-open probe and holds it out while `other` calls, which must be
+    refused; returns what the probe answered."""
     probe_started, release = threading.Event(), threading.Event()
 
     def slow_ok():
@@ -80,15 +78,25 @@ def test_one_probe_after_the_timeout_success_closes():
         release.wait(5)
         return "ok"
 
-    results = []
-    probe = threading.Thread(target=lambda: results.append(breaker.call(slow_ok)))
+    results: list = []
+    probe = threading.Thread(target=lambda: results.append(prober.call(slow_ok)))
     probe.start()
-    probe_started.wait(5)
-    with pytest.raises(CircuitOpenError):  # a second caller while the probe is out
-        breaker.call(lambda: "not me")
-    release.set()
-    probe.join(5)
-    assert results == ["ok"] and breaker.current_state == CLOSED
+    try:
+        assert probe_started.wait(5)
+        with pytest.raises(CircuitOpenError):
+            other.call(lambda: "not me")
+    finally:
+        release.set()
+        probe.join(5)
+    return results
+
+
+def test_one_probe_after_the_timeout_success_closes():
+    breaker, clock, changes = make_breaker()
+    fail(breaker, 3)
+    clock.now += 61
+    assert breaker.current_state == HALF_OPEN
+    assert probe_held_out(breaker, breaker) == ["ok"] and breaker.current_state == CLOSED
     assert changes == [(CLOSED, OPEN), (OPEN, HALF_OPEN), (HALF_OPEN, CLOSED)]
 
 
@@ -166,24 +174,7 @@ def test_through_redis_one_probe_is_out_for_all_workers_and_its_success_closes(r
     fail(first, 3)
     later(61)
     assert second.current_state == HALF_OPEN
-    probe_started, release = threading.Event(), threading.Event()
-
-    def slow_ok():
-        probe_started.set()
-        release.wait(5)
-        return "ok"
-
-    results = []
-    probe = threading.Thread(target=lambda: results.append(first.call(slow_ok)))
-    probe.start()
-    try:
-        assert probe_started.wait(5)
-        with pytest.raises(CircuitOpenError):  # the other worker may not probe too
-            second.call(lambda: "not me")
-    finally:
-        release.set()
-        probe.join(5)
-    assert results == ["ok"]
+    assert probe_held_out(first, second) == ["ok"]  # the other worker may not probe too
     assert first.current_state == CLOSED and second.current_state == CLOSED
     assert second.failures() == 0
     assert changes == [(CLOSED, OPEN), (OPEN, HALF_OPEN), (HALF_OPEN, CLOSED)]
