@@ -73,6 +73,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         health,
         http_errors,
         models,  # noqa: F401
+        rate_limits,
+        security_headers,
     )
     from .ids import IdConverter
     from .observability import metrics, request_context
@@ -88,6 +90,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)  # type: ignore[method-assign]
     request_context.init_app(app)
     http_errors.init_app(app)
+    security_headers.init_app(app)
+    rate_limits.init_app(app)  # Flask-Limiter's storage and 429 answer, for every feature
     app.url_map.converters["id"] = IdConverter  # <id:...>: a row id in range, else 404
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
@@ -96,12 +100,13 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     gateway.init_app(app)  # the one place that talks to Stripe, before the features that use it
 
     # Features: each registers its blueprint, commands, jobs and health sections.
-    from . import payments, scheduler, versioning, webhooks
+    from . import dashboard, payments, scheduler, versioning, webhooks
 
     scheduler.init_app(app)  # job registry and `flask scheduler run`, before the features add jobs
     payments.init_app(app)
     webhooks.init_app(app)
     versioning.init_app(app)
+    dashboard.init_app(app)  # reads the features above through their queries
 
     _startup_checks(app)
     scheduler.start_in_process(app)  # only when SCHEDULER_ENABLED (see kamiyo/scheduler/)

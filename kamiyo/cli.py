@@ -86,6 +86,29 @@ def users_create(email: str, role: str, password_stdin: bool) -> None:
     click.echo(f"Created {user.role} {user.email}.")
 
 
+@users_cli.command("list")
+def users_list() -> None:
+    """List dashboard users with their role and status."""
+    found = users.list_users()
+    if not found:
+        click.echo("No dashboard users. Create one with: flask --app wsgi users create EMAIL --role admin")
+        return
+    click.echo(f"{'ID':>4}  {'EMAIL':<40} {'ROLE':<7} {'CREATED':<20} STATUS")
+    for user in found:
+        status = f"disabled {_fmt(user.disabled_at)}" if user.disabled_at else "active"
+        click.echo(f"{user.id:>4}  {user.email[:40]:<40} {user.role:<7} {_fmt(user.created_at):<20} {status}")
+
+
+@users_cli.command("disable")
+@click.argument("email")
+def users_disable(email: str) -> None:
+    """Disable EMAIL: it can no longer sign in, and its open sessions end now."""
+    user = users.disable_user(email)
+    if user is None:
+        raise click.ClickException(f"no dashboard user with email {email.strip().lower()[:254]!r}")
+    click.echo(f"Disabled {user.email}; its sessions have ended.")
+
+
 demo_cli = AppGroup("demo", help="Demo mode helpers (used by `make run`).")
 
 

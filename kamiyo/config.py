@@ -68,6 +68,11 @@ DEFAULTS: dict[str, Any] = {
     "RATE_LIMIT_ALERT_PER_HOUR": 100,  # blocked requests from one IP in an hour before alerting
     "RATELIMIT_STORAGE_URI": None,  # None → REDIS_URL when set, else memory:// (one process only)
     "TRUSTED_PROXY_COUNT": 0,  # proxies in front of us whose X-Forwarded-For is trusted
+    # --- the ops dashboard (kamiyo/dashboard) ---
+    "DASHBOARD_SESSION_HOURS": 8.0,  # a session ends this long after its login, however busy
+    "DASHBOARD_COOKIE_SECURE": "auto",  # auto: Secure except in demo mode and debug; true; false
+    "LOGIN_RATE_LIMIT_PER_IP": "20/minute",
+    "LOGIN_RATE_LIMIT_PER_ACCOUNT": "5/minute;20/hour",
 }
 
 # Without these the service cannot run safely outside demo mode and tests.

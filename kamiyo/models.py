@@ -9,6 +9,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Index,
+    Integer,
     SmallInteger,
     String,
     TypeDecorator,
@@ -166,6 +167,30 @@ class DashboardUser(Model):
     password_hash: Mapped[str] = mapped_column(String(255), nullable=False)
     role: Mapped[str] = mapped_column(String(16), nullable=False, default="viewer")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    disabled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    # Part of the id a session stores: raising it (logout, disable) ends every session of the
+    # user at once, in every browser and worker, with nothing kept server-side per session.
+    session_version: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+class AuditEntry(Model):
+    """One admin action on the dashboard: who, what, when, and how it ended."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (CheckConstraint("outcome IN ('ok', 'failed', 'refused')", name="outcome"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False, index=True)
+    actor: Mapped[str] = mapped_column(String(254), nullable=False, index=True)  # the user's email
+    action: Mapped[str] = mapped_column(String(64), nullable=False)
+    target: Mapped[str] = mapped_column(String(255), nullable=False)
+    outcome: Mapped[str] = mapped_column(String(16), nullable=False)
+    detail: Mapped[str | None] = mapped_column(String(500))
+    client_ip: Mapped[str | None] = mapped_column(String(64))
 
 
 class AlertSent(Model):

@@ -72,3 +72,32 @@ def assert_contract(proxy, contract) -> None:
 def stripe_customers_for(localstripe, user_id: str) -> list:
     return [c for c in localstripe.v1.customers.list(params={"limit": 100}).auto_paging_iter()
             if (c.to_dict().get("metadata") or {}).get("kamiyo_user_id") == user_id]
+
+
+# --- the dashboard ---------------------------------------------------------------------
+
+DASHBOARD_PASSWORD = "correct horse battery staple"
+
+
+def make_user(app, email: str, role: str = "viewer", password: str = DASHBOARD_PASSWORD) -> None:
+    from kamiyo import users
+
+    with app.app_context():
+        users.create_user(email, password, role)
+
+
+def csrf_token(html: str) -> str:
+    import re
+
+    found = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html)
+    assert found, "no CSRF token in the page"
+    return found.group(1)
+
+
+def login(client, email: str, password: str = DASHBOARD_PASSWORD, next_url: str | None = None):
+    """Sign in through the form, as a browser does; returns the POST's response."""
+    page = client.get("/login" + (f"?next={next_url}" if next_url else ""))
+    data = {"email": email, "password": password, "csrf_token": csrf_token(page.get_data(as_text=True))}
+    if next_url is not None:
+        data["next"] = next_url
+    return client.post("/login", data=data)

@@ -383,3 +383,8 @@ def configure_logging(level: str | int = "INFO", stream: TextIO | None = None) -
     # bypassing logging entirely -- keep those unset.)
     logging.getLogger("stripe").setLevel(max(numeric_level, logging.INFO))
     return handler
+
+
+def redact_structure(value: Any) -> Any:
+    """A redacted copy of a decoded JSON value (a webhook payload shown on the dashboard, say)."""
+    return _redact_value(value)

@@ -25,6 +25,7 @@ from .models import PaymentOperation
 from .subscriptions import alert_duplicate, store
 
 log = logging.getLogger(__name__)
+REPORT_ITEMS = 100  # drift items kept in a run's report; the counts cover them all
 
 
 def reconcile_customers() -> dict[str, int]:
@@ -95,6 +96,11 @@ def reconcile_daily() -> dict[str, Any]:
         "duplicates": len(report.duplicates),
     }
     log.info("reconcile: %s", summary, extra={"reconcile": summary})
+    # The drift itself, for the dashboard's last report (job_runs.summary), not for the log line.
+    summary["drift"] = {
+        "foreign": report.foreign[:REPORT_ITEMS],
+        "duplicates": report.duplicates[:REPORT_ITEMS],
+    }
     return summary
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Integer, String, UniqueConstraint
+from sqlalchemy import Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import Model
@@ -25,3 +25,4 @@ class JobRun(Model):
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="running")  # running|ok|failed
     host: Mapped[str] = mapped_column(String(255), nullable=False)
     pid: Mapped[int] = mapped_column(Integer(), nullable=False)
+    summary: Mapped[str | None] = mapped_column(Text())  # what the run returned, as JSON (a report)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import datetime as dt
+import json
 import logging
 import os
 import socket
@@ -152,18 +153,43 @@ def run_once(app: Flask, name: str, period: str | None = None) -> bool:
                 extra={"job": name, "period": period},
             )
             return False
-        status = "ok"
+        status, summary = "ok", None
         try:
-            spec.func()
+            summary = _summary(spec.func())
         except Exception:
             log.exception("job %s for %s failed", name, period, extra={"job": name, "period": period})
             db.session.rollback()
             status = "failed"
         run = db.session.execute(db.select(JobRun).filter_by(job=name, period=period)).scalar_one()
-        run.status, run.finished_at = status, utcnow()
+        run.status, run.finished_at, run.summary = status, utcnow(), summary
         db.session.commit()
         log.info("job %s for %s: %s", name, period, status, extra={"job": name, "period": period})
         return True
+
+
+SUMMARY_LIMIT = 20_000  # characters of a run's JSON report kept; a bigger one keeps its size only
+
+
+def _summary(result: Any) -> str | None:
+    """A job's return value as JSON for `job_runs.summary` (the dashboard shows the last one)."""
+    if result is None:
+        return None
+    text = json.dumps(result, default=str, sort_keys=True)
+    return text if len(text) <= SUMMARY_LIMIT else json.dumps({"truncated": True, "characters": len(text)})
+
+
+def run_now(app: Flask, name: str) -> str | None:
+    """Run job `name` at once, outside its schedule (the dashboard's button), and return its
+    status (ok or failed). Its own period, so it never takes the place of the scheduled run;
+    None when another run of it started in the same second."""
+    period = "manual:" + utcnow().strftime("%Y-%m-%dT%H:%M:%S")
+    if not run_once(app, name, period=period):
+        return None
+    return db.session.scalar(db.select(JobRun.status).filter_by(job=name, period=period))
+
+
+def next_run(spec: JobSpec, now: dt.datetime) -> dt.datetime | None:
+    return spec.trigger.get_next_fire_time(None, now)
 
 
 RETAKE_EVERY = dt.timedelta(hours=1)

@@ -12,9 +12,11 @@ probe. The state lives in Redis when REDIS_URL is set, so all workers agree.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 import redis
@@ -25,6 +27,11 @@ from .errors import CircuitOpenError, is_transient
 log = logging.getLogger(__name__)
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+TRANSITIONS_KEPT = 50  # the dashboard shows recent ones; the log has them all
+
+
+class Transition(dict):
+    """{"at": epoch seconds, "from": state, "to": state, "by": "stripe" or who reset it}."""
 
 
 class MemoryState:
@@ -35,6 +42,13 @@ class MemoryState:
         self.failures = 0
         self.opened_at: float | None = None
         self.probe_until = 0.0
+        self._transitions: deque[Transition] = deque(maxlen=TRANSITIONS_KEPT)
+
+    def record(self, transition: Transition) -> None:
+        self._transitions.appendleft(transition)
+
+    def transitions(self) -> list[Transition]:
+        return list(self._transitions)
 
     def add_failure(self) -> int:
         with self._lock:
@@ -75,6 +89,16 @@ class RedisState:
         self._failures = f"kamiyo:breaker:{name}:failures"
         self._opened = f"kamiyo:breaker:{name}:opened_at"
         self._probe = f"kamiyo:breaker:{name}:probe"
+        self._transitions = f"kamiyo:breaker:{name}:transitions"
+
+    def record(self, transition: Transition) -> None:
+        pipe = self._redis.pipeline()
+        pipe.lpush(self._transitions, json.dumps(transition))
+        pipe.ltrim(self._transitions, 0, TRANSITIONS_KEPT - 1)
+        pipe.execute()
+
+    def transitions(self) -> list[Transition]:
+        return [Transition(json.loads(item)) for item in self._redis.lrange(self._transitions, 0, -1)]
 
     def add_failure(self) -> int:
         return int(self._redis.incr(self._failures))
@@ -156,7 +180,7 @@ class CircuitBreaker:
             if now < opened_at + self.reset_timeout:
                 raise CircuitOpenError("circuit open")
             if self._state.take_probe(now, self.probe_lease):
-                self._on_change(OPEN, HALF_OPEN)
+                self._changed(OPEN, HALF_OPEN)
                 return True
             raise CircuitOpenError("circuit half-open, probe in flight")
         except redis.RedisError as exc:
@@ -170,19 +194,37 @@ class CircuitBreaker:
                 # Stripe answered (a card or request error also proves it is up).
                 if probe:
                     self._state.reset()
-                    self._on_change(HALF_OPEN, CLOSED)
+                    self._changed(HALF_OPEN, CLOSED)
                 elif self._state.get_failures():
                     self._state.clear_failures()
                 return
             if probe:
                 self._state.open(self._clock())
-                self._on_change(HALF_OPEN, OPEN)
+                self._changed(HALF_OPEN, OPEN)
                 return
             if self._state.add_failure() >= self.fail_max and self._state.get_opened_at() is None:
                 self._state.open(self._clock())
-                self._on_change(CLOSED, OPEN)
+                self._changed(CLOSED, OPEN)
         except redis.RedisError as exc:
             log.error("circuit breaker store unreachable: %s", type(exc).__name__)
 
-    def reset(self) -> None:
+    def _changed(self, old: str, new: str, by: str = "stripe") -> None:
+        try:
+            self._state.record(Transition({"at": self._clock(), "from": old, "to": new, "by": by}))
+        except redis.RedisError as exc:
+            log.error("circuit breaker store unreachable: %s", type(exc).__name__)
+        self._on_change(old, new)
+
+    def transitions(self) -> list[Transition]:
+        """The most recent first."""
+        try:
+            return self._state.transitions()
+        except redis.RedisError:
+            return []
+
+    def reset(self, by: str | None = None) -> None:
+        """Close the breaker now. `by` names a person who did it (recorded as a transition)."""
+        old = self.current_state
         self._state.reset()
+        if by is not None:
+            self._changed(old, CLOSED, by=by)

@@ -12,12 +12,13 @@ def init_app(app: Flask) -> None:
 
     from .. import scheduler
     from ..event_versions import register_event_version_source, table_event_version_source
-    from . import cli, limiting, views
-    from .inbox import purge_expired_events
+    from ..ops_actions import register_action
+    from . import cli, views
+    from .inbox import purge_expired_events, replay_for_operator
     from .limiting import purge_old_violations
     from .models import WebhookEvent
+    from .queries import REPLAY_ACTION
 
-    limiting.init_app(app)  # Flask-Limiter storage, trusted proxies, 429 answer
     app.register_blueprint(views.bp)
     app.cli.add_command(cli.webhooks_cli)
     # The inbox and the rate-limit record keep WEBHOOK_RETENTION_DAYS (30): purged once a day.
@@ -30,3 +31,4 @@ def init_app(app: Flask) -> None:
     )
     # The version check compares the api_version of recent events with ours.
     register_event_version_source(app, table_event_version_source(cast(Table, WebhookEvent.__table__)))
+    register_action(app, REPLAY_ACTION, replay_for_operator)  # the dashboard's replay button

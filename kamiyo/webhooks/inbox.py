@@ -470,6 +470,20 @@ def replay(event_id: str, only_failed: bool = False) -> Received:
     return _follow_up(event, received)
 
 
+def replay_for_operator(event_id: str) -> tuple[str, str]:
+    """The dashboard's replay button: a failed event through its handler again, as
+    (outcome, message) in the operator's words."""
+    try:
+        received = replay(event_id, only_failed=True)
+    except NoLongerFailed as exc:  # a Stripe retry got there first
+        return "refused", f"not replayed: the event is {exc.status} now"
+    except LookupError:
+        return "failed", "not stored (unknown id, or purged)"
+    except HandlerFailed:
+        return "failed", "failed again; the error is stored on the event"
+    return "ok", f"{received.status} (attempt {received.attempts}): {received.note}"
+
+
 def failed_event_ids() -> list[str]:
     return list(
         db.session.scalars(

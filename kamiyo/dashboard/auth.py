@@ -1,0 +1,165 @@
+"""Signing in to the dashboard: Flask-Login sessions, roles, the login form's limits.
+
+The session stores "<user id>:<session version>": raising the version (logout, disable)
+ends every session of the user at once. A session also ends a fixed time after its login,
+however busy it is.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from urllib.parse import urlsplit
+
+from flask import Blueprint, abort, current_app, redirect, render_template, request, session, url_for
+from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
+
+from .. import audit, users
+from ..control_chars import has_control
+from ..extensions import db, limiter
+from ..models import DashboardUser
+from .forms import LoginForm, LogoutForm
+
+log = logging.getLogger("kamiyo.dashboard")
+
+bp = Blueprint("auth", __name__)
+login_manager = LoginManager()
+LOGIN_FAILED = "Email or password is wrong, or the account is disabled."
+
+
+class SessionUser(UserMixin):
+    """The signed-in user, as the views see it (not the ORM row: no lazy loads in templates)."""
+
+    def __init__(self, row: DashboardUser) -> None:
+        self.id = row.id
+        self.email = row.email
+        self.role = row.role
+        self.session_version = row.session_version
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def get_id(self) -> str:
+        return f"{self.id}:{self.session_version}"
+
+
+@login_manager.user_loader
+def _load_user(session_id: str) -> SessionUser | None:
+    user_id, _, version = session_id.partition(":")
+    if not (user_id.isdigit() and version.isdigit()):
+        return None
+    lifetime = current_app.permanent_session_lifetime.total_seconds()
+    login_at = session.get("login_at")
+    if not isinstance(login_at, int | float) or time.time() - login_at > lifetime:
+        return None
+    row = db.session.get(DashboardUser, int(user_id))
+    if row is None or row.disabled_at is not None or row.session_version != int(version):
+        return None
+    return SessionUser(row)
+
+
+@login_manager.unauthorized_handler
+def _to_login():
+    # The path and query only: `next` never names another site.
+    here = request.path + (f"?{request.query_string.decode('latin-1')}" if request.query_string else "")
+    return redirect(url_for("auth.login", next=here))
+
+
+def safe_next(target: str | None) -> str | None:
+    """`target` if it is a path on this site, else None (never another host or scheme)."""
+    if not target or len(target) > 2048 or has_control(target, beyond_ascii=True):
+        return None
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return None
+    return target
+
+
+def admin_required(view):
+    """Admins only; a viewer is refused with 403, and the refusal is audited."""
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        if not current_user.is_authenticated:
+            return current_app.login_manager.unauthorized()  # type: ignore[attr-defined]
+        if not current_user.is_admin:
+            if request.method == "POST":
+                audit.record(current_user.email, request.endpoint or "?", request.path, "refused", "viewer role")
+            abort(403)
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def _login_limit_key() -> str:
+    return "login-account:" + users.normalise_email(request.form.get("email", ""))[:254]
+
+
+def _per_ip() -> str:
+    return current_app.config["LOGIN_RATE_LIMIT_PER_IP"]
+
+
+def _per_account() -> str:
+    return current_app.config["LOGIN_RATE_LIMIT_PER_ACCOUNT"]
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(_per_ip, methods=["POST"])
+@limiter.limit(_per_account, key_func=_login_limit_key, methods=["POST"])
+def login():
+    form = LoginForm()
+    if request.method == "GET":
+        form.next.data = safe_next(request.args.get("next")) or ""
+    if current_user.is_authenticated and request.method == "GET":
+        return redirect(safe_next(request.args.get("next")) or url_for("dashboard.overview"))
+    error = None
+    status = 200
+    if form.validate_on_submit():
+        row = users.authenticate(form.email.data or "", form.password.data or "")
+        if row is not None:
+            session.clear()  # a session fixed before the login is not carried into it
+            login_user(SessionUser(row))
+            session.permanent = True
+            session["login_at"] = time.time()
+            log.info("dashboard login", extra={"user": row.email, "client_ip": request.remote_addr})
+            return redirect(safe_next(form.next.data) or url_for("dashboard.overview"))
+        log.warning("dashboard login refused", extra={"client_ip": request.remote_addr})
+        error, status = LOGIN_FAILED, 401
+    elif request.method == "POST":
+        error, status = "The form expired or was incomplete: please sign in again.", 400
+    form.password.data = ""
+    return render_template("dashboard/login.html", form=form, error=error), status
+
+
+@bp.post("/logout")
+def logout():
+    form = LogoutForm()
+    if not form.validate_on_submit():
+        abort(400)
+    if current_user.is_authenticated:
+        row = db.session.get(DashboardUser, current_user.id)
+        if row is not None:
+            users.end_sessions(row)
+    logout_user()
+    session.clear()
+    return redirect(url_for("auth.login"))
+
+
+@bp.get("/")
+def index():
+    if current_user.is_authenticated:
+        return redirect(url_for("dashboard.overview"))
+    return redirect(url_for("auth.login"))
+
+
+def init_app(app) -> None:
+    login_manager.init_app(app)
+    login_manager.session_protection = "basic"
+
+    @app.context_processor
+    def _logout_form():
+        return {"logout_form": LogoutForm()} if current_user.is_authenticated else {}

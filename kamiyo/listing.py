@@ -1,0 +1,139 @@
+"""What every list and chart shares, for the dashboard and the ops API alike: the time
+range, filters read from the query string, keyset pagination and per-bucket counts.
+
+Every query is bounded by time (the range) and by a page size, so a page costs the same
+with a thousand rows as with millions: an index range scan, never a full count.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, func, literal, select
+
+from .control_chars import has_control
+from .extensions import db
+from .http_errors import ApiError
+from .models import utcnow
+
+# name → (length, bucket width): 60 one-minute, 48 half-hour and 84 two-hour buckets.
+RANGES: dict[str, tuple[dt.timedelta, dt.timedelta]] = {
+    "1h": (dt.timedelta(hours=1), dt.timedelta(minutes=1)),
+    "24h": (dt.timedelta(hours=24), dt.timedelta(minutes=30)),
+    "7d": (dt.timedelta(days=7), dt.timedelta(hours=2)),
+}
+DEFAULT_RANGE = "24h"
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+FILTER_MAX = 255  # characters of a filter value: longer than any column it is compared with
+
+
+@dataclass(frozen=True)
+class TimeRange:
+    name: str
+    start: dt.datetime
+    end: dt.datetime
+    bucket: dt.timedelta
+
+    @property
+    def buckets(self) -> int:
+        return int((self.end - self.start) / self.bucket)
+
+
+def time_range(name: str | None, now: dt.datetime | None = None) -> TimeRange:
+    name = name or DEFAULT_RANGE
+    if name not in RANGES:
+        raise ApiError(400, "invalid_range", f"Unknown time range {name[:16]!r}.", f"Use one of {', '.join(RANGES)}.")
+    length, bucket = RANGES[name]
+    end = now or utcnow()
+    # The end is rounded up to a whole bucket, so that bucket edges do not move on each refresh.
+    width = bucket.total_seconds()
+    end = dt.datetime.fromtimestamp((end.timestamp() // width + 1) * width, dt.UTC)
+    return TimeRange(name, end - length, end, bucket)
+
+
+def text_filter(args: Mapping[str, str], name: str, choices: Sequence[str] | None = None) -> str | None:
+    """A filter value from the query string: empty means none; a closed set is checked."""
+    value = (args.get(name) or "").strip()
+    if not value:
+        return None
+    if len(value) > FILTER_MAX or has_control(value, beyond_ascii=True):
+        raise ApiError(400, "invalid_filter", f"The filter {name!r} is not valid.", "Use printable text.")
+    if choices is not None and value not in choices:
+        raise ApiError(400, "invalid_filter", f"Unknown {name} {value[:32]!r}.", f"Use one of {', '.join(choices)}.")
+    return value
+
+
+def id_arg(args: Mapping[str, str], name: str) -> int | None:
+    value = (args.get(name) or "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or len(value) > 18:
+        raise ApiError(400, "invalid_cursor", f"{name} must be a row id.", "Follow the page links as given.")
+    return int(value)
+
+
+@dataclass
+class Page:
+    """Newest first. `before`/`after` are the cursors of the next (older) and previous (newer) pages."""
+
+    rows: list[Any]
+    older: int | None = None
+    newer: int | None = None
+    filters: dict[str, str] = field(default_factory=dict)
+
+
+def paginate(query: Select, id_column: Any, args: Mapping[str, str], size: int = PAGE_SIZE) -> Page:
+    """Keyset pagination on an id column: `?before=ID` for older rows, `?after=ID` for newer."""
+    before, after = id_arg(args, "before"), id_arg(args, "after")
+    if after is not None:
+        rows = list(db.session.scalars(query.where(id_column > after).order_by(id_column.asc()).limit(size + 1)))
+        more_newer = len(rows) > size
+        rows = list(reversed(rows[:size]))
+        page = Page(rows)
+        page.newer = rows[0].id if rows and more_newer else None
+        page.older = rows[-1].id if rows else None
+        return page
+    if before is not None:
+        query = query.where(id_column < before)
+    rows = list(db.session.scalars(query.order_by(id_column.desc()).limit(size + 1)))
+    page = Page(rows[:size])
+    page.older = rows[size - 1].id if len(rows) > size else None
+    page.newer = rows[0].id if rows and before is not None else None
+    return page
+
+
+def _bucket_index(column: Any, start: dt.datetime, width: dt.timedelta) -> ColumnElement:
+    seconds = width.total_seconds()
+    if db.engine.dialect.name == "postgresql":
+        return func.floor(func.extract("epoch", column - literal(start)) / seconds)
+    # SQLite stores UTC text without an offset; julianday reads it.
+    naive = start.astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ")
+    return func.cast((func.julianday(column) - func.julianday(naive)) * 86400.0 / seconds, db.Integer)
+
+
+def series(
+    column: Any, window: TimeRange, where: Sequence[ColumnElement] = (), group: Any = None
+) -> dict[str, list[int]]:
+    """Rows per bucket over the range, one list per value of `group` (or "all")."""
+    index = _bucket_index(column, window.start, window.bucket).label("bucket")
+    label = (group if group is not None else literal("all")).label("series")
+    query = (
+        select(label, index, func.count())
+        .where(column >= window.start, column < window.end, *where)
+        .group_by(label, index)
+    )
+    found: dict[str, list[int]] = {}
+    for name, bucket, count in db.session.execute(query):
+        values = found.setdefault(str(name), [0] * window.buckets)
+        position = int(bucket)
+        if 0 <= position < window.buckets:
+            values[position] += int(count)
+    return found
+
+
+def count(column: Any, since: dt.datetime, where: Sequence[ColumnElement] = ()) -> int:
+    return int(db.session.scalar(select(func.count()).where(column >= since, *where)) or 0)

@@ -1,0 +1,149 @@
+"""Reads of the webhook inbox, the blocked requests and payment outcomes, for the dashboard
+and the ops API alike."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import case, func, select
+
+from ..extensions import db
+from ..listing import Page, TimeRange, paginate, series, text_filter
+from ..observability.counters import counter_total
+from ..observability.logging import redact_structure
+from .models import EVENT_STATUSES, PaymentOutcome, RateLimitViolation, WebhookEvent
+
+TOP_CLIENTS = 10
+REPLAY_ACTION = "webhooks.replay"  # the ops action (kamiyo/ops_actions.py) that replays a failed event
+
+
+def events(args: Mapping[str, str], window: TimeRange) -> Page:
+    filters = {"status": text_filter(args, "status", EVENT_STATUSES), "type": text_filter(args, "type")}
+    query = select(WebhookEvent).where(WebhookEvent.received_at >= window.start, WebhookEvent.received_at < window.end)
+    if filters["status"]:
+        query = query.where(WebhookEvent.status == filters["status"])
+    if filters["type"]:
+        query = query.where(WebhookEvent.type == filters["type"])
+    page = paginate(query, WebhookEvent.id, args)
+    page.filters = {name: value for name, value in filters.items() if value}
+    return page
+
+
+def event(event_id: str) -> WebhookEvent | None:
+    return db.session.scalar(select(WebhookEvent).where(WebhookEvent.event_id == event_id))
+
+
+def sanitised_payload(row: WebhookEvent) -> str:
+    """The stored body with secrets, card numbers and CVCs replaced, pretty-printed."""
+    try:
+        decoded = json.loads(row.payload)
+    except ValueError:
+        return "(not JSON)"
+    return json.dumps(redact_structure(decoded), indent=2, sort_keys=True)
+
+
+def outcome_series(window: TimeRange) -> dict[str, list[int]]:
+    return series(WebhookEvent.received_at, window, group=WebhookEvent.status)
+
+
+def event_counts(since: dt.datetime) -> dict[str, int]:
+    rows = db.session.execute(
+        select(WebhookEvent.status, func.count()).where(WebhookEvent.received_at >= since).group_by(WebhookEvent.status)
+    )
+    counts = dict.fromkeys(EVENT_STATUSES, 0)
+    counts.update({status: int(n) for status, n in rows})
+    return counts
+
+
+def failed_total() -> int:
+    """Failed events still in the inbox, whenever they came (a replay clears them)."""
+    return int(db.session.scalar(select(func.count()).where(WebhookEvent.status == "failed")) or 0)
+
+
+def duplicate_deliveries() -> int:
+    """Deliveries of an event already stored, since the service started (a counter)."""
+    return int(counter_total("webhook_events", outcome="duplicate"))
+
+
+# --- blocked requests ---------------------------------------------------------------
+
+
+def violations(args: Mapping[str, str], window: TimeRange) -> Page:
+    filters = {"client_ip": text_filter(args, "client_ip"), "endpoint": text_filter(args, "endpoint")}
+    query = select(RateLimitViolation).where(
+        RateLimitViolation.occurred_at >= window.start, RateLimitViolation.occurred_at < window.end
+    )
+    for name, value in filters.items():
+        if value:
+            query = query.where(getattr(RateLimitViolation, name) == value)
+    page = paginate(query, RateLimitViolation.id, args)
+    page.filters = {name: value for name, value in filters.items() if value}
+    return page
+
+
+def violation_series(window: TimeRange) -> dict[str, list[int]]:
+    return series(RateLimitViolation.occurred_at, window, group=None)
+
+
+def violation_count(since: dt.datetime) -> int:
+    return int(db.session.scalar(select(func.count()).where(RateLimitViolation.occurred_at >= since)) or 0)
+
+
+def top_clients(window: TimeRange, column: str) -> list[tuple[str, int]]:
+    """The most blocked client IPs (or user agents) in the range."""
+    field = getattr(RateLimitViolation, column)
+    rows = db.session.execute(
+        select(field, func.count().label("n"))
+        .where(RateLimitViolation.occurred_at >= window.start, RateLimitViolation.occurred_at < window.end)
+        .group_by(field)
+        .order_by(func.count().desc(), field)
+        .limit(TOP_CLIENTS)
+    )
+    return [(value, int(n)) for value, n in rows]
+
+
+# --- payments, as Stripe reported them -----------------------------------------------
+
+
+def payment_success(since: dt.datetime) -> dict[str, Any]:
+    succeeded, failed = db.session.execute(
+        select(
+            func.count(case((PaymentOutcome.outcome == "succeeded", 1))),
+            func.count(case((PaymentOutcome.outcome == "failed", 1))),
+        ).where(PaymentOutcome.occurred_at >= since)
+    ).one()
+    total = succeeded + failed
+    return {
+        "succeeded": int(succeeded),
+        "failed": int(failed),
+        "success_rate": round(succeeded / total, 4) if total else None,
+    }
+
+
+def serialise_event(row: WebhookEvent) -> dict[str, Any]:
+    return {
+        "event_id": row.event_id,
+        "type": row.type,
+        "status": row.status,
+        "object_id": row.object_id,
+        "api_version": row.api_version,
+        "created": row.created.isoformat(),
+        "received_at": row.received_at.isoformat(),
+        "processed_at": row.processed_at.isoformat() if row.processed_at else None,
+        "attempts": row.attempts,
+        "last_error": row.last_error,
+    }
+
+
+def serialise_violation(row: RateLimitViolation) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "occurred_at": row.occurred_at.isoformat(),
+        "client_ip": row.client_ip,
+        "user_agent": row.user_agent,
+        "endpoint": row.endpoint,
+        "limit": row.limit,
+    }
