@@ -74,6 +74,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         http_errors,
         models,  # noqa: F401
         rate_limits,
+        rollups,
         security_headers,
     )
     from .ids import IdConverter
@@ -103,6 +104,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from . import dashboard, payments, scheduler, versioning, webhooks
 
     scheduler.init_app(app)  # job registry and `flask scheduler run`, before the features add jobs
+    rollups.init_app(app)  # per-minute counts of the sources the features register
     payments.init_app(app)
     webhooks.init_app(app)
     versioning.init_app(app)

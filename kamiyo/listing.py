@@ -86,40 +86,60 @@ class Page:
     filters: dict[str, str] = field(default_factory=dict)
 
 
-def paginate(query: Select, id_column: Any, args: Mapping[str, str], size: int = PAGE_SIZE) -> Page:
-    """Keyset pagination on an id column: `?before=ID` for older rows, `?after=ID` for newer."""
+def paginate(
+    query: Select, id_column: Any, args: Mapping[str, str], time_column: Any = None, size: int = PAGE_SIZE
+) -> Page:
+    """Keyset pagination, newest first: `?before=ID` for older rows, `?after=ID` for newer.
+
+    With `time_column`, rows are ordered by (time, id), so that the time index that bounds the
+    range also gives the order (ordering by id alone would sort every row in the range);
+    the cursor stays a row id, resolved to its time."""
     before, after = id_arg(args, "before"), id_arg(args, "after")
+    keys = [time_column, id_column] if time_column is not None else [id_column]
+
+    def beyond(cursor: int, older: bool) -> ColumnElement:
+        if time_column is None:
+            return id_column < cursor if older else id_column > cursor
+        moment = db.session.scalar(select(time_column).where(id_column == cursor))
+        if moment is None:
+            return id_column < cursor if older else id_column > cursor  # purged meanwhile: near enough
+        # The outer bound alone is what an index range can use; the OR settles equal times.
+        if older:
+            return (time_column <= moment) & ((time_column < moment) | (id_column < cursor))
+        return (time_column >= moment) & ((time_column > moment) | (id_column > cursor))
+
     if after is not None:
-        rows = list(db.session.scalars(query.where(id_column > after).order_by(id_column.asc()).limit(size + 1)))
+        query = query.where(beyond(after, older=False)).order_by(*(key.asc() for key in keys))
+        rows = list(db.session.scalars(query.limit(size + 1)))
         more_newer = len(rows) > size
         rows = list(reversed(rows[:size]))
-        page = Page(rows)
-        page.newer = rows[0].id if rows and more_newer else None
-        page.older = rows[-1].id if rows else None
-        return page
+        return Page(rows, older=rows[-1].id if rows else None, newer=rows[0].id if rows and more_newer else None)
     if before is not None:
-        query = query.where(id_column < before)
-    rows = list(db.session.scalars(query.order_by(id_column.desc()).limit(size + 1)))
+        query = query.where(beyond(before, older=True))
+    rows = list(db.session.scalars(query.order_by(*(key.desc() for key in keys)).limit(size + 1)))
     page = Page(rows[:size])
     page.older = rows[size - 1].id if len(rows) > size else None
     page.newer = rows[0].id if rows and before is not None else None
     return page
 
 
-def _bucket_index(column: Any, start: dt.datetime, width: dt.timedelta) -> ColumnElement:
-    seconds = width.total_seconds()
+def bucket_index(column: Any, start: dt.datetime, width: dt.timedelta) -> ColumnElement:
+    """Which bucket of `width` since `start` a timestamp falls in (rows before `start` excluded
+    by the caller). Whole seconds in integers: a float would put a row stamped exactly on an
+    edge in the bucket before."""
+    seconds = int(width.total_seconds())
     if db.engine.dialect.name == "postgresql":
         return func.floor(func.extract("epoch", column - literal(start)) / seconds)
-    # SQLite stores UTC text without an offset; julianday reads it.
-    naive = start.astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ")
-    return func.cast((func.julianday(column) - func.julianday(naive)) * 86400.0 / seconds, db.Integer)
+    # SQLite stores UTC text without an offset; strftime('%s') reads it as whole seconds.
+    offset = int(start.timestamp())
+    return (func.cast(func.strftime("%s", column), db.Integer) - offset) // seconds
 
 
 def series(
     column: Any, window: TimeRange, where: Sequence[ColumnElement] = (), group: Any = None
 ) -> dict[str, list[int]]:
     """Rows per bucket over the range, one list per value of `group` (or "all")."""
-    index = _bucket_index(column, window.start, window.bucket).label("bucket")
+    index = bucket_index(column, window.start, window.bucket).label("bucket")
     label = (group if group is not None else literal("all")).label("series")
     query = (
         select(label, index, func.count())

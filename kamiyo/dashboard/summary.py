@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import current_app
 
+from ..listing import time_range
 from ..models import utcnow
 from ..payments import queries as payments
 from ..scheduler import queries as jobs
@@ -32,9 +33,10 @@ def breaker_state() -> dict[str, Any]:
 def overview(now: dt.datetime | None = None) -> dict[str, Any]:
     now = now or utcnow()
     since = now - DAY
+    day = time_range("24h", now)
     version = versioning.current()
     latest = versioning.latest_check()
-    calls = stripe_calls.summary(since)
+    calls = stripe_calls.summary(day)
     return {
         "generated_at": now.isoformat(),
         "demo_mode": bool(current_app.config.get("DEMO_MODE")),
@@ -54,9 +56,9 @@ def overview(now: dt.datetime | None = None) -> dict[str, Any]:
             "duplicate_subscriptions": payments.duplicate_flag_count(),
         },
         "stripe_calls_24h": calls,
-        "rate_limit_violations_24h": webhooks.violation_count(since),
+        "rate_limit_violations_24h": webhooks.violation_count(day),
         "webhooks": {
-            "last_24h": webhooks.event_counts(since),
+            "last_24h": webhooks.event_counts(day),
             "failed": webhooks.failed_total(),
             "duplicate_deliveries": webhooks.duplicate_deliveries(),
         },

@@ -93,7 +93,7 @@ def stripe_calls_page():
         window=window,
         page=page,
         groups=stripe_calls.group_calls(page.rows),
-        totals=stripe_calls.summary(window.start),
+        totals=stripe_calls.summary(window),
         outcomes=stripe_calls.OUTCOMES,
         chart=line_chart(stripe_calls.attempt_series(window), window, "Stripe attempts and retries", "attempts"),
     )
@@ -106,7 +106,7 @@ def rate_limits():
         "dashboard/rate_limits.html",
         window=window,
         page=webhooks.violations(request.args, window),
-        total=webhooks.violation_count(window.start),
+        total=webhooks.violation_count(window),
         top_ips=webhooks.top_clients(window, "client_ip"),
         top_agents=webhooks.top_clients(window, "user_agent"),
         chart=line_chart(webhooks.violation_series(window), window, "Rate-limit violations", "blocked requests"),
@@ -120,7 +120,7 @@ def webhook_events():
         "dashboard/webhooks.html",
         window=window,
         page=webhooks.events(request.args, window),
-        counts=webhooks.event_counts(window.start),
+        counts=webhooks.event_counts(window),
         statuses=("processed", "ignored", "failed"),
         chart=line_chart(webhooks.outcome_series(window), window, "Webhook events by outcome", "events"),
     )

@@ -35,3 +35,34 @@ def scheduler_run() -> None:
         pass
     stop_scheduler()
     click.echo("Scheduler stopped.")
+
+
+@scheduler_cli.command("status")
+def scheduler_status() -> None:
+    """Each job's next run and its last runs."""
+    from .queries import jobs
+
+    for job in jobs(current_app):
+        next_run = job["next_run"].isoformat() if job["next_run"] else "-"
+        click.echo(f"{job['name']:<24} next {next_run}")
+        for run in job["runs"][:3]:
+            finished = run.finished_at.strftime("%Y-%m-%d %H:%M:%S") if run.finished_at else "-"
+            click.echo(f"    {run.period:<28} {run.status:<8} finished {finished}")
+
+
+@scheduler_cli.command("run-job")
+@click.argument("name")
+def scheduler_run_job(name: str) -> None:
+    """Run job NAME once now, outside its schedule (its scheduled run still happens)."""
+    from .queries import job_names
+    from .runner import run_now
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]  # the proxy's own method
+    if name not in job_names(app):
+        raise click.ClickException(f"no job named {name!r}; jobs: {', '.join(job_names(app))}")
+    status = run_now(app, name)
+    if status is None:
+        raise click.ClickException("a run of this job started this second; try again")
+    click.echo(f"{name}: {status}")
+    if status != "ok":
+        raise click.exceptions.Exit(1)

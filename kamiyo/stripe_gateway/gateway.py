@@ -22,6 +22,7 @@ from sqlalchemy import insert
 from ..config import stripe_step_seconds
 from ..extensions import db
 from ..models import utcnow
+from ..rollups import register_source
 from . import metrics
 from .breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, MemoryState, RedisState
 from .errors import CircuitOpenError
@@ -362,6 +363,9 @@ def init_app(app: Flask) -> None:
     # to stderr, past our redaction filter; its standard logger is enough.
     stripe.log = None
     app.extensions["stripe_gateway"] = StripeGateway(app.config, build_breaker(app.config))
+    from .queries import rollup_source
+
+    register_source(app, rollup_source())  # per-minute counts of attempts for the dashboard
 
 
 def get_gateway() -> StripeGateway:

@@ -15,7 +15,12 @@ class StripeCall(Model):
     """One row per attempt at a Stripe request, for the dashboard and alerts."""
 
     __tablename__ = "stripe_calls"
-    __table_args__ = (Index("ix_stripe_calls_created_at", "created_at"),)
+    __table_args__ = (
+        # Covering for the per-minute counts' tail (kamiyo/rollups.py): no row is read.
+        Index("ix_stripe_calls_created_at_outcome_attempt", "created_at", "outcome", "attempt"),
+        # The dashboard's filters by outcome over a time range.
+        Index("ix_stripe_calls_outcome_created_at", "outcome", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     operation: Mapped[str] = mapped_column(String(64), nullable=False)

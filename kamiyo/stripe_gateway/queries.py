@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, select
 
-from ..extensions import db
-from ..listing import Page, TimeRange, paginate, series, text_filter
+from ..listing import Page, TimeRange, paginate, text_filter
+from ..rollups import Source, counts, totals
 from .models import StripeCall
+
+ROLLUP = "stripe_calls"
 
 OUTCOMES = ("success", "error", "breaker_open")
 
@@ -26,7 +27,7 @@ def attempts(args: Mapping[str, str], window: TimeRange) -> Page:
     for name, value in filters.items():
         if value is not None:
             query = query.where(getattr(StripeCall, name) == value)
-    page = paginate(query, StripeCall.id, args)
+    page = paginate(query, StripeCall.id, args, StripeCall.created_at)
     page.filters = {name: value for name, value in filters.items() if value is not None}
     return page
 
@@ -44,19 +45,25 @@ def group_calls(rows: list[StripeCall]) -> list[dict[str, Any]]:
     return list(groups.values())
 
 
-def summary(since: dt.datetime) -> dict[str, Any]:
-    """Attempts, errors and retries since `since`, with the rates the alerts use."""
-    total, errors, retries = db.session.execute(
-        select(
-            func.count(),
-            func.count(case((StripeCall.outcome == "error", 1))),
-            func.count(case((StripeCall.attempt > 1, 1))),
-        ).where(StripeCall.created_at >= since)
-    ).one()
+def rollup_source() -> Source:
+    """Attempts per minute by outcome and by first attempt or retry: "error:retry", say."""
+    return Source(
+        ROLLUP,
+        StripeCall.created_at,
+        key=lambda: StripeCall.outcome + ":" + case((StripeCall.attempt > 1, "retry"), else_="first"),
+    )
+
+
+def summary(window: TimeRange) -> dict[str, Any]:
+    """Attempts, errors and retries in the window, with the rates the alerts use."""
+    found = totals(ROLLUP, window)
+    total = sum(found.values())
+    errors = sum(n for key, n in found.items() if key.startswith("error:"))
+    retries = sum(n for key, n in found.items() if key.endswith(":retry"))
     return {
-        "attempts": int(total),
-        "errors": int(errors),
-        "retries": int(retries),
+        "attempts": total,
+        "errors": errors,
+        "retries": retries,
         "error_rate": round(errors / total, 4) if total else 0.0,
         "retry_rate": round(retries / total, 4) if total else 0.0,
     }
@@ -64,8 +71,7 @@ def summary(since: dt.datetime) -> dict[str, Any]:
 
 def attempt_series(window: TimeRange) -> dict[str, list[int]]:
     """First attempts and retries per bucket."""
-    kind = case((StripeCall.attempt > 1, "retries"), else_="first attempts")
-    return series(StripeCall.created_at, window, group=kind)
+    return counts(ROLLUP, window, group=lambda key: "retries" if key.endswith(":retry") else "first attempts")
 
 
 def serialise(row: StripeCall) -> dict[str, Any]:

@@ -13,11 +13,12 @@ def init_app(app: Flask) -> None:
     from .. import scheduler
     from ..event_versions import register_event_version_source, table_event_version_source
     from ..ops_actions import register_action
+    from ..rollups import register_source
     from . import cli, views
     from .inbox import purge_expired_events, replay_for_operator
     from .limiting import purge_old_violations
     from .models import WebhookEvent
-    from .queries import REPLAY_ACTION
+    from .queries import REPLAY_ACTION, rollup_sources
 
     app.register_blueprint(views.bp)
     app.cli.add_command(cli.webhooks_cli)
@@ -32,3 +33,5 @@ def init_app(app: Flask) -> None:
     # The version check compares the api_version of recent events with ours.
     register_event_version_source(app, table_event_version_source(cast(Table, WebhookEvent.__table__)))
     register_action(app, REPLAY_ACTION, replay_for_operator)  # the dashboard's replay button
+    for source in rollup_sources():  # per-minute counts for the dashboard
+        register_source(app, source)

@@ -24,6 +24,8 @@ class WebhookEvent(Model):
     __table_args__ = (
         CheckConstraint("status IN ('processed', 'ignored', 'failed')", name="status"),
         Index("ix_webhook_events_received_at", "received_at"),
+        # The dashboard's failed and ignored counts, and its status filter, over a time range.
+        Index("ix_webhook_events_status_received_at", "status", "received_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -180,7 +181,7 @@ def test_never_twice_in_one_process(make_app):
     assert os.getpid() in scheduler._started
     running = scheduler._started[os.getpid()]
     jobs = {VERSION_CHECK_JOB, scheduler.ALERT_EVALUATION_JOB, scheduler.PRUNE_JOB, "webhook-purge", "payments-purge",
-            "payments-reconcile"}
+            "payments-reconcile", "rollup-minutes"}
     assert running.running and {j.id for j in running.get_jobs()} == jobs | {f"{job}:retake" for job in jobs}
     make_app(SCHEDULER_ENABLED=True)
     assert scheduler.start_in_process(first) is None
@@ -214,7 +215,7 @@ def test_flask_scheduler_run_starts_and_stops_cleanly(app_config, tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().startswith("Scheduler running (Europe/Copenhagen)")
-        lines = [proc.stdout.readline() for _ in range(6)]  # one line per job
+        lines = [proc.stdout.readline() for _ in range(7)]  # one line per job
         assert any(line.split()[0] == VERSION_CHECK_JOB and "T09:00:00+0" in line for line in lines), lines
         assert any(line.split()[0] == "payments-reconcile" for line in lines), lines
         assert "taken again every hour" in proc.stdout.readline()
@@ -287,3 +288,14 @@ def test_a_run_whose_process_died_is_retaken_but_not_one_still_running(make_app)
     with time_machine.travel(dt.datetime(2026, 11, 23, 13, tzinfo=dt.timezone.utc), tick=False):
         assert scheduler.retake_failed(app, "died") is True  # 90 minutes: its process is gone
     assert calls == [1]
+
+
+def test_run_job_and_status_commands(app):
+    runner = app.test_cli_runner()
+    ran = runner.invoke(args=["scheduler", "run-job", "job-runs-prune"])
+    assert ran.exit_code == 0 and ran.output == "job-runs-prune: ok\n"
+    unknown = runner.invoke(args=["scheduler", "run-job", "nope"])
+    assert unknown.exit_code == 1 and "no job named 'nope'; jobs: alert-evaluation, job-runs-prune" in unknown.output
+    status = runner.invoke(args=["scheduler", "status"]).output
+    assert re.search(r"job-runs-prune\s+next 20\d\d-", status)
+    assert re.search(r"    manual:20\d\d-\d\d-\d\dT\d\d:\d\d:\d\d\s+ok\s+finished 20", status)
