@@ -56,8 +56,8 @@ def test_the_404_page_renders_accessibly(page, guard):
     assert page.title() == "404 · Kamiyo Payments"
     assert page.locator("h1").inner_text() == "404"
     assert page.get_by_text("Nothing was found at this address.").is_visible()
-    # base.html's stylesheet arrived and applies (a missing one would also fail the guard).
-    assert page.locator("h1").evaluate("el => getComputedStyle(el).fontSize") == "48px"
+    # base.html's stylesheet arrived and was parsed (a missing one would also fail the guard).
+    assert page.evaluate("[...document.styleSheets].map(sheet => sheet.cssRules.length > 0)") == [True]
     check_accessibility(page)
     path = screenshot(page, "error-404")
     width, height = png_size(path.read_bytes())
