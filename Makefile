@@ -24,11 +24,15 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 run: $(VENV)/.runtime
 	$(BIN)/python -m devtools.run
 
-# Debian packages the tests use (redis-server, ...): installed once, skipped when present.
+# Debian packages the tests use (redis-server, postgresql, chromium): installed once, skipped when present.
 system-deps:
 	@scripts/install-system-deps.sh
 
-## test: set up and run the whole test suite
+## test: set up and run the whole test suite (`PYTEST_ARGS='-m "not browser"'` leaves out Chromium's)
+# The browser tests' axe-core is committed (tests/browser/vendor/axe.min.js, MPL-2.0 header kept),
+# not fetched here with npm: a clean clone's `make test` then needs no Node.js and no registry for
+# it, and runs the very bytes that were reviewed (pinned by sha256 in tests/browser/support.py;
+# scripts/update-axe.sh refreshes it).
 test: $(VENV)/.dev system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -58,4 +62,4 @@ mutation: $(VENV)/.dev system-deps
 	$(BIN)/mutmut results
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis mutants
+	rm -rf $(VENV) .pytest_cache .hypothesis mutants artifacts

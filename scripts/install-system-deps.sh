@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Debian packages the test suite needs (real Redis and PostgreSQL; later Chromium).
+# Debian packages the test suite needs (real Redis and PostgreSQL; Chromium for tests/browser).
 # Idempotent: installs only what is missing, and does nothing when all is there.
 set -euo pipefail
 
@@ -16,6 +16,9 @@ have_initdb() {
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 have_initdb || need+=(postgresql)
+# Debian's build, driven by PyPI's playwright through executable_path: playwright's own
+# browser download (`playwright install`) reaches hosts this network does not.
+[ -x /usr/bin/chromium ] || need+=(chromium)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
