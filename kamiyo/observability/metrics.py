@@ -12,7 +12,7 @@ import hmac
 import os
 
 from flask import Blueprint, Response, current_app
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
 from ..bearer import bearer_token, unauthorized
 
@@ -36,4 +36,7 @@ def metrics():
             raise unauthorized("metrics", "metrics token", "METRICS_TOKEN")
         if not hmac.compare_digest(given.encode(), token.encode()):
             raise unauthorized("metrics", "metrics token", "METRICS_TOKEN", invalid="wrong token")
-    return Response(generate_latest(_registry()), mimetype=CONTENT_TYPE_LATEST)
+    # generate_latest writes the classic text format (0.0.4), the one every Prometheus reads, and
+    # prometheus_client's own exporters announce it so when the scraper does not negotiate.
+    # content_type, not mimetype: Flask would append a second "; charset=utf-8" to a mimetype.
+    return Response(generate_latest(_registry()), content_type=CONTENT_TYPE_PLAIN_0_0_4)

@@ -48,7 +48,8 @@ def test_metrics_endpoint_serves_prometheus_text(client):
     ALERT_TEST_COUNTER.inc()
     response = client.get("/metrics")
     assert response.status_code == 200
-    assert response.mimetype == "text/plain"
+    # One charset: Flask adds its own to a mimetype, and the constant already carries one.
+    assert response.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
     assert f"kamiyo_test_alerts_metric_total {before + 1}" in response.get_data(as_text=True)
 
 
