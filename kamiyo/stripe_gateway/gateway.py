@@ -26,7 +26,7 @@ from . import metrics
 from .breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, MemoryState, RedisState
 from .errors import CircuitOpenError
 from .models import StripeCall
-from .retry import call_with_retries
+from .retry import ERROR_LABELS, call_with_retries
 
 if TYPE_CHECKING:
     from stripe.params import CustomerCreateParams, CustomerUpdateParams, SubscriptionCreateParams
@@ -124,7 +124,7 @@ class StripeGateway:
             result = self.breaker.call(lambda: call_with_retries(operation, attempt, **policy))
         except CircuitOpenError:
             self._record(operation, 0, "breaker_open", time.perf_counter(), idempotency_key)
-            metrics.PAYMENT_OPERATIONS.labels(operation=operation, outcome="breaker_open").inc()
+            metrics.PAYMENT_OPERATIONS.labels(operation=operation, outcome=metrics.BREAKER_OPEN).inc()
             raise
         return result
 
@@ -362,6 +362,7 @@ def init_app(app: Flask) -> None:
     # to stderr, past our redaction filter; its standard logger is enough.
     stripe.log = None
     app.extensions["stripe_gateway"] = StripeGateway(app.config, build_breaker(app.config))
+    metrics.init_retry_series(ERROR_LABELS.values())
 
 
 def get_gateway() -> StripeGateway:

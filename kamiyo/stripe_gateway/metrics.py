@@ -1,5 +1,7 @@
 """Prometheus metrics of the Stripe gateway (defined once, at import)."""
 
+from collections.abc import Iterable
+
 from prometheus_client import Counter, Gauge, Histogram
 
 STRIPE_RETRIES = Counter(
@@ -10,8 +12,17 @@ STRIPE_REQUEST_SECONDS = Histogram(
 )
 # Counted by the gateway (breaker_open) and by the payment operations that use it.
 PAYMENT_OPERATIONS = Counter("payment_operations_total", "Payment operations by outcome", ["operation", "outcome"])
+BREAKER_OPEN = "breaker_open"  # payment_operations_total's outcome for a call the open breaker refused
 BREAKER_STATE = Gauge(
     "payment_circuit_breaker_state",
     "Stripe circuit breaker: 0 closed, 1 open, 2 half-open",
     multiprocess_mode="livemax",
 )
+
+
+def init_retry_series(error_types: Iterable[str]) -> None:
+    """A labelled series appears only once it is first used, and then already at 1: a rate or
+    increase() over it misses that first retry, and the retry-rate alert has nothing to read
+    before it. So every error type the retry layer counts is there from the start, at 0."""
+    for error_type in error_types:
+        STRIPE_RETRIES.labels(error_type=error_type)

@@ -12,11 +12,13 @@ def init_app(app: Flask) -> None:
 
     from .. import scheduler
     from ..event_versions import register_event_version_source, table_event_version_source
-    from . import cli, limiting, views
-    from .inbox import purge_expired_events
+    from . import cli, limiting, metrics, views
+    from .inbox import DUPLICATE, purge_expired_events
     from .limiting import purge_old_violations
-    from .models import WebhookEvent
+    from .models import EVENT_STATUSES, WebhookEvent
 
+    # What an event is stored as, or a duplicate of one stored.
+    metrics.init_event_series((*EVENT_STATUSES, DUPLICATE))
     limiting.init_app(app)  # Flask-Limiter storage, trusted proxies, 429 answer
     app.register_blueprint(views.bp)
     app.cli.add_command(cli.webhooks_cli)

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from prometheus_client import Counter
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import both_databases, closed_port_url, wait_until
+from tests.webhooks.stripe_signing import customer, make_event, post
 from kamiyo.observability.alerts import send_alert
+from kamiyo.webhooks import handlers
+
+ROOT = Path(__file__).resolve().parents[2]
 
 ALERT_TEST_COUNTER = Counter("kamiyo_test_alerts_metric_total", "A counter only the tests increment")
 
@@ -72,3 +81,88 @@ def test_redis_fixture_is_a_real_server(redis_url):
     assert client.ping() is True
     client.set("kamiyo-test", "1")
     assert client.get("kamiyo-test") == b"1"
+
+
+def samples(text: str) -> dict[str, float]:
+    """Every sample of a /metrics answer, keyed `name{label="value",...}` with the labels sorted."""
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            found[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return found
+
+
+def series_of(found: dict[str, float], name: str) -> dict[str, float]:
+    return {key: value for key, value in found.items() if key.startswith(name + "{")}
+
+
+# A process of its own: in this one, other tests have counted events already.
+SCRAPE_A_FRESH_APP = """
+import json, sys
+from kamiyo import create_app
+app = create_app(json.loads(sys.argv[1]))
+sys.stdout.write(app.test_client().get("/metrics").get_data(as_text=True))
+"""
+
+
+def test_labelled_series_exist_at_zero_before_the_first_event(app_config):
+    config = {**app_config, "STRIPE_API_VERSION": "2020-08-27"}  # critical, on any clock the suite runs on
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    done = subprocess.run([sys.executable, "-c", SCRAPE_A_FRESH_APP, json.dumps(config)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    found = samples(done.stdout)
+
+    assert series_of(found, "stripe_api_retry_total") == {
+        'stripe_api_retry_total{error_type="network"}': 0.0,
+        'stripe_api_retry_total{error_type="rate_limit"}': 0.0,
+        'stripe_api_retry_total{error_type="api_error"}': 0.0,
+    }
+    assert series_of(found, "payment_operations_total") == {
+        **{f'payment_operations_total{{operation="{operation}",outcome="{outcome}"}}': 0.0
+           for operation in ("customer.create", "subscription.create")
+           for outcome in ("created", "existing", "superseded", "transient_error", "failed", "breaker_open")},
+        'payment_operations_total{operation="subscription.cancel",outcome="canceled"}': 0.0,
+        'payment_operations_total{operation="subscription.cancel",outcome="existing"}': 0.0,
+        'payment_operations_total{operation="subscription.cancel",outcome="breaker_open"}': 0.0,
+    }
+    assert series_of(found, "webhook_events_total") == {
+        'webhook_events_total{outcome="processed"}': 0.0,
+        'webhook_events_total{outcome="ignored"}': 0.0,
+        'webhook_events_total{outcome="failed"}': 0.0,
+        'webhook_events_total{outcome="duplicate"}': 0.0,
+    }
+    assert series_of(found, "stripe_api_version_status") == {
+        'stripe_api_version_status{status="healthy"}': 0.0,
+        'stripe_api_version_status{status="warning"}': 0.0,
+        'stripe_api_version_status{status="critical"}': 1.0,
+        'stripe_api_version_status{status="unknown"}': 0.0,
+    }
+    # What the alert rules read (deploy/prometheus/alerts.yml), there from the start too.
+    assert found["stripe_api_version_age_days"] > 365
+    assert found["payment_circuit_breaker_state"] == 0.0
+    assert found["webhook_rate_limit_violations_total"] == 0.0
+    assert found["duplicate_subscriptions_detected_total"] == 0.0
+
+
+def test_metrics_count_each_webhook_outcome(app, client, monkeypatch):
+    def outcomes() -> dict[str, float]:
+        return series_of(samples(client.get("/metrics").get_data(as_text=True)), "webhook_events_total")
+
+    before = outcomes()
+    event = make_event("customer.created", customer("cus_metrics", user_id="user-metrics"))
+    assert post(client, event).get_json() == {"status": "processed"}
+    assert post(client, event).get_json() == {"status": "duplicate"}
+    assert post(client, event).get_json() == {"status": "duplicate"}
+    assert post(client, make_event("balance.available", {"id": "bal_1"})).get_json() == {"status": "ignored"}
+    monkeypatch.setitem(handlers.HANDLERS, "customer.created", lambda e: 1 / 0)
+    assert post(client, make_event("customer.created", customer("cus_metrics_2"))).status_code == 500
+
+    after = outcomes()
+    assert {key: after[key] - before[key] for key in after} == {
+        'webhook_events_total{outcome="processed"}': 1.0,
+        'webhook_events_total{outcome="duplicate"}': 2.0,
+        'webhook_events_total{outcome="ignored"}': 1.0,
+        'webhook_events_total{outcome="failed"}': 1.0,
+    }
