@@ -9,11 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import requests
 from prometheus_client import Counter
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import both_databases, closed_port_url, wait_until
-from tests.webhooks.stripe_signing import customer, make_event, post
+from tests.support import both_databases, closed_port_url, gunicorn, logged, wait_until
+from tests.webhooks.stripe_signing import URL, customer, make_event, post, signed
 from kamiyo.observability.alerts import send_alert
 from kamiyo.webhooks import handlers
 
@@ -166,3 +168,64 @@ def test_metrics_count_each_webhook_outcome(app, client, monkeypatch):
         'webhook_events_total{outcome="ignored"}': 1.0,
         'webhook_events_total{outcome="failed"}': 1.0,
     }
+
+
+@pytest.mark.slow
+def test_two_gunicorn_workers_answer_with_their_sum(isolated_environment, tmp_path):
+    """PROMETHEUS_MULTIPROC_DIR (make run sets it): whichever worker is scraped answers for both."""
+    instance = isolated_environment
+    samples_dir = tmp_path / "prometheus-multiproc"
+    samples_dir.mkdir()
+
+    def pids(**match) -> set[int]:
+        return {line["process"] for line in logged(instance) if match.items() <= line.items()}
+
+    def scrape() -> dict[str, float]:
+        response = requests.get(url + "/metrics", headers={"Connection": "close"}, timeout=10)
+        assert response.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+        return samples(response.text)
+
+    with gunicorn(instance, f"sqlite:///{instance}/kamiyo.db", PROMETHEUS_MULTIPROC_DIR=str(samples_dir),
+                  STRIPE_API_VERSION="2020-08-27", LOG_LEVEL="INFO") as url:
+        wait_until(lambda: len(pids(message="kamiyo configured")) == 2, timeout=30)
+        before = scrape()
+        assert series_of(before, "webhook_events_total") == {
+            'webhook_events_total{outcome="processed"}': 0.0,
+            'webhook_events_total{outcome="ignored"}': 0.0,
+            'webhook_events_total{outcome="failed"}': 0.0,
+            'webhook_events_total{outcome="duplicate"}': 0.0,
+        }
+        assert series_of(before, "stripe_api_retry_total") == {
+            'stripe_api_retry_total{error_type="network"}': 0.0,
+            'stripe_api_retry_total{error_type="rate_limit"}': 0.0,
+            'stripe_api_retry_total{error_type="api_error"}': 0.0,
+        }
+        assert before['payment_operations_total{operation="subscription.create",outcome="created"}'] == 0.0
+        # A gauge is not summed: each worker set it at start, the latest value is the answer.
+        assert series_of(before, "stripe_api_version_status") == {
+            'stripe_api_version_status{status="healthy"}': 0.0,
+            'stripe_api_version_status{status="warning"}': 0.0,
+            'stripe_api_version_status{status="critical"}': 1.0,
+            'stripe_api_version_status{status="unknown"}': 0.0,
+        }
+
+        sent = 0
+        while len(pids(path=URL)) < 2:  # a new connection each: until both workers took deliveries
+            assert sent < 100, "one worker took every delivery"
+            event = make_event("customer.created", customer(f"cus_mp_{sent}", user_id=f"user-mp-{sent}"))
+            for expected in ("processed", "duplicate"):
+                body, headers = signed(event)
+                answer = requests.post(url + URL, data=body, headers={**headers, "Connection": "close"}, timeout=10)
+                assert answer.json() == {"status": expected}
+            sent += 1
+
+        scrapes = 0
+        while len(pids(path="/metrics")) < 2:  # the same sum, whichever worker answers the scrape
+            assert scrapes < 100, "one worker answered every scrape"
+            assert series_of(scrape(), "webhook_events_total") == {
+                'webhook_events_total{outcome="processed"}': float(sent),
+                'webhook_events_total{outcome="ignored"}': 0.0,
+                'webhook_events_total{outcome="failed"}': 0.0,
+                'webhook_events_total{outcome="duplicate"}': float(sent),
+            }
+            scrapes += 1
