@@ -22,6 +22,7 @@ from sqlalchemy import insert
 from ..config import stripe_step_seconds
 from ..extensions import db
 from ..models import utcnow
+from ..observability.metrics import refresh_before_scrape
 from . import metrics
 from .breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, MemoryState, RedisState
 from .errors import CircuitOpenError
@@ -361,8 +362,9 @@ def init_app(app: Flask) -> None:
     # STRIPE_LOG / stripe.log make stripe-python print request details straight
     # to stderr, past our redaction filter; its standard logger is enough.
     stripe.log = None
-    app.extensions["stripe_gateway"] = StripeGateway(app.config, build_breaker(app.config))
+    gateway = app.extensions["stripe_gateway"] = StripeGateway(app.config, build_breaker(app.config))
     metrics.init_retry_series(ERROR_LABELS.values())
+    refresh_before_scrape(app, lambda: metrics.BREAKER_STATE.set(BREAKER_GAUGE[gateway.breaker.current_state]))
 
 
 def get_gateway() -> StripeGateway:

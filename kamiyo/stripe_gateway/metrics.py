@@ -13,10 +13,13 @@ STRIPE_REQUEST_SECONDS = Histogram(
 # Counted by the gateway (breaker_open) and by the payment operations that use it.
 PAYMENT_OPERATIONS = Counter("payment_operations_total", "Payment operations by outcome", ["operation", "outcome"])
 BREAKER_OPEN = "breaker_open"  # payment_operations_total's outcome for a call the open breaker refused
+# Set on each change a worker sees, and from the breaker's store before each scrape. With
+# several workers the latest value wins: the breaker lives in Redis, and a worker that saw it
+# open would otherwise hold it open in the answer long after another worker's probe closed it.
 BREAKER_STATE = Gauge(
     "payment_circuit_breaker_state",
     "Stripe circuit breaker: 0 closed, 1 open, 2 half-open",
-    multiprocess_mode="livemax",
+    multiprocess_mode="livemostrecent",
 )
 
 

@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -187,6 +188,7 @@ def test_two_gunicorn_workers_answer_with_their_sum(isolated_environment, tmp_pa
 
     with gunicorn(instance, f"sqlite:///{instance}/kamiyo.db", PROMETHEUS_MULTIPROC_DIR=str(samples_dir),
                   STRIPE_API_VERSION="2020-08-27", LOG_LEVEL="INFO") as url:
+        # Both workers booted: a scrape while one still creates its sample files can fail.
         wait_until(lambda: len(pids(message="kamiyo configured")) == 2, timeout=30)
         before = scrape()
         assert series_of(before, "webhook_events_total") == {
@@ -229,3 +231,55 @@ def test_two_gunicorn_workers_answer_with_their_sum(isolated_environment, tmp_pa
                 'webhook_events_total{outcome="duplicate"}': float(sent),
             }
             scrapes += 1
+
+
+def test_the_breaker_gauge_is_read_from_the_breaker_at_each_scrape(make_app):
+    from kamiyo.stripe_gateway import metrics as gateway_metrics
+
+    app = make_app(BREAKER_RESET_TIMEOUT=600)
+    client = app.test_client()
+    breaker = app.extensions["stripe_gateway"].breaker
+
+    def state() -> float:
+        return samples(client.get("/metrics").get_data(as_text=True))["payment_circuit_breaker_state"]
+
+    gateway_metrics.BREAKER_STATE.set(1)  # left from a change this process saw, since undone elsewhere
+    assert state() == 0.0
+    breaker._state.open(time.time())  # as another worker opens it in the shared store
+    assert state() == 1.0
+    breaker.reset()
+    assert state() == 0.0
+
+
+@pytest.mark.slow
+def test_two_gunicorn_workers_report_the_breaker_they_share(isolated_environment, tmp_path, redis_url):
+    import redis
+
+    instance = isolated_environment
+    samples_dir = tmp_path / "prometheus-multiproc"
+    samples_dir.mkdir()
+    store = redis.Redis.from_url(redis_url)
+    opened_at = "kamiyo:breaker:stripe:opened_at"  # kamiyo/stripe_gateway/breaker.py's RedisState
+
+    def scrapes_by_both_workers() -> set[float]:
+        """The breaker's state in each scrape, until each worker has answered one."""
+        start, found = len(logged(instance)), set()
+        for _ in range(100):
+            response = requests.get(url + "/metrics", headers={"Connection": "close"}, timeout=10)
+            found.add(samples(response.text)["payment_circuit_breaker_state"])
+            if len({line["process"] for line in logged(instance)[start:] if line.get("path") == "/metrics"}) == 2:
+                return found
+        raise AssertionError("one worker answered every scrape")
+
+    with gunicorn(instance, f"sqlite:///{instance}/kamiyo.db", PROMETHEUS_MULTIPROC_DIR=str(samples_dir),
+                  REDIS_URL=redis_url, BREAKER_RESET_TIMEOUT="600", LOG_LEVEL="INFO") as url:
+        # Both workers booted: a scrape while one still creates its sample files can fail.
+        wait_until(lambda: len({line["process"] for line in logged(instance)
+                                if line.get("message") == "kamiyo configured"}) == 2, timeout=30)
+        try:
+            store.set(opened_at, repr(time.time()))
+            assert scrapes_by_both_workers() == {1.0}
+            store.delete(opened_at)  # a probe's success, in any worker
+            assert scrapes_by_both_workers() == {0.0}
+        finally:
+            store.delete(opened_at)
