@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Debian packages the test suite needs (real Redis and PostgreSQL; later Chromium).
+# Debian packages the test suite needs (real Redis and PostgreSQL, promtool for the
+# alert rules; later Chromium).
 # Idempotent: installs only what is missing, and does nothing when all is there.
 set -euo pipefail
 
@@ -16,6 +17,8 @@ have_initdb() {
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 have_initdb || need+=(postgresql)
+# promtool checks and unit-tests deploy/prometheus/alerts.yml; Debian ships it in prometheus.
+command -v promtool >/dev/null 2>&1 || [ -x /usr/bin/promtool ] || need+=(prometheus)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
