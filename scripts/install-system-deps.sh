@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Debian packages the test suite needs (real Redis and PostgreSQL; Chromium for tests/browser).
+# Debian packages the test suite needs (real Redis and PostgreSQL, Chromium for tests/browser,
+# promtool for the alert rules).
 # Idempotent: installs only what is missing, and does nothing when all is there.
 set -euo pipefail
 
@@ -19,6 +20,8 @@ have_initdb || need+=(postgresql)
 # Debian's build, driven by PyPI's playwright through executable_path: playwright's own
 # browser download (`playwright install`) reaches hosts this network does not.
 [ -x /usr/bin/chromium ] || need+=(chromium)
+# promtool checks and unit-tests deploy/prometheus/alerts.yml; Debian ships it in prometheus.
+command -v promtool >/dev/null 2>&1 || [ -x /usr/bin/promtool ] || need+=(prometheus)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0

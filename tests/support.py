@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import socket
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # The secrets every test app is configured with.
 TEST_SECRETS = {
@@ -72,6 +82,45 @@ def assert_contract(proxy, contract) -> None:
 def stripe_customers_for(localstripe, user_id: str) -> list:
     return [c for c in localstripe.v1.customers.list(params={"limit": 100}).auto_paging_iter()
             if (c.to_dict().get("metadata") or {}).get("kamiyo_user_id") == user_id]
+
+
+@contextlib.contextmanager
+def gunicorn(instance: Path, database_url: str, **settings: str) -> Iterator[str]:
+    """The production server (gunicorn.conf.py, two workers) on `database_url`, migrated; its URL."""
+    from kamiyo.config import DEFAULTS
+
+    env = {k: v for k, v in os.environ.items() if k not in DEFAULTS and not k.startswith("KAMIYO_")}
+    env.update(TEST_SECRETS, KAMIYO_INSTANCE_PATH=str(instance), DATABASE_URL=database_url,
+               PORT=str(free_port()), WEB_CONCURRENCY="2", LOG_LEVEL="WARNING")
+    env.update(settings)
+    flask = Path(sys.executable).with_name("flask")
+    subprocess.run([flask, "--app", "wsgi", "db", "upgrade"], cwd=ROOT, env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = open(instance / "gunicorn.log", "w")
+    proc = subprocess.Popen([Path(sys.executable).with_name("gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{env['PORT']}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, (instance / "gunicorn.log").read_text()
+            try:
+                if requests.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:  # not listening yet, or a worker still booting
+                pass
+            assert time.monotonic() < deadline, "gunicorn did not start"
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def logged(instance: Path) -> list[dict]:
+    """The JSON log lines of the server `gunicorn` started on `instance`."""
+    return [json.loads(line) for line in (instance / "gunicorn.log").read_text().splitlines() if line.startswith("{")]
 
 
 # --- the dashboard ---------------------------------------------------------------------

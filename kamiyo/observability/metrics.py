@@ -10,13 +10,22 @@ from __future__ import annotations
 
 import hmac
 import os
+from collections.abc import Callable
 
-from flask import Blueprint, Response, current_app
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
+from flask import Blueprint, Flask, Response, current_app
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
 from ..bearer import bearer_token, unauthorized
 
 bp = Blueprint("metrics", __name__)
+
+_REFRESHERS = "metrics_refreshers"
+
+
+def refresh_before_scrape(app: Flask, refresh: Callable[[], None]) -> None:
+    """Run `refresh()` before each scrape: for a gauge of state that every worker shares (in
+    Redis), which a worker would otherwise set only when it sees that state change itself."""
+    app.extensions.setdefault(_REFRESHERS, []).append(refresh)
 
 
 def _registry():
@@ -36,4 +45,9 @@ def metrics():
             raise unauthorized("metrics", "metrics token", "METRICS_TOKEN")
         if not hmac.compare_digest(given.encode(), token.encode()):
             raise unauthorized("metrics", "metrics token", "METRICS_TOKEN", invalid="wrong token")
-    return Response(generate_latest(_registry()), mimetype=CONTENT_TYPE_LATEST)
+    for refresh in current_app.extensions.get(_REFRESHERS, ()):
+        refresh()
+    # generate_latest writes the classic text format (0.0.4), the one every Prometheus reads, and
+    # prometheus_client's own exporters announce it so when the scraper does not negotiate.
+    # content_type, not mimetype: Flask would append a second "; charset=utf-8" to a mimetype.
+    return Response(generate_latest(_registry()), content_type=CONTENT_TYPE_PLAIN_0_0_4)

@@ -7,11 +7,18 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     from .. import scheduler
-    from . import views
+    from . import customers, metrics, subscriptions, views
     from .cli import payments_cli
     from .reconcile import reconcile_daily
     from .retention import purge_expired_records
 
+    metrics.init_operation_series(
+        {
+            customers.OPERATION: metrics.CREATE_OUTCOMES,
+            subscriptions.OPERATION: metrics.CREATE_OUTCOMES,
+            subscriptions.CANCEL_OPERATION: metrics.CANCEL_OUTCOMES,
+        }
+    )
     app.register_blueprint(views.bp)
     app.cli.add_command(payments_cli)
     scheduler.register_job(

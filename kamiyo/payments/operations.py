@@ -10,7 +10,7 @@ from typing import Any, Generic, TypeVar
 from ..extensions import db
 from ..http_errors import ApiError
 from ..stripe_gateway.metrics import PAYMENT_OPERATIONS
-from . import idempotency
+from . import idempotency, metrics
 from .models import PaymentOperation
 from .phases import Run, Superseded
 
@@ -26,7 +26,7 @@ class Result(Generic[T]):
 def existing(operation: str, value: T, **fields: Any) -> Result[T]:
     """An idempotent replay: the record we already have, not a new Stripe call."""
     idempotency.log_dedup(operation, **fields)
-    PAYMENT_OPERATIONS.labels(operation=operation, outcome="existing").inc()
+    PAYMENT_OPERATIONS.labels(operation=operation, outcome=metrics.EXISTING).inc()
     return Result(value, created=False)
 
 
@@ -48,5 +48,5 @@ def run_owned(run: Run, body: Callable[[], T], load: Callable[[int], T | None]) 
             "Retry the request: it returns the operation's result once it is done.",
             headers={"Retry-After": "1"},
         ) from None
-    PAYMENT_OPERATIONS.labels(operation=run.operation, outcome="created").inc()
+    PAYMENT_OPERATIONS.labels(operation=run.operation, outcome=metrics.CREATED).inc()
     return Result(value, created=True)

@@ -37,6 +37,7 @@ from ..models import utcnow
 from ..stripe_gateway.errors import CircuitOpenError, is_replayed, is_transient
 from ..stripe_gateway.library import StripeError
 from ..stripe_gateway.metrics import PAYMENT_OPERATIONS
+from . import metrics
 from .idempotency import canonical_json, derive_key
 from .models import PaymentOperation
 
@@ -133,7 +134,7 @@ def _write(run: Run, **values: Any) -> None:
             run.op_id,
             extra={"operation_id": run.op_id},
         )
-        PAYMENT_OPERATIONS.labels(operation=run.operation, outcome="superseded").inc()
+        PAYMENT_OPERATIONS.labels(operation=run.operation, outcome=metrics.SUPERSEDED).inc()
         raise Superseded(run.op_id)
 
 
@@ -187,7 +188,7 @@ def stripe_step(run: Run, call: Callable[[], T]) -> T:
     except StripeError as exc:
         if is_transient(exc):
             release(run)
-            PAYMENT_OPERATIONS.labels(operation=run.operation, outcome="transient_error").inc()
+            PAYMENT_OPERATIONS.labels(operation=run.operation, outcome=metrics.TRANSIENT_ERROR).inc()
         elif not is_replayed(exc):
             fail_permanently(run, type(exc).__name__)
         raise
@@ -220,7 +221,7 @@ def fail_permanently(run: Run, error_code: str) -> None:
     )
     db.session.commit()
     run.generation += 1
-    PAYMENT_OPERATIONS.labels(operation=run.operation, outcome="failed").inc()
+    PAYMENT_OPERATIONS.labels(operation=run.operation, outcome=metrics.FAILED).inc()
 
 
 def next_generation(run: Run, recovery_point: str) -> None:

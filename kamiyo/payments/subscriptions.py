@@ -36,7 +36,7 @@ from ..stripe_gateway.library import StripeError
 from ..stripe_gateway.metrics import PAYMENT_OPERATIONS
 from ..stripe_objects import price_id as price_of
 from ..stripe_objects import subscription_period_end
-from . import idempotency, phases
+from . import idempotency, metrics, phases
 from .customers import get_customer
 from .models import PaymentOperation
 from .operations import Result, existing, run_owned
@@ -45,6 +45,7 @@ from .phases import CLAIMED, FINISHED, Run
 log = logging.getLogger(__name__)
 
 OPERATION = "subscription.create"
+CANCEL_OPERATION = "subscription.cancel"
 PAYMENT_METHOD_READY, CREATE_SENT, CREATED = "payment_method_ready", "create_sent", "created"
 
 
@@ -264,9 +265,9 @@ def alert_duplicate(row: Subscription) -> None:
 def cancel_subscription(subscription_id: int) -> Result[Subscription]:
     subscription = get_subscription(subscription_id)
     if subscription.status == "canceled":
-        return existing("subscription.cancel", subscription, subscription_id=subscription.id)
+        return existing(CANCEL_OPERATION, subscription, subscription_id=subscription.id)
     cancel_on_stripe(subscription.stripe_subscription_id or "")
-    PAYMENT_OPERATIONS.labels(operation="subscription.cancel", outcome="canceled").inc()
+    PAYMENT_OPERATIONS.labels(operation=CANCEL_OPERATION, outcome=metrics.CANCELED).inc()
     return Result(get_subscription(subscription_id), created=True)
 
 
@@ -274,7 +275,7 @@ def cancel_on_stripe(stripe_subscription_id: str) -> str:
     """Cancel on Stripe (idempotent: one key per subscription) and store the status; returns it."""
     row = db.session.scalar(select(Subscription).where(Subscription.stripe_subscription_id == stripe_subscription_id))
     user_id = row.customer.user_id if row is not None else ""
-    key = idempotency.derive_key("subscription.cancel", user_id, stripe_subscription_id, 0)
+    key = idempotency.derive_key(CANCEL_OPERATION, user_id, stripe_subscription_id, 0)
     db.session.commit()  # no transaction stays open while Stripe answers
     status = str(get_gateway().cancel_subscription(stripe_subscription_id, key).get("status") or "canceled")
     if row is not None:

@@ -22,12 +22,13 @@ from sqlalchemy import insert
 from ..config import stripe_step_seconds
 from ..extensions import db
 from ..models import utcnow
+from ..observability.metrics import refresh_before_scrape
 from ..rollups import register_source
 from . import metrics
 from .breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, MemoryState, RedisState
 from .errors import CircuitOpenError
 from .models import StripeCall
-from .retry import call_with_retries
+from .retry import ERROR_LABELS, call_with_retries
 
 if TYPE_CHECKING:
     from stripe.params import CustomerCreateParams, CustomerUpdateParams, SubscriptionCreateParams
@@ -125,7 +126,7 @@ class StripeGateway:
             result = self.breaker.call(lambda: call_with_retries(operation, attempt, **policy))
         except CircuitOpenError:
             self._record(operation, 0, "breaker_open", time.perf_counter(), idempotency_key)
-            metrics.PAYMENT_OPERATIONS.labels(operation=operation, outcome="breaker_open").inc()
+            metrics.PAYMENT_OPERATIONS.labels(operation=operation, outcome=metrics.BREAKER_OPEN).inc()
             raise
         return result
 
@@ -362,7 +363,9 @@ def init_app(app: Flask) -> None:
     # STRIPE_LOG / stripe.log make stripe-python print request details straight
     # to stderr, past our redaction filter; its standard logger is enough.
     stripe.log = None
-    app.extensions["stripe_gateway"] = StripeGateway(app.config, build_breaker(app.config))
+    gateway = app.extensions["stripe_gateway"] = StripeGateway(app.config, build_breaker(app.config))
+    metrics.init_retry_series(ERROR_LABELS.values())
+    refresh_before_scrape(app, lambda: metrics.BREAKER_STATE.set(BREAKER_GAUGE[gateway.breaker.current_state]))
     from .queries import rollup_source
 
     register_source(app, rollup_source())  # per-minute counts of attempts for the dashboard

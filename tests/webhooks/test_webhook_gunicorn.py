@@ -3,58 +3,16 @@ on one PostgreSQL database they handle each event once."""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Iterator
 
 import pytest
 import redis
 import requests
 
-from tests.support import TEST_SECRETS, free_port, wait_until
+from tests.support import gunicorn, logged, wait_until
 from tests.webhooks.stripe_signing import URL, customer, make_event, signed
-from kamiyo.config import DEFAULTS
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-
-
-@contextlib.contextmanager
-def gunicorn(instance: Path, database_url: str, **settings: str) -> Iterator[str]:
-    """The production server (gunicorn.conf.py, two workers) on `database_url`, migrated; its URL."""
-    env = {k: v for k, v in os.environ.items() if k not in DEFAULTS and not k.startswith("KAMIYO_")}
-    env.update(TEST_SECRETS, KAMIYO_INSTANCE_PATH=str(instance), DATABASE_URL=database_url,
-               PORT=str(free_port()), WEB_CONCURRENCY="2", LOG_LEVEL="WARNING")
-    env.update(settings)
-    flask = Path(sys.executable).with_name("flask")
-    subprocess.run([flask, "--app", "wsgi", "db", "upgrade"], cwd=ROOT, env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    log = open(instance / "gunicorn.log", "w")
-    proc = subprocess.Popen([Path(sys.executable).with_name("gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{env['PORT']}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, (instance / "gunicorn.log").read_text()
-            try:
-                if requests.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:  # not listening yet, or a worker still booting
-                pass
-            assert time.monotonic() < deadline, "gunicorn did not start"
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
 
 
 @pytest.fixture(scope="module")
@@ -78,10 +36,6 @@ def test_two_workers_share_one_count_in_redis(gunicorn_url, redis_url):
     store = redis.Redis.from_url(redis_url)
     [key] = [k for k in store.scan_iter("*webhooks.stripe_webhook*")]
     assert int(store.get(key)) == 30
-
-
-def logged(instance: Path) -> list[dict]:
-    return [json.loads(line) for line in (instance / "gunicorn.log").read_text().splitlines() if line.startswith("{")]
 
 
 def test_two_workers_on_one_postgresql_database_handle_each_event_once(pg_database, isolated_environment):
