@@ -11,6 +11,7 @@ Ctrl-C stops everything started here.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -45,12 +46,11 @@ def _start_proxy(upstream: str, port: int):
     return proxy
 
 
-DEMO_PRICE = "price_demo_pro_monthly"
-
-
 def _seed_demo_price(emulator_url: str) -> str:
     """A recurring price to subscribe to (localstripe keeps it as a plan), made once."""
     import stripe
+
+    from kamiyo.cli import DEMO_PRICE  # `demo traffic` subscribes to it too
 
     client = stripe.StripeClient("sk_test_demo_seed", base_addresses={"api": emulator_url}, max_network_retries=0)
     try:
@@ -60,6 +60,31 @@ def _seed_demo_price(emulator_url: str) -> str:
         client.v1.plans.create(params={"id": DEMO_PRICE, "product": product.id, "amount": 2900, "currency": "usd",
                                        "interval": "month"})
     return DEMO_PRICE
+
+
+# The demo's circuit breaker half-opens after 10 s rather than production's 60, so that
+# `demo traffic` shows it open and close again within its half minute.
+DEMO_DEFAULTS = {"BREAKER_RESET_TIMEOUT": "10"}
+
+
+def _demo_defaults() -> None:
+    """DEMO_DEFAULTS, unless the operator chose a value (environment or instance/config.py)."""
+    from kamiyo import _new_flask
+
+    chosen = _new_flask().config
+    chosen.from_pyfile("config.py", silent=True)
+    for name, value in DEMO_DEFAULTS.items():
+        if name not in chosen and name not in os.environ and f"KAMIYO_{name}" not in os.environ:
+            os.environ[name] = value
+
+
+def _traffic_command(port: str, proxy_url: str) -> str:
+    """The `demo traffic` command line for this demo (its ports, and its instance folder if moved)."""
+    env = "KAMIYO_DEMO_MODE=1"
+    if os.environ.get("KAMIYO_INSTANCE_PATH"):
+        env += f" KAMIYO_INSTANCE_PATH={shlex.quote(os.environ['KAMIYO_INSTANCE_PATH'])}"
+    return (f"{env} .venv/bin/flask --app wsgi demo traffic --url http://127.0.0.1:{port} "
+            f"--stripe-proxy {proxy_url}")
 
 
 def _emulator_state() -> Path:
@@ -142,6 +167,7 @@ def main() -> int:
     emulator = proxy = None
     if demo:
         os.environ["KAMIYO_DEMO_MODE"] = "1"
+        _demo_defaults()
         from devtools.localstripe_server import LocalStripe
 
         LocalStripe.load(_emulator_state())  # the demo database remembers these customers
@@ -166,6 +192,8 @@ def main() -> int:
                   f"http://127.0.0.1:{port}/api/v1/payments/customers")
             print(f"       {api} -d '{{\"customer_id\": 1, \"price_id\": \"{price}\", \"tier\": \"pro\", "
                   f"\"payment_method\": \"pm_card_visa\"}}' http://127.0.0.1:{port}/api/v1/payments/subscriptions")
+            print(f"  demo traffic (customers, a decline, retries, the breaker, webhooks, a rate limit; ~20 s):\n"
+                  f"       {_traffic_command(port, proxy.url)}")
         print("Press Ctrl-C to stop.", flush=True)
         return _serve(dict(os.environ))
     except KeyboardInterrupt:

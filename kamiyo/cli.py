@@ -16,6 +16,7 @@ from . import api_keys, users
 
 DEMO_CREDENTIALS_FILE = "demo-credentials.json"
 DEMO_USER_EMAIL = "demo@kamiyo.local"
+DEMO_PRICE = "price_demo_pro_monthly"  # seeded in the emulator by `make run` (devtools/run.py)
 
 
 def _fmt(value) -> str:
@@ -135,3 +136,67 @@ def demo_setup() -> None:
     creds = ensure_demo_credentials(current_app.instance_path)
     click.echo(f"Demo API key:        {creds['api_key']}")
     click.echo(f"Demo dashboard user: {creds['email']} / {creds['password']}")
+
+
+def _demo_url(variable: str, default: str) -> str:
+    # Read when the command runs (not at import): the ports `make run` was started with.
+    return f"http://127.0.0.1:{os.environ.get(variable) or default}"
+
+
+@demo_cli.command("traffic")
+@click.option(
+    "--url",
+    default=lambda: _demo_url("PORT", "8000"),
+    show_default="http://127.0.0.1:$PORT, else :8000",
+    help="The running demo server (`make run`).",
+)
+@click.option(
+    "--stripe-proxy",
+    "proxy_url",
+    default=lambda: _demo_url("DEMO_STRIPE_PROXY_PORT", "8421"),
+    show_default="http://127.0.0.1:$DEMO_STRIPE_PROXY_PORT, else :8421",
+    help="The Stripe emulator proxy `make run` started: its fault queue makes Stripe fail on purpose.",
+)
+@click.option("--price", default=DEMO_PRICE, show_default=True, help="The price the subscriptions are for.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=120.0,
+    show_default=True,
+    help="Stop after this many seconds, done or not.",
+)
+def demo_traffic(url: str, proxy_url: str, price: str, timeout: float) -> None:
+    """About twenty seconds of traffic through the running demo, for its numbers: customers and
+    subscriptions, a declined card, Stripe failures retried, the circuit breaker opening and
+    closing, a duplicate and a failed webhook, and a rate-limited burst of unsigned ones."""
+    from limits import parse_many
+
+    from .demo_traffic import Settings, Traffic
+
+    config = current_app.config
+    if not config.get("DEMO_MODE"):
+        raise click.ClickException(
+            "demo traffic only runs in demo mode (KAMIYO_DEMO_MODE=1): it makes customers, declines cards "
+            "and makes Stripe fail on purpose"
+        )
+    settings = Settings(
+        url=url,
+        proxy_url=proxy_url,
+        webhook_secret=config["STRIPE_WEBHOOK_SECRETS"][0],
+        api_version=config["STRIPE_API_VERSION"],
+        price=price,
+        rate_limit=max(item.amount for item in parse_many(config["WEBHOOK_RATE_LIMIT"])),
+        timeout=timeout,
+    )
+    Traffic(settings).run(lambda: _demo_api_key(current_app.instance_path))
+
+
+def _demo_api_key(instance_path: str) -> str:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return ensure_demo_credentials(instance_path)["api_key"]
+    except SQLAlchemyError:
+        raise click.ClickException(
+            f"no demo credentials in {instance_path}: start the demo from this folder with `make run` first"
+        ) from None
