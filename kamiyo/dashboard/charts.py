@@ -60,10 +60,11 @@ def line_chart(series: dict[str, list[int]], window: TimeRange, title: str, unit
             f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(value):.1f}" y2="{y(value):.1f}"/>'
             f'<text class="tick" x="{LEFT - 6}" y="{y(value) + 4:.1f}" text-anchor="end">{value:g}</text>'
         )
-    for tick in range(5):  # x axis: five times across the window
+    for tick in range(5):  # x axis: five times across the window; the outer two kept inside it
         index = round((buckets - 1) * tick / 4)
+        anchor = "start" if tick == 0 else "end" if tick == 4 else "middle"
         parts.append(
-            f'<text class="tick" x="{x(index):.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle">'
+            f'<text class="tick" x="{x(index):.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="{anchor}">'
             f"{_time_label(window, index)}</text>"
         )
     parts.append(

@@ -245,10 +245,12 @@ class BrowserGuard:
         self.problems.append(f"HTTP {response.status}: {response.request.method} {response.url}")
 
 
-def new_guarded_context(browser: Browser, base_url: str | None = None) -> BrowserGuard:
+def new_guarded_context(browser: Browser, base_url: str | None = None, **options: Any) -> BrowserGuard:
     """A fresh context (its own cookies and storage) with a BrowserGuard attached; the context is
-    `guard.context`. Fixed viewport, locale, time zone and motion, so screenshots compare."""
+    `guard.context`. Fixed viewport, locale, time zone and motion, so screenshots compare.
+    `options` go to playwright's new_context (java_script_enabled=False, say)."""
     context = browser.new_context(
+        **options,
         base_url=base_url,
         viewport=VIEWPORT,
         locale="en-GB",
