@@ -39,6 +39,10 @@ def create_api_key(name: str) -> tuple[ApiKey, str]:
     return key, plaintext
 
 
+def get_api_key(key_id: int) -> ApiKey | None:
+    return db.session.get(ApiKey, key_id)
+
+
 def list_api_keys() -> list[ApiKey]:
     return list(db.session.scalars(select(ApiKey).order_by(ApiKey.id)))
 

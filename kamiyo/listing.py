@@ -11,6 +11,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 from sqlalchemy import ColumnElement, Select, func, literal, select
 
@@ -19,11 +20,12 @@ from .extensions import db
 from .http_errors import ApiError
 from .models import utcnow
 
-# name → (length, bucket width): 60 one-minute, 48 half-hour and 84 two-hour buckets.
+# name → (length, bucket width): 60 one-minute, 48 half-hour, 84 two-hour and 120 six-hour buckets.
 RANGES: dict[str, tuple[dt.timedelta, dt.timedelta]] = {
     "1h": (dt.timedelta(hours=1), dt.timedelta(minutes=1)),
     "24h": (dt.timedelta(hours=24), dt.timedelta(minutes=30)),
     "7d": (dt.timedelta(days=7), dt.timedelta(hours=2)),
+    "30d": (dt.timedelta(days=30), dt.timedelta(hours=6)),  # as long as events and violations are kept
 }
 DEFAULT_RANGE = "24h"
 PAGE_SIZE = 50
@@ -71,7 +73,7 @@ def id_arg(args: Mapping[str, str], name: str) -> int | None:
     value = (args.get(name) or "").strip()
     if not value:
         return None
-    if not value.isdigit() or len(value) > 18:
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
         raise ApiError(400, "invalid_cursor", f"{name} must be a row id.", "Follow the page links as given.")
     return int(value)
 
@@ -157,3 +159,19 @@ def series(
 
 def count(column: Any, since: dt.datetime, where: Sequence[ColumnElement] = ()) -> int:
     return int(db.session.scalar(select(func.count()).where(column >= since, *where)) or 0)
+
+
+CURSOR_ARGS = ("before", "after")
+
+
+def same_page(path: str, args: Mapping[str, str], **changes: Any) -> str:
+    """This page's URL with its query string changed: None drops a name. Built from the query
+    string rather than through url_for, whose own arguments (endpoint, _external, _method...)
+    a query string must not be able to set."""
+    merged = {name: value for name, value in args.items() if name not in CURSOR_ARGS}
+    for name, value in changes.items():
+        if value is None:
+            merged.pop(name, None)
+        else:
+            merged[name] = str(value)
+    return path + ("?" + urlencode(merged) if merged else "")

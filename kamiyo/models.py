@@ -125,6 +125,13 @@ class Subscription(LastEventMixin, TimestampMixin, Model):
             sqlite_where=LIVE_SUBSCRIPTION,
             postgresql_where=LIVE_SUBSCRIPTION,
         ),
+        # Flagged duplicates, for the dashboard: few, so a partial index stays small.
+        Index(
+            "ix_subscriptions_flagged",
+            "duplicate_of",
+            sqlite_where=text("duplicate_of IS NOT NULL"),
+            postgresql_where=text("duplicate_of IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -35,7 +35,7 @@ JOB = "rollup-minutes"
 EVERY_MINUTES = 5
 GRACE = dt.timedelta(minutes=10)
 MINUTE = dt.timedelta(minutes=1)
-FIRST_ROLLUP = dt.timedelta(days=8)  # a new install counts back this far: the longest view is 7 d
+FIRST_ROLLUP = dt.timedelta(days=31)  # a new install counts back this far: the longest view is 30 d
 
 
 class MinuteCount(Model):

@@ -12,6 +12,7 @@ import datetime as dt
 from flask import Flask
 
 from ..config import ConfigError
+from ..listing import same_page
 
 
 def init_app(app: Flask) -> None:
@@ -32,6 +33,7 @@ def init_app(app: Flask) -> None:
     config["SESSION_REFRESH_EACH_REQUEST"] = False
     auth.init_app(app)
     app.add_template_filter(_utc, "utc")
+    app.add_template_global(same_page, "same_page")
     app.register_blueprint(auth.bp)
     app.register_blueprint(views.bp)
     app.register_blueprint(actions.bp)

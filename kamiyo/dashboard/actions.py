@@ -11,10 +11,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user
 
 from .. import api_keys, audit, scheduler
+from ..extensions import db
 from ..ops_actions import run_action
 from ..payments.queries import RECONCILE_JOB
 from ..scheduler import queries as jobs
@@ -23,12 +24,14 @@ from ..versioning.queries import RUN_JOB as VERSION_CHECK_JOB
 from ..webhooks.queries import REPLAY_ACTION
 from .auth import admin_required
 from .forms import ConfirmForm, NewApiKeyForm
-from .views import chrome
+from .views import chrome, no_store
 
 log = logging.getLogger("kamiyo.dashboard")
+PENDING_KEY = "pending_api_key"  # the name confirmed on the create-key page, until it is made
 
 bp = Blueprint("actions", __name__, url_prefix="/dashboard")
 bp.context_processor(chrome)
+bp.after_request(no_store)
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class Action:
     run: Callable[[str], tuple[str, str]]  # target → (outcome, message)
     back: str  # the page to return to
     needs_target: bool = False
+    describe: Callable[[str], str] = lambda target: target  # the target, as the confirmation names it
 
 
 def _run_job(name: str) -> tuple[str, str]:
@@ -54,6 +58,13 @@ def _reset_breaker(_: str) -> tuple[str, str]:
     before = breaker.current_state
     breaker.reset(by=current_user.email)
     return "ok", f"the breaker was {before}; it is closed now"
+
+
+def _describe_key(key_id: str) -> str:
+    key = api_keys.get_api_key(int(key_id)) if key_id.isascii() and key_id.isdigit() and len(key_id) < 19 else None
+    if key is None:
+        return f"no key with id {key_id}"
+    return f"{key.name} ({key.prefix}...), created {key.created_at:%Y-%m-%d}" + (" - revoked" if key.revoked else "")
 
 
 def _revoke_key(key_id: str) -> tuple[str, str]:
@@ -110,6 +121,7 @@ ACTIONS: dict[str, Action] = {
         _revoke_key,
         "dashboard.api_keys_page",
         needs_target=True,
+        describe=_describe_key,
     ),
 }
 
@@ -134,7 +146,13 @@ def confirm(name: str):
     action = _action(name)
     target = _target(action, request.args.get("target"))
     return render_template(
-        "dashboard/confirm.html", name=name, action=action, target=target, form=ConfirmForm(), back=url_for(action.back)
+        "dashboard/confirm.html",
+        name=name,
+        action=action,
+        target=target,
+        described=action.describe(target) if target else "",
+        form=ConfirmForm(),
+        back=url_for(action.back),
     )
 
 
@@ -150,6 +168,7 @@ def perform(name: str):
         outcome, message = action.run(target)
     except Exception:
         log.exception("dashboard action %s failed", name)
+        db.session.rollback()  # the audit entry goes in a clean transaction
         outcome, message = "failed", "the action raised an error; see the log"
     audit.record(current_user.email, name, target or "-", outcome, message)
     flash(f"{action.title.rstrip('?')}: {message}", "ok" if outcome == "ok" else "error")
@@ -165,6 +184,8 @@ def new_api_key():
     form = NewApiKeyForm()
     if not form.validate_on_submit():
         abort(400)
+    # One confirmation makes one key: a resubmitted confirmation (a reload) finds none pending.
+    session[PENDING_KEY] = form.name.data
     return render_template("dashboard/api_key_confirm.html", form=form, back=url_for("dashboard.api_keys_page"))
 
 
@@ -175,6 +196,9 @@ def create_api_key():
     if not form.validate_on_submit():
         abort(400)
     name = form.name.data or ""
+    if session.pop(PENDING_KEY, None) != name:
+        flash("That confirmation was used already (or has expired): no key was created.", "error")
+        return redirect(url_for("dashboard.api_keys_page"))
     try:
         key, plaintext = api_keys.create_api_key(name)
     except ValueError as exc:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request, url_for
+from flask import Blueprint, current_app, jsonify, request
 
 from ..api_keys import require_api_key
-from ..listing import Page, TimeRange, time_range
+from ..listing import Page, TimeRange, same_page, time_range
 from ..scheduler import queries as jobs
 from ..stripe_gateway import queries as stripe_calls
 from ..versioning import queries as versioning
@@ -31,9 +31,8 @@ def _listing(page: Page, rows: list[dict[str, Any]], window: TimeRange | None = 
     body: dict[str, Any] = {"data": rows, "filters": page.filters}
     if window is not None:
         body["range"] = {"name": window.name, "start": window.start.isoformat(), "end": window.end.isoformat()}
-    args: dict[str, Any] = {k: v for k, v in request.args.items() if k not in ("before", "after")}
-    body["next"] = url_for(request.endpoint or "", **args, before=page.older) if page.older else None
-    body["previous"] = url_for(request.endpoint or "", **args, after=page.newer) if page.newer else None
+    body["next"] = same_page(request.path, request.args, before=page.older) if page.older else None
+    body["previous"] = same_page(request.path, request.args, after=page.newer) if page.newer else None
     return jsonify(body)
 
 
@@ -51,7 +50,7 @@ def version_health():
             "current": versioning.current(),
             "latest_check": versioning.serialise_check(latest) if latest else None,
             "history": [versioning.serialise_check(row) for row in page.rows],
-            "next": url_for("ops_api.version_health", before=page.older) if page.older else None,
+            "next": same_page(request.path, request.args, before=page.older) if page.older else None,
         }
     )
 

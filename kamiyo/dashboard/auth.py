@@ -26,6 +26,7 @@ log = logging.getLogger("kamiyo.dashboard")
 bp = Blueprint("auth", __name__)
 login_manager = LoginManager()
 LOGIN_FAILED = "Email or password is wrong, or the account is disabled."
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
 class SessionUser(UserMixin):
@@ -88,7 +89,8 @@ def admin_required(view):
             return current_app.login_manager.unauthorized()  # type: ignore[attr-defined]
         if not current_user.is_admin:
             if request.method == "POST":
-                audit.record(current_user.email, request.endpoint or "?", request.path, "refused", "viewer role")
+                action = (request.view_args or {}).get("name") or request.endpoint or "?"
+                audit.record(current_user.email, str(action), request.path, "refused", "viewer role")
             abort(403)
         return view(*args, **kwargs)
 
@@ -96,7 +98,19 @@ def admin_required(view):
 
 
 def _login_limit_key() -> str:
-    return "login-account:" + users.normalise_email(request.form.get("email", ""))[:254]
+    """The account a login names, however the body was sent (the view refuses all but a form,
+    but only after the limit has counted it)."""
+    email = request.form.get("email")
+    if email is None and request.is_json:
+        body = request.get_json(silent=True)
+        email = body.get("email") if isinstance(body, dict) else None
+    return "login-account:" + users.normalise_email(email if isinstance(email, str) else "")[:254]
+
+
+def _password_refused(response) -> bool:
+    # Only a checked and refused password counts against the account: posts without a token
+    # (anyone can send those) must not lock its owner out.
+    return response.status_code == 401
 
 
 def _per_ip() -> str:
@@ -109,8 +123,10 @@ def _per_account() -> str:
 
 @bp.route("/login", methods=["GET", "POST"])
 @limiter.limit(_per_ip, methods=["POST"])
-@limiter.limit(_per_account, key_func=_login_limit_key, methods=["POST"])
+@limiter.limit(_per_account, key_func=_login_limit_key, methods=["POST"], deduct_when=_password_refused)
 def login():
+    if request.method == "POST" and request.mimetype not in FORM_TYPES:
+        abort(400)  # the sign-in form, nothing else: a JSON body would skip the form's own checks
     form = LoginForm()
     if request.method == "GET":
         form.next.data = safe_next(request.args.get("next")) or ""

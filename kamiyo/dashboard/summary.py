@@ -51,7 +51,7 @@ def overview(now: dt.datetime | None = None) -> dict[str, Any]:
         "breaker": breaker_state(),
         "payments": {
             **webhooks.payment_success(since),
-            "operations": payments.operation_counts(),
+            "operations": payments.operation_counts(since),
             "dedup_hits": payments.dedup_hits(),
             "duplicate_subscriptions": payments.duplicate_flag_count(),
         },

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from flask import Blueprint, abort, current_app, render_template, request
 from flask_login import login_required
 
 from .. import api_keys, audit
+from ..control_chars import has_control
 from ..listing import RANGES, time_range
+from ..models import utcnow
 from ..payments import queries as payments
 from ..scheduler import queries as jobs
 from ..stripe_gateway import queries as stripe_calls
@@ -26,11 +30,13 @@ def _signed_in() -> None:
     """Every page needs a session; an anonymous visitor goes to /login?next=..."""
 
 
-@bp.after_request
-def _no_store(response):
+def no_store(response):
     # Operational data (and a new API key, shown once) stays out of shared caches and history.
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+bp.after_request(no_store)
 
 
 NAV = (
@@ -128,7 +134,7 @@ def webhook_events():
 
 @bp.get("/webhooks/<event_id>")
 def webhook_event(event_id: str):
-    row = webhooks.event(event_id[:255])
+    row = None if has_control(event_id) else webhooks.event(event_id[:255])
     if row is None:
         abort(404)
     return render_template(
@@ -142,7 +148,8 @@ def payments_page():
         "dashboard/payments.html",
         page=payments.operations(request.args),
         states=payments.STATES,
-        counts=payments.operation_counts(),
+        counts=payments.operation_counts(utcnow() - dt.timedelta(hours=24)),
+        duplicate_count=payments.duplicate_flag_count(),
         dedup_hits=payments.dedup_hits(),
         duplicates=payments.duplicate_flags(),
         reconcile=payments.last_reconcile(),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import Model
@@ -26,7 +26,17 @@ class PaymentOperation(TimestampMixin, Model):
     """
 
     __tablename__ = "payment_operations"
-    __table_args__ = (Index("ix_payment_operations_owner_token", "owner_token"),)
+    __table_args__ = (
+        Index("ix_payment_operations_owner_token", "owner_token"),
+        # The dashboard's counts: in flight and failed (few), succeeded in a time range.
+        Index("ix_payment_operations_status_updated_at", "status", "updated_at"),
+        Index(
+            "ix_payment_operations_superseded",
+            "generation",
+            sqlite_where=text("generation > 0"),
+            postgresql_where=text("generation > 0"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     operation: Mapped[str] = mapped_column(String(64), nullable=False)

@@ -3,6 +3,7 @@ and the ops API alike."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from ..extensions import db
-from ..listing import Page, paginate, text_filter
+from ..listing import MAX_PAGE_SIZE, Page, paginate, text_filter
 from ..models import Subscription
 from ..observability.counters import counter_total
 from ..scheduler.models import JobRun
@@ -38,18 +39,35 @@ def operations(args: Mapping[str, str]) -> Page:
     return page
 
 
-def operation_counts() -> dict[str, int]:
-    rows = db.session.execute(select(PaymentOperation.status, func.count()).group_by(PaymentOperation.status))
-    counts = {"pending": 0, "succeeded": 0, "failed": 0}
-    counts.update({status: int(n) for status, n in rows})
-    counts["superseded"] = int(db.session.scalar(select(func.count()).where(PaymentOperation.generation > 0)) or 0)
+def operation_counts(since: dt.datetime) -> dict[str, int]:
+    """Operations that need a look (in flight, failed, superseded: few, through their indexes)
+    and those that succeeded since `since` (bounded by time: the table is never purged)."""
+    counts = {
+        "pending": _count(PaymentOperation.status == "pending"),
+        "failed": _count(PaymentOperation.status == "failed"),
+        "superseded": _count(PaymentOperation.generation > 0),
+        "succeeded": _count(PaymentOperation.status == "succeeded", PaymentOperation.updated_at >= since),
+    }
     return counts
 
 
+def _count(*conditions: Any) -> int:
+    return int(db.session.scalar(select(func.count()).select_from(PaymentOperation).where(*conditions)) or 0)
+
+
+DUPLICATES_SHOWN = MAX_PAGE_SIZE
+
+
 def duplicate_flags() -> list[Subscription]:
-    """Subscriptions stored flagged: a second live one Stripe holds for a customer and price."""
+    """Subscriptions stored flagged (a second live one Stripe holds for a customer and price),
+    oldest first, at most DUPLICATES_SHOWN: the count says how many there are."""
     return list(
-        db.session.scalars(select(Subscription).where(Subscription.duplicate_of.is_not(None)).order_by(Subscription.id))
+        db.session.scalars(
+            select(Subscription)
+            .where(Subscription.duplicate_of.is_not(None))
+            .order_by(Subscription.id)
+            .limit(DUPLICATES_SHOWN)
+        )
     )
 
 
@@ -73,8 +91,16 @@ def last_reconcile() -> dict[str, Any] | None:
         "finished_at": run.finished_at,
         "status": run.status,
         "period": run.period,
-        "report": json.loads(run.summary) if run.summary else None,
+        "report": _report(run.summary),
     }
+
+
+def _report(summary: str | None) -> dict[str, Any] | None:
+    """The run's report, or None; a report too long to keep says so (`truncated`)."""
+    if not summary:
+        return None
+    report = json.loads(summary)
+    return report if isinstance(report, dict) and "customers" in report else {"truncated": True}
 
 
 def serialise_operation(row: PaymentOperation) -> dict[str, Any]:

@@ -51,13 +51,30 @@ def event(event_id: str) -> WebhookEvent | None:
     return db.session.scalar(select(WebhookEvent).where(WebhookEvent.event_id == event_id))
 
 
+def _without_secret_fields(value: Any, depth: int = 0) -> Any:
+    """Fields Stripe calls secret (a payment or setup intent's client_secret) are replaced
+    whatever their value looks like: it confirms a payment with the publishable key."""
+    if depth > 32:
+        return "[TOO DEEP]"
+    if isinstance(value, dict):
+        return {
+            key: "[REDACTED]"
+            if isinstance(key, str) and "secret" in key.lower()
+            else _without_secret_fields(v, depth + 1)
+            for key, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_without_secret_fields(v, depth + 1) for v in value]
+    return value
+
+
 def sanitised_payload(row: WebhookEvent) -> str:
     """The stored body with secrets, card numbers and CVCs replaced, pretty-printed."""
     try:
         decoded = json.loads(row.payload)
     except ValueError:
         return "(not JSON)"
-    return json.dumps(redact_structure(decoded), indent=2, sort_keys=True)
+    return json.dumps(redact_structure(_without_secret_fields(decoded)), indent=2, sort_keys=True)
 
 
 def outcome_series(window: TimeRange) -> dict[str, list[int]]:
