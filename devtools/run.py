@@ -178,14 +178,15 @@ def main() -> int:
     try:
         creds = _prepare(demo)
         print("", flush=True)
-        print(f"Kamiyo Payments on http://127.0.0.1:{port}  (health: http://127.0.0.1:{port}/health)")
+        print(f"Kamiyo Payments on http://127.0.0.1:{port}  (health: http://127.0.0.1:{port}/health, "
+              f"ops dashboard: http://127.0.0.1:{port}/)")
         if demo:
             print(f"Demo mode: Stripe is the emulator proxy at {proxy.url} in front of localstripe at "
                   f"{emulator.url} (no real money, no keys needed)")
             print(f"  inject a fault: curl -X POST {proxy.url}/_proxy/faults "
                   """-d '[{"kind": "status", "status": 503}]'""")
             print(f"  API key:        {creds['api_key']}")
-            print(f"  dashboard user: {creds['email']} / {creds['password']}")
+            print(f"  dashboard:      http://127.0.0.1:{port}/  sign in as {creds['email']} / {creds['password']}")
             api = f"curl -H 'Authorization: Bearer {creds['api_key']}' -H 'Content-Type: application/json'"
             print(f"  demo price:     {price} (pay with payment method pm_card_visa)")
             print(f"  try: {api} -d '{{\"user_id\": \"u1\", \"email\": \"ada@example.com\"}}' "

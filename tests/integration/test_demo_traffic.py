@@ -67,6 +67,25 @@ def attempts_by_key(db, where: str) -> list[list[tuple]]:
     ]
 
 
+def signed_in_overview(port: int, lines: list[str]) -> str:
+    """Sign in with the login `make run` printed, as a browser would, and read the overview."""
+    found = next(re.search(r"sign in as (\S+) / (\S+)", line) for line in lines if "sign in as" in line)
+    session = requests.Session()
+    page = session.get(f"http://127.0.0.1:{port}/login", timeout=10).text
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+    answer = session.post(f"http://127.0.0.1:{port}/login", timeout=10, allow_redirects=False,
+                          data={"email": found.group(1), "password": found.group(2), "csrf_token": token})
+    assert answer.status_code == 302 and answer.headers["Location"] == "/dashboard/"
+    return session.get(f"http://127.0.0.1:{port}/dashboard/", timeout=30).text
+
+
+def card(html: str, title: str) -> str:
+    found = re.search(rf'<span class="card-title">{re.escape(title)}</span>\s*<span class="card-value">([^<]+)</span>',
+                      html)
+    assert found, title
+    return found.group(1)
+
+
 @pytest.mark.slow
 def test_demo_traffic_leaves_every_kind_of_number_behind(tmp_path):
     instance = tmp_path / "instance"
@@ -86,6 +105,7 @@ def test_demo_traffic_leaves_every_kind_of_number_behind(tmp_path):
         done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=90)
         took = time.monotonic() - started
         metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        overview = signed_in_overview(port, proc.lines)
     finally:
         ctrl_c(proc)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -135,5 +155,10 @@ def test_demo_traffic_leaves_every_kind_of_number_behind(tmp_path):
             ("127.0.0.2", "/api/v1/webhooks/stripe", "30 per 1 minute", "kamiyo-demo-traffic (unsigned burst)")] * 5
     finally:
         db.close()
+    # `make run`, `demo traffic`, then a login: the dashboard shows the live numbers.
+    assert card(overview, "Failed webhooks") == "1"
+    assert card(overview, "Rate-limit violations (24 h)") == "5"
+    assert card(overview, "Circuit breaker") == "closed"
+    assert "Demo mode" in overview
     # A duplicate is one read and no write: the server counts it, the database does not.
     assert 'webhook_events_total{outcome="duplicate"} 1.0' in metrics
