@@ -221,3 +221,30 @@ def test_the_charts_ranges_and_filters_work_without_javascript(browser, live_ser
     assert outcomes == {"success"}
     guard.check()
     guard.context.close()
+
+
+_MARK_INTERACTIVE = """() => {
+  const all = [...document.querySelectorAll(
+    'a[href], button, input:not([type=hidden]), select, textarea, [tabindex]:not([tabindex="-1"])')]
+    .filter(el => el.offsetParent !== null || el === document.activeElement);
+  all.forEach((el, i) => el.dataset.k = String(i));
+  return all.map(el => el.tagName.toLowerCase() + ' ' + (el.textContent || el.name || '').trim().slice(0, 40));
+}"""
+
+
+def test_every_control_on_every_page_is_reached_from_the_keyboard(page, live_server, traffic):
+    """Tab alone reaches every link, button and field of each page (with a visible focus)."""
+    _sign_in_from_the_keyboard(page)
+    for name, path in {**PAGES, "event": f"/dashboard/webhooks/{traffic['broken']}"}.items():
+        page.goto(path)
+        controls = page.evaluate(_MARK_INTERACTIVE)
+        reached: set[str] = set()
+        for _ in range(len(controls) + 5):
+            page.keyboard.press("Tab")
+            focused = page.evaluate("() => document.activeElement && document.activeElement.dataset.k")
+            if focused is not None:
+                reached.add(focused)
+                outline = page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
+                assert outline != "none", (name, controls[int(focused)])
+        missed = [controls[i] for i in range(len(controls)) if str(i) not in reached]
+        assert not missed, (name, missed)
