@@ -60,22 +60,26 @@ def _reset_breaker(_: str) -> tuple[str, str]:
     return "ok", f"the breaker was {before}; it is closed now"
 
 
+def _key_id(raw: str) -> int | None:
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 19 else None
+
+
 def _describe_key(key_id: str) -> str:
-    key = api_keys.get_api_key(int(key_id)) if key_id.isascii() and key_id.isdigit() and len(key_id) < 19 else None
+    found = _key_id(key_id)
+    key = api_keys.get_api_key(found) if found is not None else None
     if key is None:
         return f"no key with id {key_id}"
     return f"{key.name} ({key.prefix}...), created {key.created_at:%Y-%m-%d}" + (" - revoked" if key.revoked else "")
 
 
 def _revoke_key(key_id: str) -> tuple[str, str]:
-    if not key_id.isdigit():
-        return "failed", "no such key"
-    try:
-        key = api_keys.revoke_api_key(key_id)
-    except ValueError as exc:
-        return "failed", str(exc)
+    found = _key_id(key_id)
+    key = api_keys.get_api_key(found) if found is not None else None
     if key is None:
         return "failed", "no such key"
+    if key.revoked:
+        return "refused", f"{key.name} ({key.prefix}...) was already revoked"
+    api_keys.revoke_api_key(str(key.id))
     return "ok", f"revoked {key.name} ({key.prefix}...)"
 
 

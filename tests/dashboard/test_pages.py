@@ -210,3 +210,18 @@ def test_the_json_twins_give_the_pages_numbers(app, admin_client, seeded):
     jobs = admin_client.get("/api/v1/ops/jobs", headers=key).json
     assert {"job-runs-prune", "payments-reconcile", "stripe-version-check"} <= {j["name"] for j in jobs["data"]}
     assert admin_client.get("/api/v1/ops/stripe-calls?range=1y", headers=key).status_code == 400
+
+
+def test_revoking_a_revoked_key_is_refused_not_ok(app, admin_client):
+    with app.app_context():
+        from kamiyo.api_keys import create_api_key
+
+        key, _ = create_api_key("old")
+        key_id = key.id
+    _act(admin_client, "revoke-api-key", str(key_id))
+    _act(admin_client, "revoke-api-key", str(key_id))
+    _act(admin_client, "revoke-api-key", "²")
+    html = admin_client.get("/dashboard/audit").get_data(as_text=True)
+    outcomes = re.findall(r'<td>revoke-api-key</td><td>[^<]*</td><td><span class="badge (\w+)">', html)
+    assert outcomes == ["failed", "refused", "ok"]  # newest first
+    assert "was already revoked" in html
