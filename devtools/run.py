@@ -5,7 +5,8 @@ process on loopback as the Stripe backend, behind the Stripe emulator proxy
 (devtools/stripe_proxy.py: Stripe's idempotency semantics, Request-Id headers,
 and a fault queue at /_proxy/faults so the demo can show retries and the
 breaker). A demo API key and dashboard user are created once and printed.
-Ctrl-C stops everything started here.
+SIGINT (Ctrl-C), SIGTERM and SIGHUP stop everything started here, front to back:
+gunicorn, the scheduler, the proxy, then the emulator (whose state is saved).
 """
 
 from __future__ import annotations
@@ -15,9 +16,76 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# The whole stop stays within 10 s: gunicorn finishes its requests within its share, the
+# scheduler needs about a second, and whatever outlives its share is killed.
+GUNICORN_GRACE_SECONDS = 5
+GUNICORN_STOP_SECONDS = 6
+SCHEDULER_STOP_SECONDS = 2
+
+
+class Stop(BaseException):
+    """A stop signal arrived; like KeyboardInterrupt, for SIGTERM and SIGHUP too."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_stop_signal(signum: int, _frame) -> None:
+    # Further signals must not interrupt the stop itself half-way: it is bounded anyway.
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    raise Stop(signum)
+
+
+def _caught_signals(pid: int) -> int:
+    """The mask of signals process `pid` handles (Linux /proc), 0 when unreadable."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("SigCgt:"):
+                    return int(line.split()[1], 16)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _watch_make(interval: float = 0.2) -> None:
+    """Stop when the `make` that started us is told to stop.
+
+    `kill -INT <make's pid>` reaches make alone, and GNU make then waits for its
+    children without passing the signal on (it assumes the terminal sent it to the
+    whole group), so the demo would run on behind a make that never returns. Its
+    handler resets the signal to the default first, so the signal vanishing from
+    make's caught set (/proc) tells us which one it got; we then stop on it ourselves.
+    """
+    parent = os.getppid()
+    try:
+        name = Path(f"/proc/{parent}/comm").read_text().strip()
+    except OSError:
+        return
+    if name not in ("make", "gmake"):
+        return
+    watched = [sig for sig in (signal.SIGINT, signal.SIGHUP) if _caught_signals(parent) & (1 << (sig - 1))]
+    if not watched:
+        return  # make ignores them (started in the background): nothing to pass on
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            caught = _caught_signals(parent)
+            for sig in watched:
+                if not caught & (1 << (sig - 1)):
+                    os.kill(os.getpid(), sig)
+                    return
+            threading.Event().wait(interval)
+
+    threading.Thread(target=watch, name="make-watch", daemon=True).start()
 
 
 def _start_localstripe(port: int):
@@ -124,58 +192,63 @@ def _metrics_dir() -> str:
     return str(path)
 
 
+def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    # Each child leads its own process group: a terminal's Ctrl-C reaches this runner alone,
+    # which stops the children in order, and a child that outlives its share is killed with
+    # everything it started (gunicorn's workers).
+    return subprocess.Popen(args, cwd=ROOT, env=env, process_group=0)
+
+
 def _start_scheduler(env: dict[str, str]) -> subprocess.Popen:
     """One scheduler process beside the workers (`flask scheduler run`), as in a
     multi-worker deployment; the workers keep SCHEDULER_ENABLED off, so the
     weekly version check and the alert evaluation fire in one place (each job
     would still run once per period with more: see kamiyo/scheduler/)."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "flask", "--app", "wsgi", "scheduler", "run"], cwd=ROOT, env=env
-    )
+    return _spawn([sys.executable, "-m", "flask", "--app", "wsgi", "scheduler", "run"], env)
 
 
-def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-    try:
-        return proc.wait(timeout=25)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait()
-
-
-def _serve(env: dict[str, str]) -> int:
-    env.setdefault("PROMETHEUS_MULTIPROC_DIR", _metrics_dir())
-    env["SCHEDULER_ENABLED"] = "false"  # for the workers: the scheduler runs in its own process
-    scheduler = _start_scheduler(env)
+def _start_gunicorn(env: dict[str, str]) -> subprocess.Popen:
     gunicorn = Path(sys.executable).with_name("gunicorn")
-    proc = subprocess.Popen(
-        [str(gunicorn), "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"], cwd=ROOT, env=env
-    )
+    return _spawn([str(gunicorn), "-c", str(ROOT / "gunicorn.conf.py"),
+                   "--graceful-timeout", str(GUNICORN_GRACE_SECONDS), "wsgi:app"], env)
+
+
+def _stop(proc: subprocess.Popen | None, seconds: float) -> None:
+    """SIGTERM, then SIGKILL to its whole group once `seconds` have passed."""
+    if proc is None:
+        return
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
     try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        # A terminal's Ctrl-C reaches gunicorn too; a lone SIGINT to us must be passed on.
-        return _stop(proc, signal.SIGINT)
-    finally:
-        _stop(scheduler)
+        proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # what is left of the group: a stuck worker, say
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 def main() -> int:
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _on_stop_signal)
+    _watch_make()
     demo = not os.environ.get("STRIPE_SECRET_KEY")
     port = os.environ.get("PORT", "8000")
-    emulator = proxy = None
-    if demo:
-        os.environ["KAMIYO_DEMO_MODE"] = "1"
-        _demo_defaults()
-        from devtools.localstripe_server import LocalStripe
-
-        LocalStripe.load(_emulator_state())  # the demo database remembers these customers
-        emulator = _start_localstripe(int(os.environ.get("DEMO_STRIPE_PORT", "8420")))
-        proxy = _start_proxy(emulator.url, int(os.environ.get("DEMO_STRIPE_PROXY_PORT", "8421")))
-        price = _seed_demo_price(emulator.url)
-        os.environ["STRIPE_API_BASE"] = proxy.url
+    emulator = proxy = gunicorn = scheduler = None
+    code = 0
     try:
+        if demo:
+            os.environ["KAMIYO_DEMO_MODE"] = "1"
+            _demo_defaults()
+            from devtools.localstripe_server import LocalStripe
+
+            LocalStripe.load(_emulator_state())  # the demo database remembers these customers
+            emulator = _start_localstripe(int(os.environ.get("DEMO_STRIPE_PORT", "8420")))
+            proxy = _start_proxy(emulator.url, int(os.environ.get("DEMO_STRIPE_PROXY_PORT", "8421")))
+            price = _seed_demo_price(emulator.url)
+            os.environ["STRIPE_API_BASE"] = proxy.url
         creds = _prepare(demo)
         print("", flush=True)
         print(f"Kamiyo Payments on http://127.0.0.1:{port}  (health: http://127.0.0.1:{port}/health, "
@@ -196,16 +269,28 @@ def main() -> int:
             print(f"  demo traffic (customers, a decline, retries, the breaker, webhooks, a rate limit; ~20 s):\n"
                   f"       {_traffic_command(port, proxy.url)}")
         print("Press Ctrl-C to stop.", flush=True)
-        return _serve(dict(os.environ))
+        env = dict(os.environ)
+        env.setdefault("PROMETHEUS_MULTIPROC_DIR", _metrics_dir())
+        env["SCHEDULER_ENABLED"] = "false"  # for the workers: the scheduler runs in its own process
+        scheduler = _start_scheduler(env)
+        gunicorn = _start_gunicorn(env)
+        code = gunicorn.wait()
     except KeyboardInterrupt:
-        return 130
+        code = 128 + signal.SIGINT
+    except Stop as stop:
+        code = 128 + stop.signum
     finally:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        _stop(gunicorn, GUNICORN_STOP_SECONDS)
+        _stop(scheduler, SCHEDULER_STOP_SECONDS)
         if proxy:
             proxy.stop()
         if emulator:
             emulator.stop()
             emulator.save(_emulator_state())
         print("Stopped.", flush=True)
+    return code
 
 
 if __name__ == "__main__":

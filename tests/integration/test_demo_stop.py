@@ -1,0 +1,101 @@
+"""Stopping `make run`'s demo: every way a user or a supervisor does it leaves nothing behind."""
+
+from __future__ import annotations
+
+import pickle
+import signal
+import subprocess
+import time
+
+import pytest
+import requests
+
+from tests.demo_runner import (
+    listening,
+    session_processes,
+    start_runner,
+    stop_and_time,
+    wait_for_output,
+    wait_healthy,
+)
+from tests.support import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def make_customer(port: int, proc) -> dict:
+    key = next(line for line in proc.lines if "API key:" in line).split()[-1]
+    answer = requests.post(f"http://127.0.0.1:{port}/api/v1/payments/customers", timeout=30,
+                           headers={"Authorization": f"Bearer {key}"},
+                           json={"user_id": "stop-u1", "email": "ada@example.com"})
+    assert answer.status_code == 201, answer.text
+    return answer.json()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name)
+def test_a_signal_to_the_runner_alone_stops_everything_within_ten_seconds(tmp_path, sig):
+    instance = tmp_path / "instance"
+    ports = free_port(), free_port(), free_port()
+    proc = start_runner(instance, *ports)
+    try:
+        wait_healthy(ports[0], proc)
+        wait_for_output(proc, "Scheduler running (UTC)")
+        customer = make_customer(ports[0], proc)
+    finally:
+        took = stop_and_time(proc, proc.pid, sig)
+    output = "".join(proc.lines)
+    assert took < 10, output
+    assert proc.returncode == 128 + sig, output
+    assert "Stopped." in output and "Scheduler stopped." in output and "Traceback" not in output
+    assert session_processes(proc.pid) == [], output
+    assert listening(*ports) == [], output
+    # The emulator's state went to disk: the customer the database knows is in it.
+    with open(instance / "demo-localstripe.pickle", "rb") as fh:
+        saved = pickle.load(fh)
+    assert f"customer:{customer['stripe_customer_id']}" in saved
+
+
+@pytest.mark.parametrize("how", ["kill -INT make", "Ctrl-C"])
+def test_make_run_stops_on_its_own_sigint_and_on_ctrl_c(tmp_path, how):
+    """GNU make waits for its children on a SIGINT meant for it alone: the runner notices and
+    stops. Ctrl-C in a terminal signals make and the runner together."""
+    instance = tmp_path / "instance"
+    ports = free_port(), free_port(), free_port()
+    # -o: the test's .venv is already set up; make must not reinstall it.
+    proc = start_runner(instance, *ports, command=["make", "-s", "-o", ".venv/.runtime", "run"])
+    try:
+        wait_healthy(ports[0], proc)
+    finally:
+        # make leads its own session here, so its pid is also its process group's id.
+        took = stop_and_time(proc, proc.pid if how == "kill -INT make" else -proc.pid, signal.SIGINT)
+    output = "".join(proc.lines)
+    assert took < 10, output
+    assert "Stopped." in output and "Traceback" not in output
+    assert session_processes(proc.pid) == [], output
+    assert listening(*ports) == [], output
+
+
+def test_the_stop_does_not_wait_for_a_hung_request(tmp_path):
+    """A request gunicorn cannot finish is cut when its share of the ten seconds runs out."""
+    instance = tmp_path / "instance"
+    ports = free_port(), free_port(), free_port()
+    proc = start_runner(instance, *ports)
+    try:
+        wait_healthy(ports[0], proc)
+        key = next(line for line in proc.lines if "API key:" in line).split()[-1]
+        # The emulator proxy holds the next Stripe call for a minute.
+        requests.post(f"http://127.0.0.1:{ports[2]}/_proxy/faults", timeout=5,
+                      data='[{"kind": "delay", "delay": 60}]').raise_for_status()
+        hung = subprocess.Popen(
+            ["curl", "-s", "-m", "70", "-H", f"Authorization: Bearer {key}", "-H", "Content-Type: application/json",
+             "-d", '{"user_id": "hung-u1", "email": "hung@example.com"}',
+             f"http://127.0.0.1:{ports[0]}/api/v1/payments/customers"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1)
+    finally:
+        took = stop_and_time(proc, proc.pid, signal.SIGTERM)
+    hung.wait(timeout=10)
+    output = "".join(proc.lines)
+    assert took < 10, output
+    assert session_processes(proc.pid) == [], output
+    assert listening(*ports) == [], output
