@@ -245,6 +245,7 @@ def main() -> int:
             from devtools.localstripe_server import LocalStripe
 
             LocalStripe.load(_emulator_state())  # the demo database remembers these customers
+            LocalStripe.persist_to(_emulator_state())  # and must keep remembering them if we are killed
             emulator = _start_localstripe(int(os.environ.get("DEMO_STRIPE_PORT", "8420")))
             proxy = _start_proxy(emulator.url, int(os.environ.get("DEMO_STRIPE_PROXY_PORT", "8421")))
             price = _seed_demo_price(emulator.url)
