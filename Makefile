@@ -9,16 +9,20 @@ export HYPOTHESIS_STORAGE_DIRECTORY := $(VENV)/hypothesis
 .PHONY: run test lint bench chaos mutation clean system-deps
 
 $(BIN)/python:
+	@echo "Creating $(VENV) (first run only)..."
 	$(PYTHON) -m venv $(VENV)
 
-# Stamp files: reinstall only when a requirements file changes.
+# Stamp files: reinstall only when a requirements file changes. The first run spends most of
+# its time here, so it says so rather than sitting silent.
 $(VENV)/.runtime: requirements.txt | $(BIN)/python
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
-	touch $@
+	@echo "Installing dependencies into $(VENV) (first run, or requirements.txt changed; about 10-30 s)..."
+	@scripts/install-requirements.sh $(VENV) requirements.txt
+	@touch $@
 
 $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
-	touch $@
+	@echo "Installing test dependencies into $(VENV) (first run, or requirements-dev.txt changed)..."
+	@scripts/install-requirements.sh $(VENV) requirements-dev.txt
+	@touch $@
 
 ## run: set up and start the service (demo mode with localstripe when STRIPE_SECRET_KEY is unset)
 run: $(VENV)/.runtime

@@ -230,6 +230,50 @@ def _stop(proc: subprocess.Popen | None, seconds: float) -> None:
     proc.wait()
 
 
+def _wait_healthy(port: str, gunicorn: subprocess.Popen) -> bool:
+    """Wait until /health answers 200 (gunicorn accepts before its workers have booted);
+    False if gunicorn ended first."""
+    import time
+
+    import requests
+
+    url = f"http://127.0.0.1:{port}/health"
+    nudge = time.monotonic() + 30
+    while gunicorn.poll() is None:
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return True
+        except requests.RequestException:
+            pass  # not listening yet, or a worker still booting
+        if time.monotonic() > nudge:
+            print(f"Still waiting for {url} to answer 200 (see the log above)...", flush=True)
+            nudge += 30
+        threading.Event().wait(0.2)
+    return False
+
+
+def _banner(demo: bool, port: str, creds, proxy, emulator, price) -> None:
+    print("", flush=True)
+    print(f"Kamiyo Payments on http://127.0.0.1:{port}  (health: http://127.0.0.1:{port}/health, "
+          f"ops dashboard: http://127.0.0.1:{port}/)")
+    if demo:
+        print(f"Demo mode: Stripe is the emulator proxy at {proxy.url} in front of localstripe at "
+              f"{emulator.url} (no real money, no keys needed)")
+        print(f"  inject a fault: curl -X POST {proxy.url}/_proxy/faults "
+              """-d '[{"kind": "status", "status": 503}]'""")
+        print(f"  API key:        {creds['api_key']}")
+        print(f"  dashboard:      http://127.0.0.1:{port}/  sign in as {creds['email']} / {creds['password']}")
+        api = f"curl -H 'Authorization: Bearer {creds['api_key']}' -H 'Content-Type: application/json'"
+        print(f"  demo price:     {price} (pay with payment method pm_card_visa)")
+        print(f"  try: {api} -d '{{\"user_id\": \"u1\", \"email\": \"ada@example.com\"}}' "
+              f"http://127.0.0.1:{port}/api/v1/payments/customers")
+        print(f"       {api} -d '{{\"customer_id\": 1, \"price_id\": \"{price}\", \"tier\": \"pro\", "
+              f"\"payment_method\": \"pm_card_visa\"}}' http://127.0.0.1:{port}/api/v1/payments/subscriptions")
+        print(f"  demo traffic (customers, a decline, retries, the breaker, webhooks, a rate limit; ~20 s):\n"
+              f"       {_traffic_command(port, proxy.url)}")
+    print(f"Ready: http://127.0.0.1:{port}/health answers. Press Ctrl-C to stop.", flush=True)
+
+
 def main() -> int:
     for sig in STOP_SIGNALS:
         signal.signal(sig, _on_stop_signal)
@@ -237,6 +281,7 @@ def main() -> int:
     demo = not os.environ.get("STRIPE_SECRET_KEY")
     port = os.environ.get("PORT", "8000")
     emulator = proxy = gunicorn = scheduler = None
+    price = None
     code = 0
     try:
         if demo:
@@ -251,30 +296,13 @@ def main() -> int:
             price = _seed_demo_price(emulator.url)
             os.environ["STRIPE_API_BASE"] = proxy.url
         creds = _prepare(demo)
-        print("", flush=True)
-        print(f"Kamiyo Payments on http://127.0.0.1:{port}  (health: http://127.0.0.1:{port}/health, "
-              f"ops dashboard: http://127.0.0.1:{port}/)")
-        if demo:
-            print(f"Demo mode: Stripe is the emulator proxy at {proxy.url} in front of localstripe at "
-                  f"{emulator.url} (no real money, no keys needed)")
-            print(f"  inject a fault: curl -X POST {proxy.url}/_proxy/faults "
-                  """-d '[{"kind": "status", "status": 503}]'""")
-            print(f"  API key:        {creds['api_key']}")
-            print(f"  dashboard:      http://127.0.0.1:{port}/  sign in as {creds['email']} / {creds['password']}")
-            api = f"curl -H 'Authorization: Bearer {creds['api_key']}' -H 'Content-Type: application/json'"
-            print(f"  demo price:     {price} (pay with payment method pm_card_visa)")
-            print(f"  try: {api} -d '{{\"user_id\": \"u1\", \"email\": \"ada@example.com\"}}' "
-                  f"http://127.0.0.1:{port}/api/v1/payments/customers")
-            print(f"       {api} -d '{{\"customer_id\": 1, \"price_id\": \"{price}\", \"tier\": \"pro\", "
-                  f"\"payment_method\": \"pm_card_visa\"}}' http://127.0.0.1:{port}/api/v1/payments/subscriptions")
-            print(f"  demo traffic (customers, a decline, retries, the breaker, webhooks, a rate limit; ~20 s):\n"
-                  f"       {_traffic_command(port, proxy.url)}")
-        print("Press Ctrl-C to stop.", flush=True)
         env = dict(os.environ)
         env.setdefault("PROMETHEUS_MULTIPROC_DIR", _metrics_dir())
         env["SCHEDULER_ENABLED"] = "false"  # for the workers: the scheduler runs in its own process
         scheduler = _start_scheduler(env)
         gunicorn = _start_gunicorn(env)
+        if _wait_healthy(port, gunicorn):
+            _banner(demo, port, creds, proxy, emulator, price)
         code = gunicorn.wait()
     except KeyboardInterrupt:
         code = 128 + signal.SIGINT

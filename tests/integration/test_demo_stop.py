@@ -24,6 +24,7 @@ pytestmark = pytest.mark.slow
 
 
 def make_customer(port: int, proc) -> dict:
+    wait_for_output(proc, "Ready:")  # the banner with the key comes once /health answers
     key = next(line for line in proc.lines if "API key:" in line).split()[-1]
     answer = requests.post(f"http://127.0.0.1:{port}/api/v1/payments/customers", timeout=30,
                            headers={"Authorization": f"Bearer {key}"},
@@ -85,7 +86,7 @@ def test_the_stop_does_not_wait_for_a_hung_request(tmp_path):
     ports = free_port(), free_port(), free_port()
     proc = start_runner(instance, *ports)
     try:
-        wait_healthy(ports[0], proc)
+        wait_for_output(proc, "Ready:")
         key = next(line for line in proc.lines if "API key:" in line).split()[-1]
         # The emulator proxy holds the next Stripe call for a minute.
         requests.post(f"http://127.0.0.1:{ports[2]}/_proxy/faults", timeout=5,
@@ -103,3 +104,19 @@ def test_the_stop_does_not_wait_for_a_hung_request(tmp_path):
     assert took < 10, output
     assert session_processes(proc.pid) == [], output
     assert listening(*ports) == [], output
+
+
+def test_ready_is_printed_only_once_health_answers(tmp_path):
+    instance = tmp_path / "instance"
+    ports = free_port(), free_port(), free_port()
+    proc = start_runner(instance, *ports)
+    try:
+        wait_for_output(proc, "Ready:")
+        # No retry here: the line itself promises that /health answers.
+        assert requests.get(f"http://127.0.0.1:{ports[0]}/health", timeout=5).status_code == 200
+        text = "".join(proc.lines)
+        # The banner with the credentials comes with it, after gunicorn's start-up lines.
+        assert text.index("Listening at:") < text.index("API key:") < text.index("Ready:")
+    finally:
+        stop_and_time(proc, proc.pid, signal.SIGTERM)
+
