@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # Hypothesis's caches live with the build, not in the checkout.
 export HYPOTHESIS_STORAGE_DIRECTORY := $(VENV)/hypothesis
 
-.PHONY: run test lint bench chaos mutation clean system-deps
+.PHONY: run demo-reset test lint bench chaos mutation clean system-deps
 
 $(BIN)/python:
 	@echo "Creating $(VENV) (first run only)..."
@@ -27,6 +27,10 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 ## run: set up and start the service (demo mode with localstripe when STRIPE_SECRET_KEY is unset)
 run: $(VENV)/.runtime
 	$(BIN)/python -m devtools.run
+
+## demo-reset: forget the demo (its database, the emulator's objects, its credentials) and start it afresh
+demo-reset: $(VENV)/.runtime
+	$(BIN)/python -m devtools.run --reset
 
 # Debian packages the tests use (redis-server, postgresql, chromium): installed once, skipped when present.
 system-deps:

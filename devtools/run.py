@@ -163,6 +163,79 @@ def _emulator_state() -> Path:
     return path / "demo-localstripe.pickle"
 
 
+def _instance() -> Path:
+    from kamiyo import _new_flask
+
+    path = Path(_new_flask().instance_path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# What a demo leaves in the instance folder; `make demo-reset` removes them all (and nothing
+# else: instance/config.py stays).
+DEMO_FILES = ("kamiyo.db", "kamiyo.db-wal", "kamiyo.db-shm", "kamiyo.db-journal", "demo-localstripe.pickle",
+              "demo-localstripe.pickle.tmp", "demo-credentials.json", "demo-secrets.json")
+
+
+def _lock_demo(instance: Path):
+    """Hold instance/demo.lock while the demo runs: a reset must not delete a running demo's
+    database, and two demos on one folder would each believe they own its emulator state."""
+    import fcntl
+
+    fh = open(instance / "demo.lock", "w")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        sys.exit(f"kamiyo: a demo already runs on {instance}: stop it first (Ctrl-C in its terminal)")
+    return fh
+
+
+def _reset_demo(instance: Path) -> None:
+    """Forget the demo: its database, the emulator's objects, its credentials and secrets."""
+    from kamiyo import _new_flask
+
+    config = _new_flask().config
+    config.from_pyfile("config.py", silent=True)
+    if any(os.environ.get(name) for name in ("DATABASE_URL", "KAMIYO_DATABASE_URL")) or "DATABASE_URL" in config:
+        sys.exit("kamiyo: demo-reset only resets the demo's SQLite database in the instance folder, "
+                 "and DATABASE_URL names another one: reset that database yourself, or unset DATABASE_URL")
+    removed = []
+    for name in DEMO_FILES:
+        try:
+            (instance / name).unlink()
+            removed.append(name)
+        except FileNotFoundError:
+            pass
+    print(f"Demo reset: removed {', '.join(removed) or 'nothing (no demo yet)'} from {instance}", flush=True)
+
+
+def _emulator_drift(app) -> str | None:
+    """One line when the demo database points at Stripe objects the emulator lacks (its
+    saved state lost, or older than the database), with the way out; None when they agree."""
+    from localstripe import resources
+    from sqlalchemy import text
+
+    from kamiyo.extensions import db
+
+    missing = []
+    # Ended subscriptions are left out: nothing calls Stripe about them any more.
+    for kind, query in (
+        ("customer", "SELECT stripe_customer_id FROM customers WHERE stripe_customer_id IS NOT NULL"),
+        ("subscription", "SELECT stripe_subscription_id FROM subscriptions WHERE stripe_subscription_id IS NOT NULL "
+                         "AND status NOT IN ('canceled', 'incomplete_expired')"),
+    ):
+        ids = db.session.execute(text(query)).scalars()
+        count = sum(1 for ident in ids if f"{kind}:{ident}" not in resources.store)
+        if count:
+            missing.append(f"{count} {kind}{'s' if count > 1 else ''}")
+    if not missing:
+        return None
+    return (f"kamiyo: the demo database has {' and '.join(missing)} that the Stripe emulator does not know "
+            f"(its saved state, {_emulator_state()}, is missing or older than the database), so calls about "
+            "them will fail: run `make demo-reset` to start the demo afresh")
+
+
 def _prepare(demo: bool) -> dict[str, str] | None:
     """Migrate the database and (in demo mode) make sure the demo credentials exist."""
     from flask_migrate import upgrade
@@ -177,7 +250,12 @@ def _prepare(demo: bool) -> dict[str, str] | None:
         sys.exit(f"kamiyo: configuration error: {exc}")
     with app.app_context():
         upgrade()
-        return ensure_demo_credentials(app.instance_path) if demo else None
+        if not demo:
+            return None
+        drift = _emulator_drift(app)
+        if drift:
+            print(drift, flush=True)
+        return ensure_demo_credentials(app.instance_path)
 
 
 def _metrics_dir() -> str:
@@ -274,11 +352,18 @@ def _banner(demo: bool, port: str, creds, proxy, emulator, price) -> None:
     print(f"Ready: http://127.0.0.1:{port}/health answers. Press Ctrl-C to stop.", flush=True)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    reset = "--reset" in (sys.argv[1:] if argv is None else argv)
     for sig in STOP_SIGNALS:
         signal.signal(sig, _on_stop_signal)
     _watch_make()
     demo = not os.environ.get("STRIPE_SECRET_KEY")
+    if reset and not demo:
+        sys.exit("kamiyo: demo-reset is for demo mode only, and STRIPE_SECRET_KEY is set: nothing was removed")
+    if demo:
+        lock = _lock_demo(_instance())  # noqa: F841  # held until this process ends
+        if reset:
+            _reset_demo(_instance())
     port = os.environ.get("PORT", "8000")
     emulator = proxy = gunicorn = scheduler = None
     price = None

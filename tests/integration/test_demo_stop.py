@@ -120,3 +120,48 @@ def test_ready_is_printed_only_once_health_answers(tmp_path):
     finally:
         stop_and_time(proc, proc.pid, signal.SIGTERM)
 
+
+def test_a_database_the_emulator_does_not_match_is_named_and_demo_reset_starts_afresh(tmp_path):
+    instance = tmp_path / "instance"
+    ports = free_port(), free_port(), free_port()
+    proc = start_runner(instance, *ports)
+    try:
+        wait_for_output(proc, "Ready:")
+        customer = make_customer(ports[0], proc)
+        first_key = next(line for line in proc.lines if "API key:" in line).split()[-1]
+        # A second demo on the same folder is refused: it would share the emulator's state file.
+        second = start_runner(instance, free_port(), free_port(), free_port(), command=["make", "-s", "-o",
+                              ".venv/.runtime", "demo-reset"])
+        assert second.wait(timeout=30) != 0
+        second.reader.join(timeout=10)
+        assert f"kamiyo: a demo already runs on {instance}: stop it first" in "".join(second.lines)
+        assert instance.joinpath("kamiyo.db").exists()
+    finally:
+        stop_and_time(proc, proc.pid, signal.SIGTERM)
+    assert customer["stripe_customer_id"]
+
+    # The emulator's state is lost (an old checkout, a deleted file): the next start says so.
+    (instance / "demo-localstripe.pickle").unlink()
+    proc = start_runner(instance, *ports)
+    try:
+        wait_for_output(proc, "Ready:")
+    finally:
+        stop_and_time(proc, proc.pid, signal.SIGTERM)
+    [line] = [line for line in proc.lines if "Stripe emulator does not know" in line]
+    assert line.startswith("kamiyo: the demo database has 1 customer that the Stripe emulator does not know")
+    assert line.rstrip().endswith("run `make demo-reset` to start the demo afresh")
+
+    proc = start_runner(instance, *ports, command=["make", "-s", "-o", ".venv/.runtime", "demo-reset"])
+    try:
+        wait_for_output(proc, "Ready:")
+        output = "".join(proc.lines)
+        assert "Demo reset: removed kamiyo.db" in output
+        assert "Stripe emulator does not know" not in output
+        key = next(line for line in proc.lines if "API key:" in line).split()[-1]
+        assert key != first_key
+        # Afresh: the same user is a new customer, made on the emulator.
+        again = make_customer(ports[0], proc)
+        assert again["id"] == 1 and again["stripe_customer_id"] != customer["stripe_customer_id"]
+    finally:
+        stop_and_time(proc, proc.pid, signal.SIGTERM)
+    assert session_processes(proc.pid) == [] and listening(*ports) == []
