@@ -146,13 +146,35 @@ def _demo_defaults() -> None:
             os.environ[name] = value
 
 
-def _traffic_command(port: str, proxy_url: str) -> str:
-    """The `demo traffic` command line for this demo (its ports, and its instance folder if moved)."""
+def _demo_env() -> str:
+    """The environment a command needs to run against this demo (its instance folder if moved)."""
     env = "KAMIYO_DEMO_MODE=1"
     if os.environ.get("KAMIYO_INSTANCE_PATH"):
         env += f" KAMIYO_INSTANCE_PATH={shlex.quote(os.environ['KAMIYO_INSTANCE_PATH'])}"
-    return (f"{env} .venv/bin/flask --app wsgi demo traffic --url http://127.0.0.1:{port} "
+    return env
+
+
+def _traffic_command(port: str, proxy_url: str) -> str:
+    """The `demo traffic` command line for this demo (its ports, and its instance folder if moved)."""
+    return (f"{_demo_env()} .venv/bin/flask --app wsgi demo traffic --url http://127.0.0.1:{port} "
             f"--stripe-proxy {proxy_url}")
+
+
+WEBHOOK_ID = "kamiyo-demo"  # the emulator's name for our endpoint; registering again replaces it
+
+
+def _webhook_url(port: str) -> str:
+    return f"http://127.0.0.1:{port}/api/v1/webhooks/stripe"
+
+
+def _register_webhook(emulator_url: str, port: str, secret: str) -> None:
+    """Have the emulator send its events to our endpoint, signed with the demo's secret, as a
+    Stripe webhook endpoint would. localstripe keeps registrations in memory only: each start."""
+    import requests
+
+    answer = requests.post(f"{emulator_url}/_config/webhooks/{WEBHOOK_ID}",
+                           data={"url": _webhook_url(port), "secret": secret}, timeout=10)
+    answer.raise_for_status()
 
 
 def _emulator_state() -> Path:
@@ -236,8 +258,9 @@ def _emulator_drift(app) -> str | None:
             "them will fail: run `make demo-reset` to start the demo afresh")
 
 
-def _prepare(demo: bool) -> dict[str, str] | None:
-    """Migrate the database and (in demo mode) make sure the demo credentials exist."""
+def _prepare(demo: bool) -> tuple[dict[str, str] | None, str]:
+    """Migrate the database and (in demo mode) make sure the demo credentials exist; with
+    the webhook secret the service checks signatures with."""
     from flask_migrate import upgrade
 
     from kamiyo import create_app
@@ -248,14 +271,15 @@ def _prepare(demo: bool) -> dict[str, str] | None:
         app = create_app()
     except ConfigError as exc:
         sys.exit(f"kamiyo: configuration error: {exc}")
+    secret = (app.config["STRIPE_WEBHOOK_SECRETS"] or [""])[0]
     with app.app_context():
         upgrade()
         if not demo:
-            return None
+            return None, secret
         drift = _emulator_drift(app)
         if drift:
             print(drift, flush=True)
-        return ensure_demo_credentials(app.instance_path)
+        return ensure_demo_credentials(app.instance_path), secret
 
 
 def _metrics_dir() -> str:
@@ -331,6 +355,8 @@ def _wait_healthy(port: str, gunicorn: subprocess.Popen) -> bool:
 
 
 def _banner(demo: bool, port: str, creds, proxy, emulator, price) -> None:
+    from kamiyo.config import DEMO_SECRETS_FILE
+
     print("", flush=True)
     print(f"Kamiyo Payments on http://127.0.0.1:{port}  (health: http://127.0.0.1:{port}/health, "
           f"ops dashboard: http://127.0.0.1:{port}/)")
@@ -349,6 +375,11 @@ def _banner(demo: bool, port: str, creds, proxy, emulator, price) -> None:
               f"\"payment_method\": \"pm_card_visa\"}}' http://127.0.0.1:{port}/api/v1/payments/subscriptions")
         print(f"  demo traffic (customers, a decline, retries, the breaker, webhooks, a rate limit; ~20 s):\n"
               f"       {_traffic_command(port, proxy.url)}")
+        print(f"  webhooks:       the emulator sends its events to {_webhook_url(port)}, signed with\n"
+              f"                  STRIPE_WEBHOOK_SECRET, kept in {_instance() / DEMO_SECRETS_FILE}")
+        print(f"  send a signed test event:\n"
+              f"       {_demo_env()} .venv/bin/flask --app wsgi webhooks send-test customer.created "
+              f"--url http://127.0.0.1:{port}")
     print(f"Ready: http://127.0.0.1:{port}/health answers. Press Ctrl-C to stop.", flush=True)
 
 
@@ -380,7 +411,9 @@ def main(argv: list[str] | None = None) -> int:
             proxy = _start_proxy(emulator.url, int(os.environ.get("DEMO_STRIPE_PROXY_PORT", "8421")))
             price = _seed_demo_price(emulator.url)
             os.environ["STRIPE_API_BASE"] = proxy.url
-        creds = _prepare(demo)
+        creds, webhook_secret = _prepare(demo)
+        if demo:
+            _register_webhook(emulator.url, port, webhook_secret)
         env = dict(os.environ)
         env.setdefault("PROMETHEUS_MULTIPROC_DIR", _metrics_dir())
         env["SCHEDULER_ENABLED"] = "false"  # for the workers: the scheduler runs in its own process
