@@ -6,23 +6,31 @@ BIN    := $(VENV)/bin
 # Hypothesis's caches live with the build, not in the checkout.
 export HYPOTHESIS_STORAGE_DIRECTORY := $(VENV)/hypothesis
 
-.PHONY: run test lint bench chaos mutation clean system-deps
+.PHONY: run demo-reset test lint bench chaos mutation clean system-deps
 
 $(BIN)/python:
+	@echo "Creating $(VENV) (first run only)..."
 	$(PYTHON) -m venv $(VENV)
 
-# Stamp files: reinstall only when a requirements file changes.
+# Stamp files: reinstall only when a requirements file changes. The first run spends most of
+# its time here, so it says so rather than sitting silent.
 $(VENV)/.runtime: requirements.txt | $(BIN)/python
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
-	touch $@
+	@echo "Installing dependencies into $(VENV) (first run, or requirements.txt changed; about 10-30 s)..."
+	@scripts/install-requirements.sh $(VENV) requirements.txt
+	@touch $@
 
 $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
-	touch $@
+	@echo "Installing test dependencies into $(VENV) (first run, or requirements-dev.txt changed)..."
+	@scripts/install-requirements.sh $(VENV) requirements-dev.txt
+	@touch $@
 
 ## run: set up and start the service (demo mode with localstripe when STRIPE_SECRET_KEY is unset)
 run: $(VENV)/.runtime
 	$(BIN)/python -m devtools.run
+
+## demo-reset: forget the demo (its database, the emulator's objects, its credentials) and start it afresh
+demo-reset: $(VENV)/.runtime
+	$(BIN)/python -m devtools.run --reset
 
 # Debian packages the tests use (redis-server, postgresql, chromium): installed once, skipped when present.
 system-deps:

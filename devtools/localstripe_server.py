@@ -4,7 +4,8 @@ The stock `localstripe` command binds every interface and pickles its store
 into /tmp after each write; here it serves 127.0.0.1 only and keeps its state
 in memory. localstripe's store, app and webhooks are module globals, so one
 emulator per process; its webhook delay (1 s before each event) can be shortened
-for tests that wait for many events.
+for tests that wait for many events. With persist_to(path), every request that may
+change the emulator's objects saves them to `path` before it is answered.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ resources.Store.try_load_from_disk = lambda self: None
 logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 _webhook_delay = 1.0  # seconds before each event is sent, as in localstripe
+_state_path: Path | None = None  # where every change is saved (LocalStripe.persist_to)
 
 
 class _WebhookClock:
@@ -46,11 +48,26 @@ class _WebhookClock:
 webhooks.asyncio = _WebhookClock()
 
 
+@web.middleware
+async def _save_changes(request: web.Request, handler):
+    """Save after each request that may write, before its answer leaves: a runner that is
+    killed, or a machine that stops, loses no object the demo database already points to.
+    localstripe changes objects in place, so its own per-item hook would miss updates."""
+    try:
+        return await handler(request)
+    finally:
+        if _state_path is not None and request.method not in ("GET", "HEAD", "OPTIONS"):
+            try:
+                LocalStripe.save(_state_path)
+            except OSError as exc:
+                logging.getLogger(__name__).warning("localstripe state not saved: %s", exc)
+
+
 def _fresh_app() -> web.Application:
     """localstripe's routes and middlewares on an Application of our own: its module-level app
     is bound to the first event loop that serves it, and a process may start localstripe again
     (a second test session in one process, as mutmut runs them)."""
-    app = web.Application(middlewares=list(localstripe_app.middlewares),
+    app = web.Application(middlewares=[_save_changes, *localstripe_app.middlewares],
                           client_max_size=localstripe_app._client_max_size)
     app.on_response_prepare.extend(localstripe_app.on_response_prepare)
     for route in localstripe_app.router.routes():
@@ -93,6 +110,12 @@ class LocalStripe(LoopbackServer):
         resources.store.clear()
         resources.store.update(saved)
         return True
+
+    @staticmethod
+    def persist_to(path: Path | None) -> None:
+        """Save the objects to `path` after every request that may change them (None: never)."""
+        global _state_path
+        _state_path = path
 
     @staticmethod
     def set_webhook_delay(seconds: float) -> None:

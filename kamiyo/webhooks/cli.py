@@ -36,3 +36,96 @@ def replay(event_id: str | None, failed: bool) -> None:
             click.echo(f"{ident}: failed again (see the log; the error is stored on the event)")
     if failures:
         raise click.exceptions.Exit(1)
+
+
+# --- webhooks send-test ----------------------------------------------------------------------
+
+WEBHOOK_PATH = "/api/v1/webhooks/stripe"  # the intake's route (views.bp's prefix + /stripe)
+
+
+def _test_object(event_type: str, tag: str) -> dict:
+    """A Stripe object of the event's kind that is not ours: the service checks the signature,
+    stores the event and runs its handler, and changes none of our customers or subscriptions."""
+    customer = f"cus_test_{tag}"
+    if event_type.startswith("customer.subscription."):
+        return {
+            "id": f"sub_test_{tag}",
+            "object": "subscription",
+            "customer": customer,
+            "status": "active",
+            "metadata": {},
+        }
+    if event_type.startswith("customer."):
+        return {"id": customer, "object": "customer", "email": "send-test@example.com", "metadata": {}}
+    if event_type.startswith("invoice."):
+        return {"id": f"in_test_{tag}", "object": "invoice", "customer": customer, "amount_due": 0}
+    if event_type.startswith("payment_intent."):
+        return {
+            "id": f"pi_test_{tag}",
+            "object": "payment_intent",
+            "customer": customer,
+            "amount": 100,
+            "amount_received": 100 if event_type.endswith(".succeeded") else 0,
+            "currency": "usd",
+        }
+    return {"id": f"obj_test_{tag}", "object": event_type.split(".", 1)[0]}
+
+
+def _local_url() -> str:
+    # Read when the command runs (not at import): the port the running service was started on.
+    import os
+
+    return f"http://127.0.0.1:{os.environ.get('PORT') or '8000'}"
+
+
+@webhooks_cli.command("send-test")
+@click.argument("event_type", metavar="TYPE")
+@click.option(
+    "--url", default=_local_url, show_default="http://127.0.0.1:$PORT, else :8000", help="The running service."
+)
+def send_test(event_type: str, url: str) -> None:
+    """Send the running service a test event of TYPE (customer.created, invoice.paid, ...),
+    signed with the configured STRIPE_WEBHOOK_SECRET as Stripe signs, and print its answer.
+    Its object is not one of ours, so it changes no customer or subscription; a
+    payment_intent.* event does count in the payment success rate, as a real one would."""
+    import json
+    import secrets
+    import time
+
+    import requests
+    from flask import current_app
+
+    from ..demo_traffic import stripe_signature
+
+    config = current_app.config
+    secret = (config.get("STRIPE_WEBHOOK_SECRETS") or [None])[0]
+    if not secret:
+        raise click.ClickException("no webhook secret is configured: set STRIPE_WEBHOOK_SECRET")
+    if not event_type or len(event_type) > 128 or not all(part.isidentifier() for part in event_type.split(".")):
+        raise click.BadParameter("an event type such as customer.created", param_hint="TYPE")
+    tag = secrets.token_hex(6)
+    now = int(time.time())
+    event = {
+        "id": f"evt_test_{tag}",
+        "object": "event",
+        "api_version": config["STRIPE_API_VERSION"],
+        "created": now,
+        "livemode": False,
+        "pending_webhooks": 1,
+        "type": event_type,
+        "data": {"object": _test_object(event_type, tag)},
+    }
+    body = json.dumps(event).encode()
+    target = url.rstrip("/") + WEBHOOK_PATH
+    headers = {
+        "Content-Type": "application/json",
+        "Stripe-Signature": stripe_signature(body, secret, now),
+        "User-Agent": "kamiyo-webhooks-send-test",
+    }
+    try:
+        answer = requests.post(target, data=body, headers=headers, timeout=30)
+    except requests.RequestException:
+        raise click.ClickException(f"no Kamiyo server answers at {url}: start it (`make run`) or pass --url") from None
+    click.echo(f"{event['id']} ({event_type}) -> {target}: {answer.status_code} {answer.text.strip()[:300]}")
+    if not answer.ok:
+        raise click.exceptions.Exit(1)

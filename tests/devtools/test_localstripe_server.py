@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import time
 
 import pytest
@@ -52,3 +53,28 @@ def test_localstripe_starts_again_in_the_same_process_on_a_new_loop():
             assert client.v1.customers.create(params={"email": "again@example.com"}).id.startswith("cus_")
         finally:
             server.stop()
+
+
+def saved_customer(path, customer_id: str):
+    with open(path, "rb") as fh:
+        return pickle.load(fh).get(f"customer:{customer_id}")
+
+
+def test_persist_to_saves_each_change_before_it_is_answered(tmp_path, upstream):
+    path = tmp_path / "state.pickle"
+    LocalStripe.persist_to(path)
+    try:
+        customer = upstream.v1.customers.create(params={"email": "kept@example.com"})
+        assert saved_customer(path, customer.id).email == "kept@example.com"
+        # localstripe updates objects in place: the change is saved all the same.
+        upstream.v1.customers.update(customer.id, params={"email": "moved@example.com"})
+        assert saved_customer(path, customer.id).email == "moved@example.com"
+        upstream.v1.customers.delete(customer.id)
+        assert saved_customer(path, customer.id) is None
+        before = path.stat().st_mtime_ns
+        upstream.v1.customers.list()  # a read saves nothing
+        assert path.stat().st_mtime_ns == before
+    finally:
+        LocalStripe.persist_to(None)
+    upstream.v1.customers.create(params={"email": "not-kept@example.com"})
+    assert path.stat().st_mtime_ns == before

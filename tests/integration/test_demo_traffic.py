@@ -147,10 +147,14 @@ def test_demo_traffic_leaves_every_kind_of_number_behind(tmp_path):
             + [("customer.create", 0, "breaker_open", None, None), ("customer.create", 1, "success", None, 200)]
         ]
         # The duplicate delivery changed nothing (one row, one attempt); the failed one is kept with its error.
-        assert sorted(rows(db, "SELECT type, status, attempts, last_error FROM webhook_events")) == [
+        assert sorted(rows(db, "SELECT type, status, attempts, last_error FROM webhook_events "
+                               "WHERE event_id LIKE 'evt_demo_%'")) == [
             ("customer.subscription.updated", "failed", 1, "ValueError: year 10000 is out of range"),
             ("customer.updated", "processed", 1, None),
         ]
+        # make run registers the emulator's webhook: its own deliveries were all taken.
+        assert {status for (status,) in rows(db, "SELECT DISTINCT status FROM webhook_events "
+                                                 "WHERE event_id NOT LIKE 'evt_demo_%'")} <= {"processed", "ignored"}
         assert rows(db, 'SELECT client_ip, endpoint, "limit", user_agent FROM rate_limit_violations') == [
             ("127.0.0.2", "/api/v1/webhooks/stripe", "30 per 1 minute", "kamiyo-demo-traffic (unsigned burst)")] * 5
     finally:

@@ -35,6 +35,7 @@ def test_demo_mode_starts_serves_and_stops_cleanly(tmp_path):
         assert any(r["path"] == "/v1/customers" and r["query"] == "limit=1" and r["status"] == 200
                    for r in recorded), recorded
         wait_for_output(proc, "Scheduler running (UTC)")
+        wait_for_output(proc, "Ready:")  # the banner with the key comes once /health answers
         key = next(line for line in proc.lines if "API key:" in line).split()[-1]
         customer = requests.post(f"http://127.0.0.1:{port}/api/v1/payments/customers", timeout=30,
                                  headers={"Authorization": f"Bearer {key}"},
@@ -60,6 +61,7 @@ def test_demo_mode_starts_serves_and_stops_cleanly(tmp_path):
     proc = start_runner(instance, port, stripe_port, proxy_port)
     try:
         wait_healthy(port, proc)
+        wait_for_output(proc, "Ready:")
         subscription = requests.post(
             f"http://127.0.0.1:{port}/api/v1/payments/subscriptions", timeout=30,
             headers={"Authorization": f"Bearer {first_key}"},

@@ -95,11 +95,11 @@ def test_cli_with_stripe_unreachable_still_answers(app):
 def events_table_source(app):
     """Events in the real webhook inbox (the app reads their versions from it)."""
 
-    def add(event_id: str, api_version: str, days_ago: int) -> None:
+    def add(event_id: str, api_version: str | None, days_ago: int, livemode: bool = False) -> None:
         received = LIBRARY_DATE + dt.timedelta(days=30 - days_ago)
         with app.app_context():
             db.session.add(WebhookEvent(event_id=event_id, type="customer.updated", api_version=api_version,
-                                        livemode=False, created=received, received_at=received,
+                                        livemode=livemode, created=received, received_at=received,
                                         status="processed", payload="{}"))
             db.session.commit()
     return add
@@ -127,6 +127,30 @@ def test_webhook_events_on_an_older_version_raise_a_warning_naming_both(make_app
     # A new mismatch alerts once; the next check finds it already known.
     assert len(alerts(caplog, "Stripe API version mismatch")) == 1
     assert [row.status for row in checks(app)] == ["warning", "warning"]
+
+
+@both_databases
+@pytest.mark.parametrize("demo", [True, False], ids=["demo", "not-demo"])
+def test_the_demo_emulators_test_mode_events_are_left_out_in_demo_mode_only(make_app, demo):
+    from kamiyo.event_versions import EMULATOR_API_VERSION
+
+    app = make_app(DEMO_MODE=demo)
+    add_event = events_table_source(app)
+    for n in range(3):
+        add_event(f"evt_emulator_{n}", EMULATOR_API_VERSION, days_ago=1)  # what localstripe sends
+    add_event("evt_live", EMULATOR_API_VERSION, days_ago=1, livemode=True)  # no emulator sends live events
+    add_event("evt_none", None, days_ago=1)
+    add_event("evt_current", LIBRARY_API_VERSION, days_ago=1)
+
+    with travel(30), app.app_context():
+        result = run_version_check("cli", remote=False)
+    seen = result["observed"]["webhook_events"]["versions"]
+    if demo:
+        assert seen == {EMULATOR_API_VERSION: 1, "(none)": 1, LIBRARY_API_VERSION: 1}
+        [mismatch] = [m for m in result["mismatches"] if m["source"] == "webhook_events" and m["found"] != "(none)"]
+        assert mismatch["count"] == 1  # the live one only
+    else:
+        assert seen == {EMULATOR_API_VERSION: 4, "(none)": 1, LIBRARY_API_VERSION: 1}
 
 
 @pytest.fixture
