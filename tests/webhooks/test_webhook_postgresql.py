@@ -144,8 +144,9 @@ def test_the_batch_connection_is_made_anew_when_the_database_drops_it(app, clien
     session.bind.rollback()
     with app.app_context():
         assert db.session.scalar(db.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}) is True
+        # A wait, not a timing claim: on a loaded machine the backend took more than 10 s to go.
         wait_until(lambda: not db.session.scalar(
-            db.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}))
+            db.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}), timeout=60)
         db.session.rollback()
     events = [make_event("customer.created", customer(f"cus_d{n}", user_id=f"u-d{n}")) for n in (1, 2, 3)]
     assert [post(client, e).get_json() for e in events] == [{"status": "processed"}] * 3
