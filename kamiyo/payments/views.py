@@ -20,6 +20,7 @@ from ..stripe_gateway.gateway import get_gateway
 from ..users import EMAIL_RE
 from . import service
 from .client_keys import client_idempotent
+from .queries import LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX
 
 bp = Blueprint("payments", __name__, url_prefix="/api/v1/payments")
 
@@ -28,6 +29,17 @@ USER_ID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 STRIPE_ID_RE = re.compile(r"^[A-Za-z0-9_]{1,255}$")
 PAYMENT_METHOD_RE = re.compile(r"^pm_[A-Za-z0-9_]{1,250}$")
 TIER_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Stripe's subscription statuses (a filter with another one is a typo, not an empty list).
+SUBSCRIPTION_STATUSES = (
+    "active",
+    "canceled",
+    "incomplete",
+    "incomplete_expired",
+    "past_due",
+    "paused",
+    "trialing",
+    "unpaid",
+)
 CARD_SCAN_MAX = 1024  # characters: more than any text field takes (name: 256)
 
 
@@ -104,6 +116,52 @@ def _check(body: dict, rules: dict[str, tuple[bool, Callable[[Any], bool]]]) -> 
         )
 
 
+def _query(rules: dict[str, tuple[bool, Callable[[Any], bool]]]) -> dict[str, str]:
+    """The query string's arguments, each named in `rules` and valid by its rule."""
+    unknown = set(request.args) - set(rules)
+    if unknown:
+        raise ApiError(
+            400,
+            "unknown_fields",
+            "The request has query parameters this endpoint does not take.",
+            f"Remove them; allowed: {', '.join(sorted(rules))}.",
+            fields=unknown,
+        )
+    args = {name: value for name, value in request.args.items() if value != ""}  # empty: not given
+    _check(args, rules)
+    return args
+
+
+def _listing_rules() -> dict[str, tuple[bool, Callable[[Any], bool]]]:
+    return {
+        "limit": (False, lambda v: v.isascii() and v.isdigit() and 1 <= int(v) <= LIST_LIMIT_MAX),
+        "starting_after": (False, lambda v: v.isascii() and v.isdigit() and len(v) <= 10 and valid_id(int(v))),
+    }
+
+
+def _page_args(args: dict[str, str]) -> tuple[int, int | None]:
+    """(limit, starting_after) of a checked query string."""
+    return int(args.get("limit") or LIST_LIMIT_DEFAULT), _optional_int(args, "starting_after")
+
+
+def _optional_int(args: dict[str, str], name: str) -> int | None:
+    return int(args[name]) if name in args else None
+
+
+def _list_json(page: service.ListPage, serialise) -> dict[str, Any]:
+    """A page in Stripe's list shape."""
+    return {
+        "object": "list",
+        "url": request.path,
+        "data": [serialise(row) for row in page.rows],
+        "has_more": page.has_more,
+    }
+
+
+def _valid_email(value: Any) -> bool:
+    return isinstance(value, str) and len(value) <= 254 and bool(EMAIL_RE.fullmatch(value))
+
+
 def _matches(pattern: re.Pattern) -> Callable[[Any], bool]:
     return lambda value: isinstance(value, str) and bool(pattern.fullmatch(value))
 
@@ -159,7 +217,7 @@ def create_customer():
         body,
         {
             "user_id": (True, _matches(USER_ID_RE)),
-            "email": (True, lambda v: isinstance(v, str) and len(v) <= 254 and bool(EMAIL_RE.fullmatch(v))),
+            "email": (True, _valid_email),
             # Control characters have no place in a name (EMAIL_RE refuses them in an address); NUL
             # cannot even be stored in PostgreSQL text (refused here, before Stripe is called, not after).
             "name": (
@@ -172,10 +230,38 @@ def create_customer():
     return _answer(result, customer_json)
 
 
+@bp.get("/customers")
+@require_api_key
+def list_customers():
+    args = _query(
+        {
+            **_listing_rules(),
+            "user_id": (False, _matches(USER_ID_RE)),
+            "email": (False, _valid_email),
+            "stripe_customer_id": (False, _matches(STRIPE_ID_RE)),
+        }
+    )
+    page = service.list_customers(
+        *_page_args(args),
+        user_id=args.get("user_id"),
+        email=args.get("email"),
+        stripe_customer_id=args.get("stripe_customer_id"),
+    )
+    return jsonify(_list_json(page, customer_json))
+
+
 @bp.get("/customers/<id:customer_id>")
 @require_api_key
 def get_customer(customer_id: int):
     return jsonify(customer_json(service.get_customer(customer_id)))
+
+
+@bp.get("/customers/<id:customer_id>/subscriptions")
+@require_api_key
+def list_customer_subscriptions(customer_id: int):
+    args = _query({**_listing_rules(), "status": (False, lambda v: v in SUBSCRIPTION_STATUSES)})
+    page = service.list_customer_subscriptions(customer_id, *_page_args(args), status=args.get("status"))
+    return jsonify(_list_json(page, subscription_json))
 
 
 @bp.post("/subscriptions")
@@ -199,6 +285,22 @@ def create_subscription():
         body["customer_id"], body["price_id"], body["tier"], body.get("payment_method")
     )
     return _answer(result, subscription_json)
+
+
+@bp.get("/subscriptions")
+@require_api_key
+def list_subscriptions():
+    args = _query(
+        {
+            **_listing_rules(),
+            "status": (False, lambda v: v in SUBSCRIPTION_STATUSES),
+            "customer_id": (False, lambda v: v.isascii() and v.isdigit() and len(v) <= 10 and valid_id(int(v))),
+        }
+    )
+    page = service.list_subscriptions(
+        *_page_args(args), customer_id=_optional_int(args, "customer_id"), status=args.get("status")
+    )
+    return jsonify(_list_json(page, subscription_json))
 
 
 @bp.get("/subscriptions/<id:subscription_id>")
