@@ -83,6 +83,7 @@ class Fault:
     path: str | None = None            # regex matched (re.search) against the path; None: any
     error_type: str | None = None      # Stripe error type for status faults (default by status)
     stored: bool = False               # kind="status": keep it as the result of the request's idempotency key
+    decline_code: str | None = None    # kind="status": a card error's decline_code (insufficient_funds...)
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -99,6 +100,8 @@ class Fault:
             raise ValueError(f"stored must be true or false, not {self.stored!r}")
         if self.stored and self.kind != "status":
             raise ValueError("only a status fault can be stored")
+        if self.decline_code is not None and self.kind != "status":
+            raise ValueError("only a status fault can carry a decline_code")
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method is None or self.method == method) and (
@@ -149,10 +152,12 @@ def _masked_headers(headers) -> dict[str, str]:
     return out
 
 
-def _error_body(type_: str, message: str, code: str | None = None) -> bytes:
+def _error_body(type_: str, message: str, code: str | None = None, decline_code: str | None = None) -> bytes:
     error: dict[str, Any] = {"type": type_, "message": message}
     if code:
         error["code"] = code
+    if decline_code:
+        error["decline_code"] = decline_code
     return json.dumps({"error": error}).encode()
 
 
@@ -462,7 +467,7 @@ class StripeProxy(LoopbackServer):
         if fault.should_retry is not None:
             headers.append(("Stripe-Should-Retry", "true" if fault.should_retry else "false"))
         message = f"Injected fault: HTTP {fault.status} from the Stripe emulator proxy."
-        return fault.status, headers, _error_body(type_, message, code)
+        return fault.status, headers, _error_body(type_, message, code, fault.decline_code)
 
     @staticmethod
     def _drop(request: web.Request) -> web.Response:
