@@ -44,7 +44,7 @@ from ..stripe_gateway.library import StripeError
 from ..stripe_gateway.metrics import PAYMENT_OPERATIONS
 from ..stripe_objects import price_id as price_of
 from ..stripe_objects import subscription_period_end
-from . import idempotency, metrics, phases
+from . import idempotency, metrics, phases, prices
 from .customers import get_customer
 from .models import PaymentOperation
 from .operations import Result, existing, run_owned
@@ -66,6 +66,7 @@ def get_subscription(subscription_id: int) -> Subscription:
 
 def create_subscription(customer_id: int, price_id: str, tier: str, payment_method: str | None) -> Result[Subscription]:
     customer = get_customer(customer_id)
+    prices.check_tier(price_id, tier)  # PRICE_TIERS: without a Stripe call
     if not customer.stripe_customer_id:
         raise ApiError(
             409,
@@ -76,6 +77,7 @@ def create_subscription(customer_id: int, price_id: str, tier: str, payment_meth
     found = live_subscription(customer.id, price_id)
     if found is not None:
         return existing(OPERATION, found, subscription_id=found.id)
+    prices.check_on_stripe(price_id)  # before any card is attached
     # error_if_incomplete: a declined first payment is a 402 now, not an `incomplete`
     # subscription that would hold this customer and price for Stripe's ~23 h.
     params = {
@@ -193,16 +195,6 @@ def _create(run: Run, replay: bool) -> None:
 ATTACH, SET_DEFAULT, RETRIEVE, CREATE = "attach", "set_default", "retrieve", "create"
 
 
-def price_not_found() -> ApiError:
-    return ApiError(
-        400,
-        "price_not_found",
-        "Stripe has no price with this id.",
-        "Check price_id: it must be a price of the Stripe account this service uses.",
-        param="price_id",
-    )
-
-
 def actionable(exc: StripeError, step: str, customer: str) -> Exception:
     """Stripe's refusal of a subscription step as the client can act on it: which of the
     request's fields is at fault. PCI-safe: no Stripe text, no id is echoed. Anything else is
@@ -223,7 +215,7 @@ def actionable(exc: StripeError, step: str, customer: str) -> Exception:
     if step in (SET_DEFAULT, RETRIEVE) or named == "customer":
         return customer_missing_on_stripe()
     if step == CREATE:
-        return price_not_found()
+        return prices.price_not_found()
     if named is None and _customer_missing(customer):  # attach: the card, or the customer?
         return customer_missing_on_stripe()
     return ApiError(
