@@ -89,7 +89,7 @@ SUBSCRIPTION_BODY = {
 PAGE_ARGS = {
     "limit": Field(
         False,
-        lambda v: v.isascii() and v.isdigit() and 1 <= int(v) <= LIST_LIMIT_MAX,
+        lambda v: isinstance(v, str) and v.isascii() and v.isdigit() and len(v) <= 3 and 1 <= int(v) <= LIST_LIMIT_MAX,
         f"a whole number from 1 to {LIST_LIMIT_MAX} (default {LIST_LIMIT_DEFAULT})",
     ),
     "starting_after": Field(False, _id_text, f"the last id of the page before, {MIN_ID} to {MAX_ID}"),

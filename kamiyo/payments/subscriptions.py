@@ -32,6 +32,7 @@ from ..models import (
 from ..observability.alerts import alert_duplicate_subscription
 from ..observability.request_context import current_request_id
 from ..stripe_gateway.errors import (
+    CircuitOpenError,
     client_details,
     is_card_error,
     is_replayed,
@@ -216,8 +217,12 @@ def actionable(exc: StripeError, step: str, customer: str) -> Exception:
         return customer_missing_on_stripe()
     if step == CREATE:
         return prices.price_not_found()
-    if named is None and _customer_missing(customer):  # attach: the card, or the customer?
-        return customer_missing_on_stripe()
+    if named is None:  # attach, and Stripe did not say which: the card, or the customer?
+        missing = _customer_missing(customer)
+        if missing is None:
+            return exc  # cannot tell now: the generic answer
+        if missing:
+            return customer_missing_on_stripe()
     return ApiError(
         400,
         "payment_method_invalid",
@@ -227,11 +232,14 @@ def actionable(exc: StripeError, step: str, customer: str) -> Exception:
     )
 
 
-def _customer_missing(customer: str) -> bool:
+def _customer_missing(customer: str) -> bool | None:
+    """Is this Stripe customer gone? None when Stripe cannot say now (down, breaker open)."""
     try:
         get_gateway().retrieve_customer(customer)
     except StripeError as exc:
-        return is_resource_missing(exc)
+        return True if is_resource_missing(exc) else None
+    except CircuitOpenError:
+        return None
     return False
 
 

@@ -50,9 +50,11 @@ def test_customers_filtered(api):
 
 def test_listing_arguments_are_checked(api):
     for query, field in [("limit=0", "limit"), ("limit=101", "limit"), ("limit=x", "limit"),
+                         ("limit=" + "9" * 5000, "limit"), ("limit=%D9%A3", "limit"),
+                         ("customer_id=" + "9" * 5000, "customer_id"),
                          ("starting_after=0", "starting_after"), ("starting_after=abc", "starting_after"),
                          ("user_id=bad%20id", "user_id"), ("email=nope", "email")]:
-        response = api.get(f"/customers?{query}")
+        response = api.get(f"/{'subscriptions' if query.startswith('customer_id') else 'customers'}?{query}")
         assert response.status_code == 400, query
         error = response.get_json()["error"]
         assert (error["code"], error["fields"]) == ("validation_failed", [field]), query
