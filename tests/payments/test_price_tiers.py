@@ -100,3 +100,15 @@ def test_price_tiers_from_the_environment(monkeypatch, app_config):
             create_app(app_config)
     monkeypatch.setenv("PRICE_TIERS", "")
     assert create_app(app_config).extensions["payments_price_tiers"] is None
+
+
+def test_a_configured_price_stripe_does_not_have_is_still_price_not_found(make_app, proxy, plan_id):
+    """PRICE_TIERS names a price the Stripe account lacks (a configuration mistake): Stripe's
+    refusal of the subscription is still told as price_not_found, not a generic 400."""
+    app = make_app(STRIPE_API_BASE=proxy.url, **FAST_RETRIES, PRICE_TIERS={plan_id: "pro", "price_gone": "team"})
+    client, auth = app.test_client(), make_key(app)
+    response = subscribe(client, auth, new_customer(client, auth), "price_gone", tier="team")
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert (error["code"], error["param"]) == ("price_not_found", "price_id")
+    assert [r.status for r in proxy.requests_to("POST", r"^/v1/subscriptions$")] == [404]
