@@ -16,7 +16,8 @@ retries and the circuit breaker against something that behaves like Stripe:
 - a record of every request (the form as the client sent it, for contract checks);
 - `Request-Id` and `Stripe-Version` headers on every response;
 - today's Stripe speaks of `price` where localstripe only knows `plan`: subscription
-  items' `price` is renamed to `plan` on the way upstream.
+  items' `price` is renamed to `plan` on the way upstream, and `GET /v1/prices/<id>` is
+  answered from `GET /v1/plans/<id>`, with the plan written as a Price.
 
 A control API under `/_proxy/` (JSON, loopback clients only) manages faults and
 recorded requests; every other path is forwarded to the upstream unchanged.
@@ -68,6 +69,7 @@ _NOT_EXECUTED = {400, 401, 403, 429}
 
 _PRICE_TO_PLAN_PATHS = re.compile(r"^/v1/(subscriptions|subscription_items)(/[^/]+)?$")
 _ITEM_PRICE = re.compile(r"^items\[(\d+)\]\[price\]$")
+_PRICE_PATH = re.compile(r"^/v1/prices/([^/]+)$")
 _SECRET = re.compile(r"\b(sk|rk)_(test|live)_[A-Za-z0-9_]+")
 _CUSTOMER_PATH = re.compile(r"^/v1/customers/([^/]+)$")
 _ENDED_SUBSCRIPTION = {"canceled", "incomplete_expired"}
@@ -83,6 +85,7 @@ class Fault:
     path: str | None = None            # regex matched (re.search) against the path; None: any
     error_type: str | None = None      # Stripe error type for status faults (default by status)
     stored: bool = False               # kind="status": keep it as the result of the request's idempotency key
+    decline_code: str | None = None    # kind="status": a card error's decline_code (insufficient_funds...)
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -99,6 +102,8 @@ class Fault:
             raise ValueError(f"stored must be true or false, not {self.stored!r}")
         if self.stored and self.kind != "status":
             raise ValueError("only a status fault can be stored")
+        if self.decline_code is not None and self.kind != "status":
+            raise ValueError("only a status fault can carry a decline_code")
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method is None or self.method == method) and (
@@ -149,10 +154,12 @@ def _masked_headers(headers) -> dict[str, str]:
     return out
 
 
-def _error_body(type_: str, message: str, code: str | None = None) -> bytes:
+def _error_body(type_: str, message: str, code: str | None = None, decline_code: str | None = None) -> bytes:
     error: dict[str, Any] = {"type": type_, "message": message}
     if code:
         error["code"] = code
+    if decline_code:
+        error["decline_code"] = decline_code
     return json.dumps({"error": error}).encode()
 
 
@@ -180,6 +187,22 @@ def translate_price_to_plan(method: str, path: str, body: bytes) -> bytes:
             key = "plan"
         renamed.append((key, value))
     return urlencode(renamed).encode() if renamed != pairs else body
+
+
+def plan_as_price(plan: dict[str, Any]) -> dict[str, Any]:
+    """A localstripe plan written as the Price Stripe would answer for it."""
+    amount = plan.get("amount")
+    return {
+        "id": plan["id"], "object": "price", "active": plan.get("active", True),
+        "billing_scheme": plan.get("billing_scheme") or "per_unit", "created": plan.get("created"),
+        "currency": plan.get("currency"), "custom_unit_amount": None, "livemode": False, "lookup_key": None,
+        "metadata": plan.get("metadata") or {}, "nickname": plan.get("nickname"), "product": plan.get("product"),
+        "recurring": {"aggregate_usage": None, "interval": plan.get("interval"),
+                      "interval_count": plan.get("interval_count") or 1, "trial_period_days": None,
+                      "usage_type": plan.get("usage_type") or "licensed"},
+        "tax_behavior": "unspecified", "tiers_mode": None, "transform_quantity": None, "type": "recurring",
+        "unit_amount": amount, "unit_amount_decimal": None if amount is None else str(amount),
+    }
 
 
 def _is_loopback(host: str) -> bool:
@@ -431,11 +454,17 @@ class StripeProxy(LoopbackServer):
         assert self._session is not None
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _SKIP_REQUEST_HEADERS]
         body = translate_price_to_plan(rec.method, rec.path, rec.body)
-        url = yarl.URL(self.upstream + request.raw_path, encoded=True)
+        raw_path = request.raw_path
+        price = _PRICE_PATH.match(rec.path) if rec.method == "GET" else None
+        if price:  # localstripe has no Prices: its plan of that id, written as a Price
+            raw_path = "/v1/plans/" + quote(price.group(1), safe="")
+        url = yarl.URL(self.upstream + raw_path, encoded=True)
         async with self._session.request(rec.method, url, headers=headers, data=body or None,
                                          allow_redirects=False) as resp:
             data = await resp.read()
             kept = [(k, v) for k, v in resp.headers.items() if k.lower() not in _SKIP_RESPONSE_HEADERS]
+            if price and resp.status == 200:
+                data = json.dumps(plan_as_price(json.loads(data))).encode()
             return resp.status, kept, data
 
     def _answer(self, rec: RecordedRequest, started: float, status: int, ours: dict[str, str],
@@ -462,7 +491,7 @@ class StripeProxy(LoopbackServer):
         if fault.should_retry is not None:
             headers.append(("Stripe-Should-Retry", "true" if fault.should_retry else "false"))
         message = f"Injected fault: HTTP {fault.status} from the Stripe emulator proxy."
-        return fault.status, headers, _error_body(type_, message, code)
+        return fault.status, headers, _error_body(type_, message, code, fault.decline_code)
 
     @staticmethod
     def _drop(request: web.Request) -> web.Response:

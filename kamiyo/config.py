@@ -39,6 +39,10 @@ DEFAULTS: dict[str, Any] = {
     "OPERATION_LEASE_SECONDS": 120.0,  # a claimed operation is retaken after this (crashed worker)
     "IDEMPOTENCY_KEY_TTL_HOURS": 24,  # client Idempotency-Key records
     "STRIPE_CALLS_RETENTION_DAYS": 30,  # the record of every Stripe attempt
+    # price id → tier ("price_a=pro,price_b=team", or a mapping in instance/config.py); None:
+    # each price is looked up on Stripe (cached) and the tier is not checked against it.
+    "PRICE_TIERS": None,
+    "PRICE_CACHE_SECONDS": 3600.0,  # how long a price found on Stripe is known (a missing one: 60 s)
     "SCHEDULER_ENABLED": False,
     "SCHEDULER_TIMEZONE": "UTC",
     "SUPPORT_CONTACT": "support@kamiyo.ai",

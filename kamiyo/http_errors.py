@@ -14,7 +14,7 @@ from flask import Flask, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from .observability.request_context import current_request_id
-from .stripe_gateway.errors import CircuitOpenError, map_stripe_error
+from .stripe_gateway.errors import CircuitOpenError, client_details, map_stripe_error
 from .stripe_gateway.library import StripeError
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,8 @@ class ApiError(Exception):
         *,
         fields: Iterable[str] | None = None,
         headers: dict[str, str] | None = None,
+        param: str | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -67,6 +69,8 @@ class ApiError(Exception):
         self.user_action = user_action or HTTP_ERRORS.get(status, HTTP_ERRORS[500])[2]
         self.fields = sorted(fields) if fields else None
         self.headers = headers or {}
+        self.param = param  # the request field (or header) at fault, as Stripe names it
+        self.extra = extra or {}  # more client-safe details (the rule each field broke...)
 
 
 def wants_json() -> bool:
@@ -122,14 +126,23 @@ def handle_http_exception(exc: HTTPException):
 
 
 def handle_api_error(exc: ApiError):
-    extra = {"fields": exc.fields} if exc.fields else None
-    return _respond(exc.status, exc.code, exc.message, exc.user_action, exc.headers, extra)
+    extra: dict[str, Any] = {"fields": exc.fields} if exc.fields else {}
+    if exc.param:
+        extra["param"] = exc.param
+    extra.update(exc.extra)
+    return _respond(exc.status, exc.code, exc.message, exc.user_action, exc.headers, extra or None)
 
 
 def handle_stripe_error(exc: Exception):
     mapped = map_stripe_error(exc, current_request_id(), support_contact=current_app.config.get("SUPPORT_CONTACT"))
     log.warning("stripe error mapped to %s", mapped["error_code"], extra={"error_type": type(exc).__name__})
-    return _respond(mapped["http_status"], mapped["error_code"], mapped["message"], mapped["user_action"])
+    return _respond(
+        mapped["http_status"],
+        mapped["error_code"],
+        mapped["message"],
+        mapped["user_action"],
+        extra=client_details(exc) or None,
+    )
 
 
 def handle_unexpected(exc: Exception):

@@ -7,7 +7,7 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     from .. import scheduler
-    from . import customers, metrics, subscriptions, views
+    from . import customers, metrics, prices, subscriptions, views
     from .cli import payments_cli
     from .reconcile import reconcile_daily
     from .retention import purge_expired_records
@@ -19,6 +19,7 @@ def init_app(app: Flask) -> None:
             subscriptions.CANCEL_OPERATION: metrics.CANCEL_OUTCOMES,
         }
     )
+    prices.init_app(app)
     app.register_blueprint(views.bp)
     app.cli.add_command(payments_cli)
     scheduler.register_job(

@@ -31,7 +31,7 @@ from ..models import utcnow
 from .idempotency import canonical_json, log_dedup, owner_token
 from .models import ClientIdempotencyKey, PaymentOperation
 
-CLIENT_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
+CLIENT_KEY_RE = re.compile(r"^[\x20-\x7e]{1,255}$")  # printable ASCII, space included
 
 
 def _in_flight() -> ApiError:
@@ -79,9 +79,10 @@ def client_idempotent(view):
         if not CLIENT_KEY_RE.fullmatch(key):
             raise ApiError(
                 400,
-                "invalid_idempotency_key",
+                "idempotency_key_invalid",
                 "The Idempotency-Key header is not valid.",
-                "Send 1 to 255 printable ASCII characters, e.g. a UUID.",
+                "Send 1 to 255 printable ASCII characters; a UUID is recommended.",
+                param="Idempotency-Key",
             )
         fingerprint = _fingerprint()
         replay = _hold(key, fingerprint)

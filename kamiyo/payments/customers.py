@@ -45,6 +45,7 @@ def get_customer(customer_id: int) -> Customer:
 def create_customer(user_id: str, email: str, name: str | None) -> Result[Customer]:
     found = db.session.scalar(select(Customer).where(Customer.user_id == user_id))
     if found is not None and found.stripe_customer_id:
+        _refuse_other_details(found, email, name)
         return existing(OPERATION, found, customer_id=found.id)
     params: dict[str, Any] = {"email": email, "metadata": {"kamiyo_user_id": user_id}}
     if name:
@@ -53,9 +54,33 @@ def create_customer(user_id: str, email: str, name: str | None) -> Result[Custom
     if claim.run is None:
         assert claim.done is not None  # no run: the operation is finished
         customer = db.session.get_one(Customer, claim.done.result_id)
+        _refuse_other_details(customer, email, name)
         return existing(OPERATION, customer, customer_id=customer.id)
     run = claim.run
     return run_owned(run, lambda: _run(run), lambda row_id: db.session.get(Customer, row_id))
+
+
+def _refuse_other_details(customer: Customer, email: str, name: str | None) -> None:
+    """A repeated create answers with the customer made before, if it is the one asked for:
+    with another email or name it is a 409 that shows what is stored (a create never updates;
+    see the README). A name not given (or null) matches any."""
+    differ = [
+        field
+        for field, asked, stored in (("email", email, customer.email), ("name", name, customer.name))
+        if asked is not None and asked != stored
+    ]
+    if not differ:
+        return
+    raise ApiError(
+        409,
+        "customer_exists_with_different_details",
+        "A customer already exists for this user_id, with other details.",
+        "Use the stored customer as it is (see `stored`), or send the stored values; a create never changes "
+        "a customer.",
+        fields=differ,
+        param=differ[0],
+        extra={"stored": {"id": customer.id, "email": customer.email, "name": customer.name}},
+    )
 
 
 def _unlinked(op: PaymentOperation) -> bool:

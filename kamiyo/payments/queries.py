@@ -6,13 +6,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 
 from ..extensions import db
 from ..listing import MAX_PAGE_SIZE, Page, paginate, text_filter
-from ..models import Subscription
+from ..models import Customer, Subscription
 from ..observability.counters import counter_total
 from ..scheduler.models import JobRun
 from .models import PaymentOperation
@@ -116,3 +117,51 @@ def serialise_operation(row: PaymentOperation) -> dict[str, Any]:
         "stripe_object_id": row.stripe_object_id,
         "updated_at": row.updated_at.isoformat(),
     }
+
+
+# -- the API's listings (Stripe's manner: newest first, `limit`, `starting_after`) ----------
+
+LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 10, 100
+
+
+@dataclass
+class ListPage:
+    rows: list[Any]
+    has_more: bool
+
+
+def _stripe_page(query: Select, id_column: Any, limit: int, starting_after: int | None) -> ListPage:
+    """Newest first; `starting_after` is the id of the last row of the page before (the row
+    need not exist any more). One query of limit + 1 rows through the primary key."""
+    if starting_after is not None:
+        query = query.where(id_column < starting_after)
+    rows = list(db.session.scalars(query.order_by(id_column.desc()).limit(limit + 1)))
+    return ListPage(rows[:limit], len(rows) > limit)
+
+
+def customers_page(
+    limit: int,
+    starting_after: int | None = None,
+    user_id: str | None = None,
+    email: str | None = None,
+    stripe_customer_id: str | None = None,
+) -> ListPage:
+    query = select(Customer)
+    if user_id is not None:
+        query = query.where(Customer.user_id == user_id)
+    if email is not None:
+        query = query.where(Customer.email == email)
+    if stripe_customer_id is not None:
+        query = query.where(Customer.stripe_customer_id == stripe_customer_id)
+    return _stripe_page(query, Customer.id, limit, starting_after)
+
+
+def subscriptions_page(
+    limit: int, starting_after: int | None = None, customer_id: int | None = None, status: str | None = None
+) -> ListPage:
+    query = select(Subscription)
+    if customer_id is not None:
+        query = query.where(Subscription.customer_id == customer_id)
+    if status is not None:
+        query = query.where(Subscription.status == status)
+    return _stripe_page(query, Subscription.id, limit, starting_after)

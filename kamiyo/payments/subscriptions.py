@@ -30,13 +30,22 @@ from ..models import (
     stripe_customer_deleted,
 )
 from ..observability.alerts import alert_duplicate_subscription
-from ..stripe_gateway.errors import is_replayed
+from ..observability.request_context import current_request_id
+from ..stripe_gateway.errors import (
+    CircuitOpenError,
+    client_details,
+    is_card_error,
+    is_replayed,
+    is_resource_missing,
+    map_stripe_error,
+    missing_param,
+)
 from ..stripe_gateway.gateway import get_gateway
 from ..stripe_gateway.library import StripeError
 from ..stripe_gateway.metrics import PAYMENT_OPERATIONS
 from ..stripe_objects import price_id as price_of
 from ..stripe_objects import subscription_period_end
-from . import idempotency, metrics, phases
+from . import idempotency, metrics, phases, prices
 from .customers import get_customer
 from .models import PaymentOperation
 from .operations import Result, existing, run_owned
@@ -58,6 +67,7 @@ def get_subscription(subscription_id: int) -> Subscription:
 
 def create_subscription(customer_id: int, price_id: str, tier: str, payment_method: str | None) -> Result[Subscription]:
     customer = get_customer(customer_id)
+    prices.check_tier(price_id, tier)  # PRICE_TIERS: without a Stripe call
     if not customer.stripe_customer_id:
         raise ApiError(
             409,
@@ -68,6 +78,7 @@ def create_subscription(customer_id: int, price_id: str, tier: str, payment_meth
     found = live_subscription(customer.id, price_id)
     if found is not None:
         return existing(OPERATION, found, subscription_id=found.id)
+    prices.check_on_stripe(price_id)  # before any card is attached
     # error_if_incomplete: a declined first payment is a 402 now, not an `incomplete`
     # subscription that would hold this customer and price for Stripe's ~23 h.
     params = {
@@ -118,20 +129,25 @@ def _prepare_payment_method(run: Run) -> None:
         # Each step has its own key, derived from the operation's: a resumed request replays them.
         # Attaching a card again is harmless: an error Stripe stored for a step's key is left
         # behind with a new generation (its keys derive from it), not replayed for a day.
+        step = ATTACH
         try:
             phases.stripe_step(
                 run, lambda: gateway.attach_payment_method(payment_method, customer, run.step_key("pm.attach"))
             )
+            step = SET_DEFAULT
             phases.stripe_step(
                 run, lambda: gateway.set_default_payment_method(customer, payment_method, run.step_key("pm.default"))
             )
         except StripeError as exc:
             if not is_replayed(exc) or run.new_keys >= phases.MAX_NEW_KEYS:
-                raise
+                raise actionable(exc, step, customer) from exc
             phases.next_generation(run, CLAIMED)
             return
     else:
-        stripe_customer = phases.stripe_step(run, lambda: gateway.retrieve_customer(customer))
+        try:
+            stripe_customer = phases.stripe_step(run, lambda: gateway.retrieve_customer(customer))
+        except StripeError as exc:
+            raise actionable(exc, RETRIEVE, customer) from exc
         settings = stripe_customer.get("invoice_settings") or {}
         if not settings.get("default_payment_method") and not stripe_customer.get("default_source"):
             phases.fail_permanently(run, "payment_method_required")  # nothing was sent under this key
@@ -163,7 +179,7 @@ def _create(run: Run, replay: bool) -> None:
         made = phases.stripe_step(run, lambda: get_gateway().create_subscription(params, run.key))
     except StripeError as exc:
         if not is_replayed(exc) or run.new_keys >= phases.MAX_NEW_KEYS:
-            raise
+            raise actionable(exc, CREATE, params["customer"]) from exc
         # Stripe stored an error for this key (a 500): what it made is unknown, and the key can
         # only replay that error. The next generation asks Stripe first, then uses a new key.
         phases.next_generation(run, PAYMENT_METHOD_READY)
@@ -175,6 +191,66 @@ def _create(run: Run, replay: bool) -> None:
         return
     run.stripe_object = made
     phases.atomic_phase(run, CREATED, stripe_object_id=made["id"])
+
+
+ATTACH, SET_DEFAULT, RETRIEVE, CREATE = "attach", "set_default", "retrieve", "create"
+
+
+def actionable(exc: StripeError, step: str, customer: str) -> Exception:
+    """Stripe's refusal of a subscription step as the client can act on it: which of the
+    request's fields is at fault. PCI-safe: no Stripe text, no id is echoed. Anything else is
+    left to the generic mapping (kamiyo/http_errors.py)."""
+    if is_card_error(exc):
+        mapped = map_stripe_error(exc, current_request_id())
+        return ApiError(
+            mapped["http_status"],
+            mapped["error_code"],
+            mapped["message"],
+            mapped["user_action"],
+            param="payment_method",
+            extra=client_details(exc),
+        )
+    if not is_resource_missing(exc):
+        return exc
+    named = missing_param(exc)  # Stripe names it; the local emulator does not
+    if step in (SET_DEFAULT, RETRIEVE) or named == "customer":
+        return customer_missing_on_stripe()
+    if step == CREATE:
+        return prices.price_not_found()
+    if named is None:  # attach, and Stripe did not say which: the card, or the customer?
+        missing = _customer_missing(customer)
+        if missing is None:
+            return exc  # cannot tell now: the generic answer
+        if missing:
+            return customer_missing_on_stripe()
+    return ApiError(
+        400,
+        "payment_method_invalid",
+        "Stripe does not know this payment method.",
+        "Send the PaymentMethod id (pm_...) that Stripe's checkout made for this Stripe account.",
+        param="payment_method",
+    )
+
+
+def _customer_missing(customer: str) -> bool | None:
+    """Is this Stripe customer gone? None when Stripe cannot say now (down, breaker open)."""
+    try:
+        get_gateway().retrieve_customer(customer)
+    except StripeError as exc:
+        return True if is_resource_missing(exc) else None
+    except CircuitOpenError:
+        return None
+    return False
+
+
+def customer_missing_on_stripe() -> ApiError:
+    return ApiError(
+        409,
+        "customer_missing_on_stripe",
+        "This customer is no longer on the Stripe account this service uses.",
+        "Contact support and quote the support id: the customer must be created again on Stripe.",
+        param="customer_id",
+    )
 
 
 def _cancelled(made: dict[str, Any]) -> bool:

@@ -2,32 +2,25 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, jsonify, request
 
 from ..api_keys import require_api_key
 from ..card_data import contains_card_number
-from ..control_chars import has_control
 from ..health import health_checks
 from ..http_errors import ApiError
-from ..ids import valid_id
 from ..json_input import MAX_DEPTH, too_deep
 from ..models import Customer, Subscription
 from ..stripe_gateway.gateway import get_gateway
-from ..users import EMAIL_RE
-from . import service
+from . import fields, service
 from .client_keys import client_idempotent
+from .fields import Field
+from .queries import LIST_LIMIT_DEFAULT
 
 bp = Blueprint("payments", __name__, url_prefix="/api/v1/payments")
 
 
-USER_ID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
-STRIPE_ID_RE = re.compile(r"^[A-Za-z0-9_]{1,255}$")
-PAYMENT_METHOD_RE = re.compile(r"^pm_[A-Za-z0-9_]{1,250}$")
-TIER_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 CARD_SCAN_MAX = 1024  # characters: more than any text field takes (name: 256)
 
 
@@ -88,24 +81,57 @@ def _json_body(allowed: set[str]) -> dict[str, Any]:
     return body
 
 
-def _check(body: dict, rules: dict[str, tuple[bool, Callable[[Any], bool]]]) -> None:
-    bad = [
+def _check(body: dict, rules: dict[str, Field]) -> None:
+    bad = sorted(
         name
-        for name, (required, valid) in rules.items()
-        if (name in body and not valid(body[name])) or (required and name not in body)
-    ]
+        for name, field in rules.items()
+        if (name in body and not field.valid(body[name])) or (field.required and name not in body)
+    )
     if bad:
         raise ApiError(
             400,
             "validation_failed",
             "Some fields are missing or invalid.",
-            "Fix the listed fields and retry.",
+            "Fix the listed fields as their rules say, and retry.",
             fields=bad,
+            param=bad[0],
+            extra={"rules": {name: rules[name].described for name in bad}},
         )
 
 
-def _matches(pattern: re.Pattern) -> Callable[[Any], bool]:
-    return lambda value: isinstance(value, str) and bool(pattern.fullmatch(value))
+def _query(rules: dict[str, Field]) -> dict[str, str]:
+    """The query string's arguments, each named in `rules` and valid by its rule."""
+    unknown = set(request.args) - set(rules)
+    if unknown:
+        raise ApiError(
+            400,
+            "unknown_fields",
+            "The request has query parameters this endpoint does not take.",
+            f"Remove them; allowed: {', '.join(sorted(rules))}.",
+            fields=unknown,
+        )
+    args = {name: value for name, value in request.args.items() if value != ""}  # empty: not given
+    _check(args, rules)
+    return args
+
+
+def _page_args(args: dict[str, str]) -> tuple[int, int | None]:
+    """(limit, starting_after) of a checked query string."""
+    return int(args.get("limit") or LIST_LIMIT_DEFAULT), _optional_int(args, "starting_after")
+
+
+def _optional_int(args: dict[str, str], name: str) -> int | None:
+    return int(args[name]) if name in args else None
+
+
+def _list_json(page: service.ListPage, serialise) -> dict[str, Any]:
+    """A page in Stripe's list shape."""
+    return {
+        "object": "list",
+        "url": request.path,
+        "data": [serialise(row) for row in page.rows],
+        "has_more": page.has_more,
+    }
 
 
 # -- output -----------------------------------------------------------------------
@@ -155,21 +181,22 @@ def _answer(result: service.Result, serialise):
 @client_idempotent
 def create_customer():
     body = _json_body({"user_id", "email", "name"})
-    _check(
-        body,
-        {
-            "user_id": (True, _matches(USER_ID_RE)),
-            "email": (True, lambda v: isinstance(v, str) and len(v) <= 254 and bool(EMAIL_RE.fullmatch(v))),
-            # Control characters have no place in a name (EMAIL_RE refuses them in an address); NUL
-            # cannot even be stored in PostgreSQL text (refused here, before Stripe is called, not after).
-            "name": (
-                False,
-                lambda v: v is None or (isinstance(v, str) and 0 < len(v) <= 256 and not has_control(v)),
-            ),
-        },
-    )
+    _check(body, fields.CUSTOMER_BODY)
     result = service.create_customer(body["user_id"], body["email"], body.get("name"))
     return _answer(result, customer_json)
+
+
+@bp.get("/customers")
+@require_api_key
+def list_customers():
+    args = _query(fields.CUSTOMER_FILTERS)
+    page = service.list_customers(
+        *_page_args(args),
+        user_id=args.get("user_id"),
+        email=args.get("email"),
+        stripe_customer_id=args.get("stripe_customer_id"),
+    )
+    return jsonify(_list_json(page, customer_json))
 
 
 @bp.get("/customers/<id:customer_id>")
@@ -178,27 +205,34 @@ def get_customer(customer_id: int):
     return jsonify(customer_json(service.get_customer(customer_id)))
 
 
+@bp.get("/customers/<id:customer_id>/subscriptions")
+@require_api_key
+def list_customer_subscriptions(customer_id: int):
+    args = _query(fields.CUSTOMER_SUBSCRIPTION_FILTERS)
+    page = service.list_customer_subscriptions(customer_id, *_page_args(args), status=args.get("status"))
+    return jsonify(_list_json(page, subscription_json))
+
+
 @bp.post("/subscriptions")
 @require_api_key
 @client_idempotent
 def create_subscription():
     body = _json_body({"customer_id", "price_id", "tier", "payment_method"})
-    _check(
-        body,
-        {
-            "customer_id": (True, valid_id),
-            "price_id": (True, _matches(STRIPE_ID_RE)),
-            "tier": (True, _matches(TIER_RE)),
-            "payment_method": (
-                False,
-                lambda v: v is None or bool(isinstance(v, str) and PAYMENT_METHOD_RE.fullmatch(v)),
-            ),
-        },
-    )
+    _check(body, fields.SUBSCRIPTION_BODY)
     result = service.create_subscription(
         body["customer_id"], body["price_id"], body["tier"], body.get("payment_method")
     )
     return _answer(result, subscription_json)
+
+
+@bp.get("/subscriptions")
+@require_api_key
+def list_subscriptions():
+    args = _query(fields.SUBSCRIPTION_FILTERS)
+    page = service.list_subscriptions(
+        *_page_args(args), customer_id=_optional_int(args, "customer_id"), status=args.get("status")
+    )
+    return jsonify(_list_json(page, subscription_json))
 
 
 @bp.get("/subscriptions/<id:subscription_id>")

@@ -187,6 +187,88 @@ def map_stripe_error(error: BaseException, request_id: str | None, support_conta
     }
 
 
+# Decline codes a customer may be told (Stripe's list). Any other, and those Stripe asks not to
+# show (lost_card, stolen_card, fraudulent, pickup_card, restricted_card, merchant_blacklist,
+# security_violation...: telling them helps a card thief), is shown as generic_decline.
+SAFE_DECLINE_CODES = frozenset(
+    {
+        "approve_with_id",
+        "call_issuer",
+        "card_not_supported",
+        "card_velocity_exceeded",
+        "currency_not_supported",
+        "do_not_honor",
+        "do_not_try_again",
+        "duplicate_transaction",
+        "expired_card",
+        "generic_decline",
+        "incorrect_cvc",
+        "incorrect_number",
+        "incorrect_pin",
+        "incorrect_zip",
+        "insufficient_funds",
+        "invalid_account",
+        "invalid_amount",
+        "invalid_cvc",
+        "invalid_expiry_month",
+        "invalid_expiry_year",
+        "invalid_number",
+        "issuer_not_available",
+        "new_account_information_available",
+        "no_action_taken",
+        "not_permitted",
+        "offline_pin_required",
+        "online_or_offline_pin_required",
+        "pin_try_exceeded",
+        "processing_error",
+        "reenter_transaction",
+        "service_not_allowed",
+        "stop_payment_order",
+        "testmode_decline",
+        "transaction_not_allowed",
+        "try_again_later",
+        "withdrawal_count_limit_exceeded",
+    }
+)
+GENERIC_DECLINE = "generic_decline"
+
+
+def safe_decline_code(error: BaseException) -> str | None:
+    """A card error's decline_code as a customer may see it; None when Stripe gave none."""
+    if not isinstance(error, stripe.CardError):
+        return None
+    body = error.json_body if isinstance(error.json_body, dict) else {}
+    details = body.get("error") if isinstance(body.get("error"), dict) else {}
+    code = details.get("decline_code") if isinstance(details, dict) else None
+    if code is None:
+        return None
+    return code if isinstance(code, str) and code in SAFE_DECLINE_CODES else GENERIC_DECLINE
+
+
+def client_details(error: BaseException) -> dict[str, str]:
+    """What a client may see of `error` beyond map_stripe_error's text (a safe decline_code)."""
+    code = safe_decline_code(error)
+    return {"decline_code": code} if code else {}
+
+
+def is_card_error(error: BaseException) -> bool:
+    return isinstance(error, stripe.CardError)
+
+
+def is_resource_missing(error: BaseException) -> bool:
+    """Stripe does not know an object the request names (a 404, or `resource_missing`)."""
+    return isinstance(error, stripe.InvalidRequestError) and (
+        error.http_status == 404 or error.code == "resource_missing"
+    )
+
+
+def missing_param(error: BaseException) -> str | None:
+    """The parameter Stripe names for a missing object (None when it names none, as the local
+    emulator does)."""
+    param = getattr(error, "param", None)
+    return param if isinstance(param, str) and _PARAM_NAME.fullmatch(param) else None
+
+
 def is_replayed(error: BaseException) -> bool:
     """Stripe answered with the result it stored for this idempotency key (a 500 included):
     every retry with the key gets it again, for 24 hours. Not Stripe being down."""

@@ -208,6 +208,9 @@ class StripeGateway:
             idempotency_key,
         )
 
+    def retrieve_price(self, price_id: str):
+        return self.call("price.retrieve", lambda o: self.client.v1.prices.retrieve(price_id, options=o))
+
     def retrieve_subscription(self, subscription_id: str):
         return self.call(
             "subscription.retrieve", lambda o: self.client.v1.subscriptions.retrieve(subscription_id, options=o)
