@@ -59,6 +59,14 @@ def api_keys_list() -> None:
 def api_keys_revoke(key: str) -> None:
     """Revoke KEY, given as its numeric id or its prefix."""
     try:
+        found = api_keys.find_api_key(key)
+        if found is not None and found.revoked:
+            # Said, not silently "Revoked" again: the operator may have meant another key.
+            click.echo(
+                f"API key #{found.id} '{found.name}' ({found.prefix}...) was already revoked on "
+                f"{_fmt(found.revoked_at)}; nothing to do."
+            )
+            return
         revoked = api_keys.revoke_api_key(key)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
