@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 TRANSITIONS_KEPT = 50  # the dashboard shows recent ones; the log has them all
+# While the probe is out its answer may close the breaker any moment: callers come back soon
+# (a refusal costs us nothing) rather than wait out a probe's whole lease.
+PROBE_IN_FLIGHT_RETRY = 1.0
 
 
 class Transition(dict):
@@ -178,11 +181,11 @@ class CircuitBreaker:
                 return False
             now = self._clock()
             if now < opened_at + self.reset_timeout:
-                raise CircuitOpenError("circuit open")
+                raise CircuitOpenError("circuit open", retry_after=opened_at + self.reset_timeout - now)
             if self._state.take_probe(now, self.probe_lease):
                 self._changed(OPEN, HALF_OPEN)
                 return True
-            raise CircuitOpenError("circuit half-open, probe in flight")
+            raise CircuitOpenError("circuit half-open, probe in flight", retry_after=PROBE_IN_FLIGHT_RETRY)
         except redis.RedisError as exc:
             # Fail open: an unreachable breaker store must not stop payments.
             log.error("circuit breaker store unreachable: %s", type(exc).__name__)

@@ -20,7 +20,13 @@ SUPPORT_CONTACT_DEFAULT = "support@kamiyo.ai"
 
 
 class CircuitOpenError(Exception):
-    """Raised by our code instead of calling Stripe while the circuit breaker is open."""
+    """Raised by our code instead of calling Stripe while the circuit breaker is open.
+
+    `retry_after`: seconds until a call may go through again (the probe), when known."""
+
+    def __init__(self, message: str = "circuit open", retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ErrorSpec(NamedTuple):

@@ -1,0 +1,70 @@
+"""What the circuit breaker tells the API's callers and the team: Retry-After on its 503, a
+closed alert after an opened one, and in the payments health answer which worker spoke and
+whether the breaker it reports is shared."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+import stripe
+import time_machine
+
+from kamiyo.stripe_gateway.breaker import CircuitBreaker, MemoryState
+from kamiyo.stripe_gateway.errors import CircuitOpenError
+from tests.support import FAST_RETRIES, closed_port_url, make_key
+
+CUSTOMER = {"user_id": "breaker-user", "email": "b@example.com"}
+OPENED_AT = dt.datetime(2026, 12, 1, 10, 0, 0, tzinfo=dt.timezone.utc)
+
+
+def test_the_503_while_open_says_when_the_probe_goes(make_app):
+    app = make_app(STRIPE_API_BASE=closed_port_url(), BREAKER_FAIL_MAX=1, BREAKER_RESET_TIMEOUT=30, **FAST_RETRIES)
+    headers = make_key(app)
+    client = app.test_client()
+    with time_machine.travel(OPENED_AT, tick=False) as clock:
+        failed = client.post("/api/v1/payments/customers", json=CUSTOMER, headers=headers)
+        assert failed.status_code == 503 and failed.get_json()["error"]["code"] == "payment_service_unreachable"
+        assert "Retry-After" not in failed.headers  # Stripe failed; the breaker had not refused yet
+
+        blocked = client.post("/api/v1/payments/customers", json=CUSTOMER, headers=headers)
+        assert blocked.status_code == 503 and blocked.get_json()["error"]["code"] == "payment_service_unavailable"
+        assert blocked.headers["Retry-After"] == "30"
+
+        clock.shift(12.4)
+        later = client.post("/api/v1/payments/customers", json=CUSTOMER, headers=headers)
+        assert later.headers["Retry-After"] == "18"  # 17.6 s left, rounded up: never too early
+
+        clock.shift(17.5)
+        last = client.post("/api/v1/payments/customers", json=CUSTOMER, headers=headers)
+        assert last.headers["Retry-After"] == "1"  # 0.1 s left: at least one second
+
+
+def test_while_the_probe_is_out_callers_are_asked_back_in_a_second():
+    now = [1000.0]
+    breaker = CircuitBreaker(MemoryState(), fail_max=1, reset_timeout=60, probe_lease=30, clock=lambda: now[0])
+
+    def down():
+        raise stripe.APIConnectionError("network down")
+
+    with pytest.raises(stripe.APIConnectionError):
+        breaker.call(down)
+    with pytest.raises(CircuitOpenError) as refused:
+        breaker.call(down)
+    assert refused.value.retry_after == 60.0
+    now[0] += 60
+    probing, release = threading.Event(), threading.Event()
+
+    def slow_probe():
+        probing.set()
+        release.wait(5)
+
+    probe = threading.Thread(target=breaker.call, args=(slow_probe,))
+    probe.start()
+    probing.wait(5)
+    with pytest.raises(CircuitOpenError) as refused:
+        breaker.call(down)
+    release.set()
+    probe.join(5)
+    assert refused.value.retry_after == 1.0
