@@ -45,6 +45,7 @@ class MemoryState:
         self.failures = 0
         self.opened_at: float | None = None
         self.probe_until = 0.0
+        self._alerted: str | None = None
         self._transitions: deque[Transition] = deque(maxlen=TRANSITIONS_KEPT)
 
     def record(self, transition: Transition) -> None:
@@ -83,6 +84,11 @@ class MemoryState:
             self.probe_until = now + lease
             return True
 
+    def swap_alerted(self, state: str) -> str | None:
+        with self._lock:
+            previous, self._alerted = self._alerted, state
+            return previous
+
 
 class RedisState:
     """Shared state: every worker and host sees the same breaker."""
@@ -93,6 +99,8 @@ class RedisState:
         self._opened = f"kamiyo:breaker:{name}:opened_at"
         self._probe = f"kamiyo:breaker:{name}:probe"
         self._transitions = f"kamiyo:breaker:{name}:transitions"
+        # Not cleared by reset(): a reset must still be told apart from "closed already".
+        self._alerted = f"kamiyo:breaker:{name}:alerted"
 
     def record(self, transition: Transition) -> None:
         pipe = self._redis.pipeline()
@@ -127,6 +135,12 @@ class RedisState:
 
     def take_probe(self, now: float, lease: float) -> bool:
         return bool(self._redis.set(self._probe, "1", nx=True, px=max(1, int(lease * 1000))))
+
+    def swap_alerted(self, state: str) -> str | None:
+        previous = self._redis.set(self._alerted, state, get=True)
+        if isinstance(previous, bytes):
+            return previous.decode()
+        return previous if isinstance(previous, str) else None
 
 
 class CircuitBreaker:
@@ -217,6 +231,18 @@ class CircuitBreaker:
         except redis.RedisError as exc:
             log.error("circuit breaker store unreachable: %s", type(exc).__name__)
         self._on_change(old, new)
+
+    def claim_alert(self, state: str) -> bool:
+        """Whether the team must hear that the breaker is now `state` (open or closed): yes
+        when the last alert said otherwise. With a shared store one worker tells, whichever
+        moved it; a close thus always follows an open, and a re-open after a failed probe
+        (the same outage) says nothing."""
+        try:
+            previous = self._state.swap_alerted(state)
+        except redis.RedisError as exc:
+            log.error("circuit breaker store unreachable: %s", type(exc).__name__)
+            return True  # a repeated alert rather than a missing one
+        return (previous or CLOSED) != state
 
     def transitions(self) -> list[Transition]:
         """The most recent first."""

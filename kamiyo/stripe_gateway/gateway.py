@@ -10,6 +10,7 @@ attempt is recorded (stripe_calls table, metrics).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -314,17 +315,28 @@ def _search_literal(value: str) -> str:
     return value.replace("\\", "\\\\").replace("'", "\\'")
 
 
-def _breaker_changed(old: str, new: str) -> None:
+def _breaker_changed(breaker: CircuitBreaker, shared: bool, old: str, new: str) -> None:
     metrics.BREAKER_STATE.set(BREAKER_GAUGE[new])
     level = logging.CRITICAL if new == OPEN else logging.WARNING
     log.log(level, "circuit breaker %s -> %s", old, new, extra={"breaker_from": old, "breaker_to": new})
-    if new == OPEN and has_app_context():
-        from ..observability.alerts import send_alert
+    if new not in (OPEN, CLOSED) or not has_app_context() or not breaker.claim_alert(new):
+        return
+    from ..observability.alerts import send_alert
 
+    whose = "The breaker, shared by every worker," if shared else f"This worker's breaker (pid {os.getpid()})"
+    fields: dict[str, object] = {"breaker_store": "redis" if shared else "memory", "pid": os.getpid()}
+    if new == OPEN:
         send_alert(
-            "Stripe circuit breaker open",
-            "Stripe calls failed repeatedly; payments answer 503 until a probe succeeds.",
-            dedup_key="stripe-breaker-open",
+            "payment_circuit_breaker_opened",
+            f"{whose} opened: Stripe calls failed repeatedly; payments answer 503 until a probe succeeds.",
+            fields=fields,
+        )
+    else:
+        send_alert(
+            "payment_circuit_breaker_closed",
+            f"{whose} closed (a probe reached Stripe, or someone reset it): payments go to Stripe again.",
+            severity="info",
+            fields=fields,
         )
 
 
@@ -336,13 +348,14 @@ def _longest_call_seconds(config) -> float:
 def build_breaker(config) -> CircuitBreaker:
     redis_url = config.get("REDIS_URL")
     state = RedisState(redis_url, "stripe") if redis_url else MemoryState()
-    return CircuitBreaker(
+    breaker = CircuitBreaker(
         state,
         fail_max=int(config["BREAKER_FAIL_MAX"]),
         reset_timeout=float(config["BREAKER_RESET_TIMEOUT"]),
         probe_lease=_longest_call_seconds(config),
-        on_change=_breaker_changed,
+        on_change=lambda old, new: _breaker_changed(breaker, bool(redis_url), old, new),
     )
+    return breaker
 
 
 RESPONSE_LISTENERS = "stripe_gateway_response_listeners"

@@ -68,3 +68,61 @@ def test_while_the_probe_is_out_callers_are_asked_back_in_a_second():
     release.set()
     probe.join(5)
     assert refused.value.retry_after == 1.0
+
+
+def alert_titles(caplog) -> list[str]:
+    return [r.getMessage().split(":", 1)[0] for r in caplog.records if r.name == "kamiyo.alerts"]
+
+
+def down():
+    raise stripe.APIConnectionError("network down")
+
+
+def test_a_closed_alert_follows_the_opened_one(make_app, caplog):
+    app = make_app(BREAKER_FAIL_MAX=1, BREAKER_RESET_TIMEOUT=30)
+    breaker = app.extensions["stripe_gateway"].breaker
+    caplog.set_level("INFO", logger="kamiyo.alerts")
+    with time_machine.travel(OPENED_AT, tick=False) as clock, app.app_context():
+        with pytest.raises(stripe.APIConnectionError):
+            breaker.call(down)  # opens
+        with pytest.raises(CircuitOpenError):
+            breaker.call(down)
+        clock.shift(30)
+        with pytest.raises(stripe.APIConnectionError):
+            breaker.call(down)  # the probe fails: open again, the same outage
+        clock.shift(30)
+        assert breaker.call(lambda: "answered") == "answered"  # the probe succeeds: closed
+        breaker.reset(by="ops@example.com")  # closed already: nothing to tell
+    assert alert_titles(caplog) == ["ALERT payment_circuit_breaker_opened", "ALERT payment_circuit_breaker_closed"]
+    closed = [r for r in caplog.records if r.name == "kamiyo.alerts"][-1]
+    assert (closed.levelname, closed.breaker_store) == ("INFO", "memory")
+
+
+def test_a_reset_on_the_dashboard_closes_with_an_alert_too(make_app, caplog):
+    app = make_app(BREAKER_FAIL_MAX=1)
+    breaker = app.extensions["stripe_gateway"].breaker
+    with app.app_context():
+        with pytest.raises(stripe.APIConnectionError):
+            breaker.call(down)
+        breaker.reset(by="ops@example.com")
+    assert alert_titles(caplog) == ["ALERT payment_circuit_breaker_opened", "ALERT payment_circuit_breaker_closed"]
+
+
+def test_shared_through_redis_each_alert_goes_out_once_whichever_worker_moves_it(make_app, redis_url, caplog):
+    import redis
+
+    redis.Redis.from_url(redis_url).delete(*[f"kamiyo:breaker:stripe:{key}" for key in
+                                            ("failures", "opened_at", "probe", "alerted")])
+    first, second = (make_app(REDIS_URL=redis_url, BREAKER_FAIL_MAX=2, BREAKER_RESET_TIMEOUT=30) for _ in range(2))
+    caplog.set_level("INFO", logger="kamiyo.alerts")
+    with time_machine.travel(OPENED_AT, tick=False) as clock:
+        for app in (first, second):  # one failure each: the shared count opens it
+            with app.app_context(), pytest.raises(stripe.APIConnectionError):
+                app.extensions["stripe_gateway"].breaker.call(down)
+        clock.shift(30)
+        with second.app_context():
+            assert second.extensions["stripe_gateway"].breaker.call(lambda: "answered") == "answered"
+        with first.app_context():
+            first.extensions["stripe_gateway"].breaker.reset(by="ops@example.com")  # closed already
+    assert alert_titles(caplog) == ["ALERT payment_circuit_breaker_opened", "ALERT payment_circuit_breaker_closed"]
+    assert [r.breaker_store for r in caplog.records if r.name == "kamiyo.alerts"] == ["redis", "redis"]
