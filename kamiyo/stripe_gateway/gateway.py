@@ -22,6 +22,7 @@ from sqlalchemy import insert
 
 from ..config import stripe_step_seconds
 from ..extensions import db
+from ..health import register_health_check
 from ..models import utcnow
 from ..observability.metrics import refresh_before_scrape
 from ..rollups import register_source
@@ -379,6 +380,19 @@ def init_app(app: Flask) -> None:
     gateway = app.extensions["stripe_gateway"] = StripeGateway(app.config, build_breaker(app.config))
     metrics.init_retry_series(ERROR_LABELS.values())
     refresh_before_scrape(app, lambda: metrics.BREAKER_STATE.set(BREAKER_GAUGE[gateway.breaker.current_state]))
+    shared = bool(app.config.get("REDIS_URL"))
+    # Without Redis each gunicorn worker has its own breaker, and answers alternate between
+    # their states: every answer says whose it is.
+    register_health_check(
+        app,
+        "worker",
+        lambda: {
+            "ok": True,
+            "pid": os.getpid(),
+            "breaker_store": "redis" if shared else "memory",
+            "breaker_shared": shared,
+        },
+    )
     from .queries import rollup_source
 
     register_source(app, rollup_source())  # per-minute counts of attempts for the dashboard

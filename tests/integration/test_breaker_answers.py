@@ -5,15 +5,18 @@ whether the breaker it reports is shared."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import threading
+import time
 
 import pytest
+import requests
 import stripe
 import time_machine
 
 from kamiyo.stripe_gateway.breaker import CircuitBreaker, MemoryState
 from kamiyo.stripe_gateway.errors import CircuitOpenError
-from tests.support import FAST_RETRIES, closed_port_url, make_key
+from tests.support import FAST_RETRIES, closed_port_url, gunicorn, make_key
 
 CUSTOMER = {"user_id": "breaker-user", "email": "b@example.com"}
 OPENED_AT = dt.datetime(2026, 12, 1, 10, 0, 0, tzinfo=dt.timezone.utc)
@@ -126,3 +129,23 @@ def test_shared_through_redis_each_alert_goes_out_once_whichever_worker_moves_it
             first.extensions["stripe_gateway"].breaker.reset(by="ops@example.com")  # closed already
     assert alert_titles(caplog) == ["ALERT payment_circuit_breaker_opened", "ALERT payment_circuit_breaker_closed"]
     assert [r.breaker_store for r in caplog.records if r.name == "kamiyo.alerts"] == ["redis", "redis"]
+
+
+def test_the_payments_health_names_its_worker_and_whether_the_breaker_is_shared(make_app, redis_url):
+    alone = make_app().test_client().get("/api/v1/payments/health").get_json()["worker"]
+    assert alone == {"ok": True, "pid": os.getpid(), "breaker_store": "memory", "breaker_shared": False}
+    shared = make_app(REDIS_URL=redis_url).test_client().get("/api/v1/payments/health").get_json()["worker"]
+    assert shared == {"ok": True, "pid": os.getpid(), "breaker_store": "redis", "breaker_shared": True}
+
+
+def test_under_gunicorn_each_answer_says_which_worker_gave_it(isolated_environment, database_uri):
+    """Without Redis two workers may report two breaker states: the answer says whose it is."""
+    seen = set()
+    with gunicorn(isolated_environment, database_uri, STRIPE_API_BASE=closed_port_url()) as url:
+        deadline = time.monotonic() + 30
+        while len(seen) < 2 and time.monotonic() < deadline:
+            # A new connection each time, so that either worker may take it.
+            worker = requests.get(url + "/api/v1/payments/health", timeout=5).json()["worker"]
+            assert (worker["breaker_store"], worker["breaker_shared"]) == ("memory", False)
+            seen.add(worker["pid"])
+    assert len(seen) == 2 and os.getpid() not in seen
