@@ -9,6 +9,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from ..observability.logging import log_as_service
 from .runner import _own_jobs, start_scheduler, stop_scheduler
 
 scheduler_cli = AppGroup("scheduler", help="Scheduled jobs (version check, alert evaluation, ...).")
@@ -18,6 +19,7 @@ scheduler_cli = AppGroup("scheduler", help="Scheduled jobs (version check, alert
 def scheduler_run() -> None:
     """Run the scheduler in this process until Ctrl-C or SIGTERM (one per deployment is
     enough; more are safe: each job runs once per period)."""
+    log_as_service()  # a long-running process: its log is its output, as a server's is
     app = current_app._get_current_object()  # type: ignore[attr-defined]  # the proxy's own method
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

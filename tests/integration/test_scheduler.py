@@ -225,6 +225,10 @@ def test_flask_scheduler_run_starts_and_stops_cleanly(app_config, tmp_path):
         out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert "Scheduler stopped." in out and "Traceback" not in err
+    # A service, not a one-off command: its log at LOG_LEVEL (INFO), start-up lines included.
+    logged = [json.loads(line)["message"] for line in err.splitlines()]
+    assert "kamiyo configured" in logged
+    assert any(line.startswith(f"scheduled job {VERSION_CHECK_JOB}, next run ") for line in logged), logged
 
 
 def _flaky(failures: int) -> tuple[list[int], object]:
