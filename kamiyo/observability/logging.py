@@ -462,7 +462,8 @@ def log_as_service() -> None:
     if (found := _one_off()) is not None:
         handler, quiet = found
         quiet.lower_to(quiet.configured, handler)
-        logging.getLogger().setLevel(quiet.configured)  # no record below it is made to be held
+        # No record below what is shown is made to be held (--verbose may have shown more).
+        logging.getLogger().setLevel(quiet.threshold)
 
 
 def redact_structure(value: Any) -> Any:

@@ -130,3 +130,12 @@ def test_a_service_command_logs_at_log_level(restore_root):
     logging.getLogger("kamiyo.test").info("still below LOG_LEVEL")
     logging.getLogger("kamiyo.test").warning("shown")
     assert messages(stream.getvalue()) == [("WARNING", "shown")]
+
+
+def test_a_service_command_with_verbose_stays_verbose(restore_root):
+    stream = io.StringIO()
+    kamiyo_logging.configure_logging("WARNING", stream=stream, one_off=True)
+    kamiyo_logging.log_verbosely()  # --verbose is read before the command's body runs
+    kamiyo_logging.log_as_service()
+    logging.getLogger("kamiyo.test").info("shown: asked for")
+    assert messages(stream.getvalue()) == [("INFO", "shown: asked for")]
