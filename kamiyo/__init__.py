@@ -55,9 +55,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app = _new_flask()
     load_config(app, test_config)
 
-    from .observability.logging import configure_logging
+    from .observability.logging import configure_logging, one_off_command
 
-    configure_logging(app.config["LOG_LEVEL"])
+    # A one-off command (`flask api-keys list`, ...) shows warnings and errors only, unless
+    # --verbose: its answer is on stdout, and the start-up lines would bury it.
+    configure_logging(app.config["LOG_LEVEL"], one_off=one_off_command())
     # Alembic announces each of its plugins at INFO whenever it is imported.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
@@ -110,6 +112,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     versioning.init_app(app)
     dashboard.init_app(app)  # reads the features above through their queries
 
+    cli.add_verbose_option(app.cli)  # on every command the features registered
     _startup_checks(app)
     scheduler.start_in_process(app)  # only when SCHEDULER_ENABLED (see kamiyo/scheduler/)
     return app

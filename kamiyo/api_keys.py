@@ -47,17 +47,23 @@ def list_api_keys() -> list[ApiKey]:
     return list(db.session.scalars(select(ApiKey).order_by(ApiKey.id)))
 
 
-def revoke_api_key(ident: str) -> ApiKey | None:
-    """Revoke by numeric id or visible prefix; returns None when nothing matches."""
+def find_api_key(ident: str) -> ApiKey | None:
+    """The key with this numeric id or visible prefix; None when nothing matches."""
     conditions = [ApiKey.prefix == ident]
     if ident.isdigit():
         conditions.append(ApiKey.id == int(ident))
     matches = list(db.session.scalars(select(ApiKey).where(or_(*conditions))))
-    if len(matches) != 1:
-        if len(matches) > 1:
-            raise ValueError(f"{ident!r} matches {len(matches)} keys; use the numeric id")
+    if len(matches) > 1:
+        raise ValueError(f"{ident!r} matches {len(matches)} keys; use the numeric id")
+    return matches[0] if matches else None
+
+
+def revoke_api_key(ident: str) -> ApiKey | None:
+    """Revoke by numeric id or visible prefix; returns None when nothing matches. A key
+    revoked already keeps its first revocation date."""
+    key = find_api_key(ident)
+    if key is None:
         return None
-    key = matches[0]
     if key.revoked_at is None:
         key.revoked_at = utcnow()
         db.session.commit()

@@ -13,10 +13,40 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from . import api_keys, users
+from .observability.logging import log_verbosely
 
 DEMO_CREDENTIALS_FILE = "demo-credentials.json"
 DEMO_USER_EMAIL = "demo@kamiyo.local"
 DEMO_PRICE = "price_demo_pro_monthly"  # seeded in the emulator by `make run` (devtools/run.py)
+
+
+def _verbose(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        log_verbosely()
+
+
+def add_verbose_option(command: click.Command) -> None:
+    """Give `command` (every command of a group) a --verbose flag: a one-off command logs
+    warnings and errors only, and with the flag its whole log, start-up lines included.
+
+    Added here rather than on `flask` itself, whose options the app cannot extend. A command
+    with a --verbose of its own (alembic's `db history`, say) keeps it."""
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            add_verbose_option(sub)
+        return
+    if any("--verbose" in getattr(param, "opts", ()) for param in command.params):
+        return
+    command.params.append(
+        click.Option(
+            ["--verbose"],
+            is_flag=True,
+            expose_value=False,
+            is_eager=True,
+            callback=_verbose,
+            help="Log at INFO too, start-up included (otherwise warnings and errors only).",
+        )
+    )
 
 
 def _fmt(value) -> str:
@@ -59,6 +89,14 @@ def api_keys_list() -> None:
 def api_keys_revoke(key: str) -> None:
     """Revoke KEY, given as its numeric id or its prefix."""
     try:
+        found = api_keys.find_api_key(key)
+        if found is not None and found.revoked:
+            # Said, not silently "Revoked" again: the operator may have meant another key.
+            click.echo(
+                f"API key #{found.id} '{found.name}' ({found.prefix}...) was already revoked on "
+                f"{_fmt(found.revoked_at)}; nothing to do."
+            )
+            return
         revoked = api_keys.revoke_api_key(key)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

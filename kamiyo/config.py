@@ -148,9 +148,11 @@ def finalise(config: dict[str, Any], instance_path: str) -> None:
     if not config.get("TESTING") and not config.get("DEMO_MODE"):
         for name in REQUIRED_SECRETS:
             if not config.get(name):
+                # Both ways out: a first try from a fresh clone most often wants the demo.
                 raise ConfigError(
-                    f"{name} is not set: set it in the environment or instance/config.py "
-                    "(or unset STRIPE_SECRET_KEY and use `make run` for demo mode)"
+                    f"{name} is not set. Either set {', '.join(REQUIRED_SECRETS[:-1])} and "
+                    f"{REQUIRED_SECRETS[-1]} (environment or instance/config.py), or use demo mode: `make run` "
+                    "without STRIPE_SECRET_KEY, and KAMIYO_DEMO_MODE=1 in front of a command meant for that demo"
                 )
 
     url = config.get("SQLALCHEMY_DATABASE_URI") or config.get("DATABASE_URL")

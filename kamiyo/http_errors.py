@@ -7,6 +7,7 @@ trace, SQL, Stripe message or secret ever reaches a response.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -136,11 +137,17 @@ def handle_api_error(exc: ApiError):
 def handle_stripe_error(exc: Exception):
     mapped = map_stripe_error(exc, current_request_id(), support_contact=current_app.config.get("SUPPORT_CONTACT"))
     log.warning("stripe error mapped to %s", mapped["error_code"], extra={"error_type": type(exc).__name__})
+    headers = None
+    retry_after = getattr(exc, "retry_after", None) if isinstance(exc, CircuitOpenError) else None
+    if retry_after is not None:
+        # Whole seconds, rounded up: a caller that comes back on time finds the probe allowed.
+        headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
     return _respond(
         mapped["http_status"],
         mapped["error_code"],
         mapped["message"],
         mapped["user_action"],
+        headers,
         extra=client_details(exc) or None,
     )
 

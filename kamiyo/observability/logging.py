@@ -13,6 +13,7 @@ Note: this module is ``kamiyo.observability.logging``; inside it the name
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as _dt
 import decimal
@@ -25,6 +26,7 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any, TextIO
 
+import click
 from flask import g, has_request_context
 from pythonjsonlogger.json import JsonFormatter
 
@@ -350,15 +352,64 @@ def _coerce_level(level: str | int) -> int:
 
 
 HANDLER_NAME = "kamiyo"
+HELD_BACK = 200  # a one-off command's quiet lines kept for --verbose (start-up makes a few)
 
 
-def configure_logging(level: str | int = "INFO", stream: TextIO | None = None) -> logging.Handler:
+class OneOffFilter(logging.Filter):
+    """A one-off command's log: warnings and errors only, unless it asks for more.
+
+    What it holds back is kept (the newest HELD_BACK lines), so that `--verbose`, parsed
+    only after the app (and its start-up lines) exists, still shows the whole log, in order.
+    """
+
+    def __init__(self, threshold: int, configured: int) -> None:
+        super().__init__()
+        self.threshold = threshold
+        self.configured = configured
+        self._held: collections.deque[logging.LogRecord] = collections.deque(maxlen=HELD_BACK)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= self.threshold:
+            return True
+        self._held.append(record)
+        return False
+
+    def lower_to(self, threshold: int, handler: logging.Handler) -> None:
+        """Show from `threshold` on, beginning with the lines held back so far."""
+        self.threshold = min(self.threshold, threshold)
+        held, self._held = list(self._held), collections.deque(maxlen=HELD_BACK)
+        for record in held:
+            if record.levelno >= self.threshold:
+                handler.handle(record)
+
+
+def one_off_command() -> bool:
+    """Whether this process runs a one-off `flask` command: not a server (gunicorn, `flask
+    run`), nor tests or `python -c`, which create the app outside any click command."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return False
+    from flask.cli import run_command
+
+    return ctx.command is not run_command
+
+
+def configure_logging(
+    level: str | int = "INFO", stream: TextIO | None = None, *, one_off: bool = False
+) -> logging.Handler:
     """Install the Kamiyo JSON handler on the root logger and return it.
+
+    `one_off`: a one-off command's log, which shows warnings and errors only until
+    log_verbosely() or log_as_service() is called.
 
     Idempotent: a previously installed Kamiyo handler is replaced (tests and
     app factories call this many times).
     """
     numeric_level = _coerce_level(level)
+    configured = numeric_level
+    if one_off:
+        # Records down to INFO are made, so that --verbose can still show them.
+        numeric_level = min(numeric_level, logging.INFO)
     root = logging.getLogger()
 
     handler = logging.StreamHandler(sys.stderr if stream is None else stream)
@@ -368,6 +419,9 @@ def configure_logging(level: str | int = "INFO", stream: TextIO | None = None) -
     # Filters on the handler, not on loggers: logger filters do not run for
     # records propagated from child loggers (stripe, werkzeug, sqlalchemy).
     # Context first, so the id is present; redaction last, just before output.
+    if one_off:
+        # First: a line held back is redacted when (and if) it is shown.
+        handler.addFilter(OneOffFilter(max(configured, logging.WARNING), configured))
     handler.addFilter(RequestContextFilter())
     handler.addFilter(RedactionFilter())
 
@@ -383,6 +437,33 @@ def configure_logging(level: str | int = "INFO", stream: TextIO | None = None) -
     # bypassing logging entirely -- keep those unset.)
     logging.getLogger("stripe").setLevel(max(numeric_level, logging.INFO))
     return handler
+
+
+def _one_off() -> tuple[logging.Handler, OneOffFilter] | None:
+    for handler in logging.getLogger().handlers:
+        if getattr(handler, "_kamiyo", False):
+            for found in handler.filters:
+                if isinstance(found, OneOffFilter):
+                    return handler, found
+    return None
+
+
+def log_verbosely() -> None:
+    """A one-off command's --verbose: its whole log from the start, down to INFO (or to
+    LOG_LEVEL, when that is lower)."""
+    if (found := _one_off()) is not None:
+        handler, quiet = found
+        quiet.lower_to(min(quiet.configured, logging.INFO), handler)
+
+
+def log_as_service() -> None:
+    """A command that runs as a service (`flask scheduler run`): its log at LOG_LEVEL, the
+    start-up lines included, as a server logs."""
+    if (found := _one_off()) is not None:
+        handler, quiet = found
+        quiet.lower_to(quiet.configured, handler)
+        # No record below what is shown is made to be held (--verbose may have shown more).
+        logging.getLogger().setLevel(quiet.threshold)
 
 
 def redact_structure(value: Any) -> Any:

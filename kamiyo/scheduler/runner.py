@@ -182,10 +182,31 @@ def run_now(app: Flask, name: str) -> str | None:
     """Run job `name` at once, outside its schedule (the dashboard's button), and return its
     status (ok or failed). Its own period, so it never takes the place of the scheduled run;
     None when another run of it started in the same second."""
+    run = run_manual(app, name)
+    return run.status if run is not None else None
+
+
+def run_manual(app: Flask, name: str) -> JobRun | None:
+    """run_now's run itself (its period names it manual); call within an app context."""
     period = "manual:" + utcnow().strftime("%Y-%m-%dT%H:%M:%S")
     if not run_once(app, name, period=period):
         return None
-    return db.session.scalar(db.select(JobRun.status).filter_by(job=name, period=period))
+    return db.session.execute(db.select(JobRun).filter_by(job=name, period=period)).scalar_one()
+
+
+def current_period(app: Flask, name: str) -> str:
+    spec: JobSpec = app.extensions[JOBS_KEY][name]
+    return spec.period_fn(dt.datetime.now(timezone_of(app)))
+
+
+def run_for_period(app: Flask, name: str) -> tuple[bool, JobRun]:
+    """Run job `name` as its current period's run, under the scheduler's own rules: not when
+    that run is done or under way elsewhere, again when it failed (or its process died).
+    Returns whether this call ran it, and the period's run (call within an app context)."""
+    period = current_period(app, name)
+    ran = run_once(app, name, period)
+    run = db.session.execute(db.select(JobRun).filter_by(job=name, period=period)).scalar_one()
+    return ran, run
 
 
 def next_run(spec: JobSpec, now: dt.datetime) -> dt.datetime | None:

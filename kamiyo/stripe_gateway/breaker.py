@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 TRANSITIONS_KEPT = 50  # the dashboard shows recent ones; the log has them all
+# While the probe is out its answer may close the breaker any moment: callers come back soon
+# (a refusal costs us nothing) rather than wait out a probe's whole lease.
+PROBE_IN_FLIGHT_RETRY = 1.0
 
 
 class Transition(dict):
@@ -42,6 +45,7 @@ class MemoryState:
         self.failures = 0
         self.opened_at: float | None = None
         self.probe_until = 0.0
+        self._alerted: str | None = None
         self._transitions: deque[Transition] = deque(maxlen=TRANSITIONS_KEPT)
 
     def record(self, transition: Transition) -> None:
@@ -80,6 +84,11 @@ class MemoryState:
             self.probe_until = now + lease
             return True
 
+    def swap_alerted(self, state: str) -> str | None:
+        with self._lock:
+            previous, self._alerted = self._alerted, state
+            return previous
+
 
 class RedisState:
     """Shared state: every worker and host sees the same breaker."""
@@ -90,6 +99,8 @@ class RedisState:
         self._opened = f"kamiyo:breaker:{name}:opened_at"
         self._probe = f"kamiyo:breaker:{name}:probe"
         self._transitions = f"kamiyo:breaker:{name}:transitions"
+        # Not cleared by reset(): a reset must still be told apart from "closed already".
+        self._alerted = f"kamiyo:breaker:{name}:alerted"
 
     def record(self, transition: Transition) -> None:
         pipe = self._redis.pipeline()
@@ -124,6 +135,12 @@ class RedisState:
 
     def take_probe(self, now: float, lease: float) -> bool:
         return bool(self._redis.set(self._probe, "1", nx=True, px=max(1, int(lease * 1000))))
+
+    def swap_alerted(self, state: str) -> str | None:
+        previous = self._redis.set(self._alerted, state, get=True)
+        if isinstance(previous, bytes):
+            return previous.decode()
+        return previous if isinstance(previous, str) else None
 
 
 class CircuitBreaker:
@@ -178,11 +195,11 @@ class CircuitBreaker:
                 return False
             now = self._clock()
             if now < opened_at + self.reset_timeout:
-                raise CircuitOpenError("circuit open")
+                raise CircuitOpenError("circuit open", retry_after=opened_at + self.reset_timeout - now)
             if self._state.take_probe(now, self.probe_lease):
                 self._changed(OPEN, HALF_OPEN)
                 return True
-            raise CircuitOpenError("circuit half-open, probe in flight")
+            raise CircuitOpenError("circuit half-open, probe in flight", retry_after=PROBE_IN_FLIGHT_RETRY)
         except redis.RedisError as exc:
             # Fail open: an unreachable breaker store must not stop payments.
             log.error("circuit breaker store unreachable: %s", type(exc).__name__)
@@ -214,6 +231,18 @@ class CircuitBreaker:
         except redis.RedisError as exc:
             log.error("circuit breaker store unreachable: %s", type(exc).__name__)
         self._on_change(old, new)
+
+    def claim_alert(self, state: str) -> bool:
+        """Whether the team must hear that the breaker is now `state` (open or closed): yes
+        when the last alert said otherwise. With a shared store one worker tells, whichever
+        moved it; a close thus always follows an open, and a re-open after a failed probe
+        (the same outage) says nothing."""
+        try:
+            previous = self._state.swap_alerted(state)
+        except redis.RedisError as exc:
+            log.error("circuit breaker store unreachable: %s", type(exc).__name__)
+            return True  # a repeated alert rather than a missing one
+        return (previous or CLOSED) != state
 
     def transitions(self) -> list[Transition]:
         """The most recent first."""

@@ -20,7 +20,13 @@ SUPPORT_CONTACT_DEFAULT = "support@kamiyo.ai"
 
 
 class CircuitOpenError(Exception):
-    """Raised by our code instead of calling Stripe while the circuit breaker is open."""
+    """Raised by our code instead of calling Stripe while the circuit breaker is open.
+
+    `retry_after`: seconds until a call may go through again (the probe), when known."""
+
+    def __init__(self, message: str = "circuit open", retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ErrorSpec(NamedTuple):
@@ -278,6 +284,15 @@ def is_replayed(error: BaseException) -> bool:
     )
 
 
+def is_client_error(error: BaseException) -> bool:
+    """An HTTP 4xx other than 429: the request itself was refused, and will be again.
+
+    Looked at apart from the class: an answer without Stripe's error body (a proxy's page,
+    an emulator's 404) becomes an APIError, the class of Stripe's own 5xx."""
+    status = getattr(error, "http_status", None)
+    return isinstance(status, int) and 400 <= status < 500 and status != 429
+
+
 def is_transient(error: BaseException) -> bool:
-    """Worth retrying with the same key; a stored result replayed never is."""
-    return isinstance(error, TRANSIENT_ERRORS) and not is_replayed(error)
+    """Worth retrying with the same key; a stored result replayed never is, nor a 4xx."""
+    return isinstance(error, TRANSIENT_ERRORS) and not is_replayed(error) and not is_client_error(error)

@@ -10,6 +10,7 @@ attempt is recorded (stripe_calls table, metrics).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from sqlalchemy import insert
 
 from ..config import stripe_step_seconds
 from ..extensions import db
+from ..health import register_health_check
 from ..models import utcnow
 from ..observability.metrics import refresh_before_scrape
 from ..rollups import register_source
@@ -317,17 +319,28 @@ def _search_literal(value: str) -> str:
     return value.replace("\\", "\\\\").replace("'", "\\'")
 
 
-def _breaker_changed(old: str, new: str) -> None:
+def _breaker_changed(breaker: CircuitBreaker, shared: bool, old: str, new: str) -> None:
     metrics.BREAKER_STATE.set(BREAKER_GAUGE[new])
     level = logging.CRITICAL if new == OPEN else logging.WARNING
     log.log(level, "circuit breaker %s -> %s", old, new, extra={"breaker_from": old, "breaker_to": new})
-    if new == OPEN and has_app_context():
-        from ..observability.alerts import send_alert
+    if new not in (OPEN, CLOSED) or not has_app_context() or not breaker.claim_alert(new):
+        return
+    from ..observability.alerts import send_alert
 
+    whose = "The breaker, shared by every worker," if shared else f"This worker's breaker (pid {os.getpid()})"
+    fields: dict[str, object] = {"breaker_store": "redis" if shared else "memory", "pid": os.getpid()}
+    if new == OPEN:
         send_alert(
-            "Stripe circuit breaker open",
-            "Stripe calls failed repeatedly; payments answer 503 until a probe succeeds.",
-            dedup_key="stripe-breaker-open",
+            "payment_circuit_breaker_opened",
+            f"{whose} opened: Stripe calls failed repeatedly; payments answer 503 until a probe succeeds.",
+            fields=fields,
+        )
+    else:
+        send_alert(
+            "payment_circuit_breaker_closed",
+            f"{whose} closed (a probe reached Stripe, or someone reset it): payments go to Stripe again.",
+            severity="info",
+            fields=fields,
         )
 
 
@@ -339,13 +352,14 @@ def _longest_call_seconds(config) -> float:
 def build_breaker(config) -> CircuitBreaker:
     redis_url = config.get("REDIS_URL")
     state = RedisState(redis_url, "stripe") if redis_url else MemoryState()
-    return CircuitBreaker(
+    breaker = CircuitBreaker(
         state,
         fail_max=int(config["BREAKER_FAIL_MAX"]),
         reset_timeout=float(config["BREAKER_RESET_TIMEOUT"]),
         probe_lease=_longest_call_seconds(config),
-        on_change=_breaker_changed,
+        on_change=lambda old, new: _breaker_changed(breaker, bool(redis_url), old, new),
     )
+    return breaker
 
 
 RESPONSE_LISTENERS = "stripe_gateway_response_listeners"
@@ -369,6 +383,19 @@ def init_app(app: Flask) -> None:
     gateway = app.extensions["stripe_gateway"] = StripeGateway(app.config, build_breaker(app.config))
     metrics.init_retry_series(ERROR_LABELS.values())
     refresh_before_scrape(app, lambda: metrics.BREAKER_STATE.set(BREAKER_GAUGE[gateway.breaker.current_state]))
+    shared = bool(app.config.get("REDIS_URL"))
+    # Without Redis each gunicorn worker has its own breaker, and answers alternate between
+    # their states: every answer says whose it is.
+    register_health_check(
+        app,
+        "worker",
+        lambda: {
+            "ok": True,
+            "pid": os.getpid(),
+            "breaker_store": "redis" if shared else "memory",
+            "breaker_shared": shared,
+        },
+    )
     from .queries import rollup_source
 
     register_source(app, rollup_source())  # per-minute counts of attempts for the dashboard

@@ -28,11 +28,11 @@ def check_command(as_json: bool, local: bool) -> None:
         click.echo(json.dumps(result, indent=2, sort_keys=True, default=str))
     else:
         click.echo(result["message"])
+        # In every status: a healthy version still has a next step, and where to read about it.
         recommendation = result["recommendation"]
-        if result["status"] != "healthy" or recommendation["upgrade_available"]:
-            click.echo(f"Recommendation: {recommendation['action']}")
-            click.echo(f"  changelog: {recommendation['changelog_url']}")
-            click.echo(f"  upgrade guide: {recommendation['upgrade_guide_url']}")
+        click.echo(f"Recommendation: {recommendation['action']}")
+        click.echo(f"  changelog: {recommendation['changelog_url']}")
+        click.echo(f"  upgrade guide: {recommendation['upgrade_guide_url']}")
         for mismatch in result["mismatches"]:
             click.echo(f"Mismatch ({mismatch['source']}): {mismatch['message']}")
             click.echo(f"  what to do: {mismatch['action']}")

@@ -47,6 +47,18 @@ def events(args: Mapping[str, str], window: TimeRange) -> Page:
     return page
 
 
+def latest_events(status: str | None, event_type: str | None, limit: int) -> list[WebhookEvent]:
+    """The newest `limit` stored events, of one status and type when given (the CLI's list).
+    Newest by arrival, on the (status, received_at) or received_at index."""
+    query = select(WebhookEvent)
+    if status:
+        query = query.where(WebhookEvent.status == status)
+    if event_type:
+        query = query.where(WebhookEvent.type == event_type)
+    query = query.order_by(WebhookEvent.received_at.desc(), WebhookEvent.id.desc()).limit(limit)
+    return list(db.session.scalars(query))
+
+
 def event(event_id: str) -> WebhookEvent | None:
     return db.session.scalar(select(WebhookEvent).where(WebhookEvent.event_id == event_id))
 

@@ -91,6 +91,22 @@ def test_revoke_by_id_and_unknown_key(runner):
     assert result.exit_code == 1 and "no API key" in result.output
 
 
+def test_revoking_a_revoked_key_says_so_and_keeps_its_date(app, runner):
+    import time_machine
+
+    key = create_key(runner)
+    with time_machine.travel("2026-12-01 10:15:00+00:00", tick=False):
+        first = runner.invoke(args=["api-keys", "revoke", "1"])
+    assert first.exit_code == 0 and first.output == f"Revoked API key #1 'billing-service' ({key[:12]}...).\n"
+    again = runner.invoke(args=["api-keys", "revoke", key[:12]])
+    assert again.exit_code == 0
+    assert again.output == (
+        f"API key #1 'billing-service' ({key[:12]}...) was already revoked on 2026-12-01 10:15 UTC; nothing to do.\n"
+    )
+    with app.app_context():
+        assert db.session.scalar(select(ApiKey)).revoked_at.isoformat() == "2026-12-01T10:15:00+00:00"
+
+
 def test_create_rejects_an_empty_name(runner):
     result = runner.invoke(args=["api-keys", "create", "  "])
     assert result.exit_code == 2 and "name" in result.output

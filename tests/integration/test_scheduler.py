@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 import pytest
+import time_machine
 from flask.cli import run_command
 from sqlalchemy import create_engine, text
 
@@ -224,6 +225,10 @@ def test_flask_scheduler_run_starts_and_stops_cleanly(app_config, tmp_path):
         out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert "Scheduler stopped." in out and "Traceback" not in err
+    # A service, not a one-off command: its log at LOG_LEVEL (INFO), start-up lines included.
+    logged = [json.loads(line)["message"] for line in err.splitlines()]
+    assert "kamiyo configured" in logged
+    assert any(line.startswith(f"scheduled job {VERSION_CHECK_JOB}, next run ") for line in logged), logged
 
 
 def _flaky(failures: int) -> tuple[list[int], object]:
@@ -292,10 +297,54 @@ def test_a_run_whose_process_died_is_retaken_but_not_one_still_running(make_app)
 
 def test_run_job_and_status_commands(app):
     runner = app.test_cli_runner()
-    ran = runner.invoke(args=["scheduler", "run-job", "job-runs-prune"])
-    assert ran.exit_code == 0 and ran.output == "job-runs-prune: ok\n"
     unknown = runner.invoke(args=["scheduler", "run-job", "nope"])
     assert unknown.exit_code == 1 and "no job named 'nope'; jobs: alert-evaluation, job-runs-prune" in unknown.output
-    status = runner.invoke(args=["scheduler", "status"]).output
-    assert re.search(r"job-runs-prune\s+next 20\d\d-", status)
-    assert re.search(r"    manual:20\d\d-\d\d-\d\dT\d\d:\d\d:\d\d\s+ok\s+finished 20", status)
+    with time_machine.travel(dt.datetime(2026, 11, 23, 12, 0, 5, tzinfo=dt.timezone.utc), tick=False):
+        ran = runner.invoke(args=["scheduler", "run-job", "job-runs-prune"])
+        assert ran.exit_code == 0 and ran.output == "job-runs-prune: ok (its run for 2026-11-23)\n"
+        status = runner.invoke(args=["scheduler", "status"]).output
+    assert re.search(r"job-runs-prune\s+next 2026-11-24T04:15:00\+00:00", status), status
+    assert "    2026-11-23                   ok       finished 2026-11-23 12:00:05" in status
+
+
+@both_databases
+def test_run_job_keeps_once_per_period_and_force_records_a_manual_run(make_app):
+    """Without --force the job runs as its period's run, which the scheduler then leaves alone
+    (a failed one is taken again); --force runs it once more, as a manual run of its own."""
+    app = make_app()
+    calls, flaky = _flaky(1)
+    scheduler.register_job(app, "flaky-daily", scheduler.daily_trigger("UTC"), flaky, scheduler.day)
+    runner = app.test_cli_runner()
+    with time_machine.travel(dt.datetime(2026, 11, 23, 12, 0, 5, tzinfo=dt.timezone.utc), tick=False):
+        first = runner.invoke(args=["scheduler", "run-job", "flaky-daily"])
+        assert (first.exit_code, first.output) == (1, "flaky-daily: failed (its run for 2026-11-23)\n")
+        retaken = runner.invoke(args=["scheduler", "run-job", "flaky-daily"])
+        assert (retaken.exit_code, retaken.output) == (0, "flaky-daily: ok (its run for 2026-11-23)\n")
+        again = runner.invoke(args=["scheduler", "run-job", "flaky-daily"])
+        assert (again.exit_code, again.output) == (0, (
+            "flaky-daily: not run, its run for 2026-11-23 is ok already (finished 2026-11-23 12:00:05 UTC); "
+            "--force runs it once more as a manual run\n"))
+        assert len(calls) == 2
+        assert scheduler.run_once(app, "flaky-daily") is False  # the scheduler's own fire skips the day
+        forced = runner.invoke(args=["scheduler", "run-job", "flaky-daily", "--force"])
+        assert (forced.exit_code, forced.output) == (0, "flaky-daily: ok (manual run manual:2026-11-23T12:00:05)\n")
+    assert len(calls) == 3
+    with app.app_context():
+        runs = db.session.execute(db.select(scheduler.JobRun.period, scheduler.JobRun.status)
+                                  .filter_by(job="flaky-daily").order_by(scheduler.JobRun.id)).all()
+    assert [tuple(run) for run in runs] == [("2026-11-23", "ok"), ("manual:2026-11-23T12:00:05", "ok")]
+
+
+def test_run_job_while_its_period_runs_elsewhere_says_where(make_app):
+    app = make_app()
+    scheduler.register_job(app, "busy", scheduler.daily_trigger("UTC"), lambda: None, scheduler.day)
+    with time_machine.travel(dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.timezone.utc), tick=False):
+        with app.app_context():
+            db.session.add(scheduler.JobRun(job="busy", period="2026-11-23", status="running", host="web-1",
+                                            pid=4242, started_at=dt.datetime(2026, 11, 23, 11, 59,
+                                                                             tzinfo=dt.timezone.utc)))
+            db.session.commit()
+        busy = app.test_cli_runner().invoke(args=["scheduler", "run-job", "busy"])
+    assert (busy.exit_code, busy.output) == (0, (
+        "busy: not run, its run for 2026-11-23 is running already (pid 4242 on web-1, since 2026-11-23 11:59:00 "
+        "UTC); --force runs it once more as a manual run\n"))

@@ -63,8 +63,13 @@ def test_cli_exit_code_per_status(make_app, monkeypatch, version, code, first_li
         result = app.test_cli_runner().invoke(args=["stripe-version", "check", "--local"])
     assert result.exit_code == code, result.output
     assert result.output.splitlines()[0].startswith(first_line)
-    if code:
-        assert "Recommendation:" in result.output and "https://docs.stripe.com/" in result.output
+    # In every status, healthy too (the README promises it): what to do, and where to read.
+    recommendation = [line for line in result.output.splitlines() if line.startswith(("Recommendation:", "  "))]
+    assert recommendation[0].startswith("Recommendation: ")
+    assert recommendation[1:3] == [
+        "  changelog: https://docs.stripe.com/changelog",
+        "  upgrade guide: https://docs.stripe.com/upgrades",
+    ]
     [row] = checks(app)
     assert (row.source, row.configured_version, row.remote) == ("cli", version, False)
     assert row.status == ["healthy", "warning", "critical", "unknown"][code]

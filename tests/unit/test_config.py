@@ -85,6 +85,17 @@ def test_missing_secret_outside_tests_names_the_variable(monkeypatch, missing):
         create_app()
 
 
+def test_missing_secret_names_both_ways_out(monkeypatch):
+    monkeypatch.setenv("SECRET_KEY", "x")
+    with pytest.raises(ConfigError) as raised:
+        create_app()
+    assert str(raised.value) == (
+        "STRIPE_SECRET_KEY is not set. Either set SECRET_KEY, STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET "
+        "(environment or instance/config.py), or use demo mode: `make run` without STRIPE_SECRET_KEY, and "
+        "KAMIYO_DEMO_MODE=1 in front of a command meant for that demo"
+    )
+
+
 def test_demo_mode_makes_secrets_once_and_points_at_localstripe(monkeypatch, isolated_environment):
     monkeypatch.setenv("KAMIYO_DEMO_MODE", "1")
     first = create_app()

@@ -191,6 +191,12 @@ def test_rules_list_subclasses_before_their_bases():
         (stripe.APIConnectionError("x"), True),
         (stripe.RateLimitError("x"), True),
         (stripe.APIError("x"), True),
+        (stripe.APIError("x", http_status=500), True),
+        (stripe.APIError("x", http_status=503), True),
+        # A 4xx whose body is not Stripe's (a proxy's or an emulator's page) is still final.
+        (stripe.APIError("x", http_status=404), False),
+        (stripe.APIError("x", http_status=400), False),
+        (stripe.RateLimitError("x", http_status=429), True),
         (card("card_declined"), False),
         (invalid("customer"), False),
         (stripe.AuthenticationError("x"), False),
