@@ -1,16 +1,24 @@
-"""What happens when a webhook request is blocked: the row, the log line, the counters
-and the alert. The limiter itself (storage, the 429 answer) is set up in the core,
-kamiyo/rate_limits.py.
+"""The webhook endpoint's rate limit, and what happens when a request is blocked: the row,
+the log line, the counters and the alert. The limiter's storage and the 429 answer are set
+up in the core, kamiyo/rate_limits.py.
+
+By default (WEBHOOK_RATE_LIMIT_COUNT=failed) only refused requests count, and they count at
+refusal: a verified delivery passes whatever its IP did, since Stripe's addresses are shared
+with others (and a proxy in front of us may share one with anybody). With `all`, every
+request counts before its body is read, and one over the limit is blocked unread.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import threading
 
-from flask import current_app, g, request
+from flask import current_app, request
 from flask_limiter import RequestLimit
+from flask_limiter.util import get_remote_address
+from limits import RateLimitItem, parse_many
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -18,6 +26,7 @@ from ..control_chars import replace_control
 from ..extensions import db, rowcount
 from ..models import utcnow
 from ..observability.alerts import send_alert
+from ..rate_limits import hit, too_many_requests
 from . import metrics
 from .models import RateLimitViolation
 
@@ -32,7 +41,38 @@ def sanitise_user_agent(value: str | None) -> str:
     return replace_control(value or "", "?", beyond_ascii=True)[:256]
 
 
+# The key Flask-Limiter gave this limit: a count in Redis carries over an upgrade.
+SCOPE = "webhooks.stripe_webhook"
+
+
+@functools.lru_cache(maxsize=8)
+def _items(text: str) -> list[RateLimitItem]:
+    return parse_many(text)  # validated at start-up (kamiyo/config.py)
+
+
+def count_refusal() -> None:
+    """Count a refused request against its IP; the one past the limit raises the 429 instead.
+
+    Counted at refusal, in one atomic hit: requests with slow bodies are all in flight
+    before any is refused, and a check before the body with a count after it let them
+    all through."""
+    if current_app.config["WEBHOOK_RATE_LIMIT_COUNT"] == "all":
+        return  # counted before the body (the blueprint's limit)
+    prefix = current_app.config.get("RATELIMIT_KEY_PREFIX")
+    identifiers = [prefix, get_remote_address(), SCOPE] if prefix else [get_remote_address(), SCOPE]
+    for item in _items(webhook_limit()):
+        allowed, reset_at = hit(item, *identifiers)
+        if not allowed:
+            _record(str(item))
+            raise too_many_requests(reset_at)
+
+
 def record_violation(limit: RequestLimit) -> None:
+    """on_breach for the blueprint's limit (WEBHOOK_RATE_LIMIT_COUNT=all)."""
+    _record(str(limit.limit))
+
+
+def _record(limit: str) -> None:
     """A blocked request: row, `RATE LIMIT` log line, counters, and an alert past the threshold."""
     metrics.RATE_LIMIT_VIOLATIONS.inc()
     metrics.REQUESTS_BLOCKED.inc()
@@ -41,7 +81,7 @@ def record_violation(limit: RequestLimit) -> None:
         "client_ip": (request.remote_addr or "unknown")[:64],
         "user_agent": sanitise_user_agent(request.headers.get("User-Agent")),
         "endpoint": request.path[:255],
-        "limit": str(limit.limit)[:64],
+        "limit": limit[:64],
         "violation_time": now.isoformat().replace("+00:00", "Z"),
     }
     log.warning(
@@ -98,11 +138,9 @@ def _maybe_alert(fields: dict[str, str], now) -> None:
             _alerted.add((ip, hour))
 
 
-def counts_against_limit(response) -> bool:
-    """deduct_when for the webhook limit: by default only refused requests count."""
-    if response.status_code == 429:
-        return False
-    return current_app.config["WEBHOOK_RATE_LIMIT_COUNT"] == "all" or bool(g.get("webhook_refused"))
+def counts_only_refusals() -> bool:
+    """exempt_when for the blueprint's limit: by default refusals count, in the view."""
+    return current_app.config["WEBHOOK_RATE_LIMIT_COUNT"] != "all"
 
 
 def webhook_limit() -> str:
