@@ -1,5 +1,5 @@
-"""The webhook endpoint's rate limit, and what happens when a request is blocked: the row,
-the log line, the counters and the alert. The limiter's storage and the 429 answer are set
+"""The webhook endpoint's rate limit, and what happens when a request is blocked: the log
+line, the metrics, the counter row and the alert. The limiter's storage and the 429 answer are set
 up in the core, kamiyo/rate_limits.py.
 
 By default (WEBHOOK_RATE_LIMIT_COUNT=failed) only refused requests count, and they count at
@@ -14,12 +14,16 @@ import datetime as dt
 import functools
 import logging
 import threading
+import time
+from collections.abc import Mapping
+from typing import Any
 
-from flask import current_app, request
+from flask import Flask, current_app, request
 from flask_limiter import RequestLimit
 from flask_limiter.util import get_remote_address
 from limits import RateLimitItem, parse_many
-from sqlalchemy import delete, func, select
+from sqlalchemy import case, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..control_chars import replace_control
@@ -72,8 +76,65 @@ def record_violation(limit: RequestLimit) -> None:
     _record(str(limit.limit))
 
 
+FLUSH_SECONDS = 1.0  # blocks are written together at most this often, per process
+AGENTS_PER_MINUTE = 5  # user agents of one IP and minute with a row of their own, per process
+OTHER_AGENTS = "(other user agents)"
+PENDING_KEY = "kamiyo_blocked_pending"
+
+
+class _Pending:
+    """Blocks counted in this process and not written yet, per (minute, ip, endpoint, agent):
+    [count, latest time, limit]."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.lock = threading.Lock()
+        self.counts: dict[tuple[dt.datetime, str, str, str], list] = {}
+        self.agents: dict[tuple[dt.datetime, str], set[str]] = {}
+        self.written_at = 0.0
+        self.timer: threading.Timer | None = None
+
+    def add(self, fields: dict[str, str], now: dt.datetime) -> bool:
+        """Count one block; True when it is time to write."""
+        minute = now.replace(second=0, microsecond=0)
+        ip, agent = fields["client_ip"], fields["user_agent"]
+        with self.lock:
+            seen = self.agents.setdefault((minute, ip), set())
+            if agent not in seen:
+                if len(seen) < AGENTS_PER_MINUTE:
+                    seen.add(agent)
+                else:
+                    agent = OTHER_AGENTS
+            entry = self.counts.setdefault((minute, ip, fields["endpoint"], agent), [0, now, fields["limit"]])
+            entry[0] += 1
+            entry[1], entry[2] = now, fields["limit"]
+            wait = self.written_at + FLUSH_SECONDS - time.monotonic()
+            if wait > 0 and self.timer is None:
+                # What comes after the last block of a burst is written without waiting for another.
+                self.timer = threading.Timer(wait, self._on_timer)
+                self.timer.daemon = True
+                self.timer.start()
+            return wait <= 0
+
+    def take(self) -> dict[tuple[dt.datetime, str, str, str], list]:
+        with self.lock:
+            taken, self.counts = self.counts, {}
+            self.written_at = time.monotonic()
+            if taken:  # earlier minutes' agents are done with
+                latest = max(key[0] for key in taken)
+                self.agents = {key: agents for key, agents in self.agents.items() if key[0] >= latest}
+            return taken
+
+    def _on_timer(self) -> None:
+        with self.lock:
+            self.timer = None
+        with self.app.app_context():
+            flush()
+
+
 def _record(limit: str) -> None:
-    """A blocked request: row, `RATE LIMIT` log line, counters, and an alert past the threshold."""
+    """A blocked request: `RATE LIMIT` log line, metrics, and its count (written with the
+    others at most every FLUSH_SECONDS), then an alert past the threshold."""
     metrics.RATE_LIMIT_VIOLATIONS.inc()
     metrics.REQUESTS_BLOCKED.inc()
     now = utcnow()
@@ -87,37 +148,82 @@ def _record(limit: str) -> None:
     log.warning(
         "RATE LIMIT exceeded: %s %s (%s)", fields["client_ip"], fields["endpoint"], fields["limit"], extra=fields
     )
+    if current_app.extensions[PENDING_KEY].add(fields, now):
+        flush()
+
+
+def init_pending(app: Flask) -> None:
+    app.extensions[PENDING_KEY] = _Pending(app)
+
+
+def flush() -> None:
+    """Write this process's pending blocks: one upsert for all, then the alert check of
+    each IP written, per hour."""
+    taken = current_app.extensions[PENDING_KEY].take()
+    if not taken:
+        return
+    rows = [
+        {
+            "occurred_at": minute,
+            "client_ip": ip,
+            "endpoint": endpoint,
+            "user_agent": agent,
+            "limit": limit,
+            "count": n,
+            "last_at": last,
+        }
+        for (minute, ip, endpoint, agent), (n, last, limit) in taken.items()
+    ]
+    table = RateLimitViolation.__table__
+    upsert = (postgresql if db.engine.dialect.name == "postgresql" else sqlite).insert(table)
+    new = upsert.excluded
+    upsert = upsert.on_conflict_do_update(
+        index_elements=[table.c.occurred_at, table.c.client_ip, table.c.endpoint, table.c.user_agent],
+        set_={
+            "count": table.c.count + new["count"],
+            "limit": new["limit"],
+            "last_at": case((table.c.last_at > new.last_at, table.c.last_at), else_=new.last_at),
+        },
+    )
     try:
-        db.session.add(
-            RateLimitViolation(
-                client_ip=fields["client_ip"],
-                user_agent=fields["user_agent"],
-                endpoint=fields["endpoint"],
-                limit=fields["limit"],
-                occurred_at=now,
-            )
-        )
+        db.session.execute(upsert, rows)
         db.session.commit()
-        _maybe_alert(fields, now)
     except SQLAlchemyError as exc:
-        # The 429 still goes out; the log line above is the record.
+        # The 429s went out; the log lines are the record.
         db.session.rollback()
-        log.error("rate limit violation not stored: %s", type(exc).__name__)
+        log.error("%d rate limit violations not stored: %s", sum(r["count"] for r in rows), type(exc).__name__)
+        return
+    latest: dict[tuple[str, str], dict] = {}  # (ip, hour) -> its latest row
+    for row in rows:
+        key = (row["client_ip"], row["last_at"].strftime("%Y-%m-%dT%H"))
+        if key not in latest or row["last_at"] > latest[key]["last_at"]:
+            latest[key] = row
+    for row in latest.values():
+        try:
+            _maybe_alert(row, row["last_at"])
+        except SQLAlchemyError as exc:
+            db.session.rollback()
+            log.error("rate limit alert not checked: %s", type(exc).__name__)
 
 
-def _maybe_alert(fields: dict[str, str], now) -> None:
+def _maybe_alert(fields: Mapping[str, Any], now: dt.datetime) -> None:
     ip, hour = fields["client_ip"], now.strftime("%Y-%m-%dT%H")
     if (ip, hour) in _alerted:
         return
     threshold = int(current_app.config["RATE_LIMIT_ALERT_PER_HOUR"])
     since = now.replace(minute=0, second=0, microsecond=0)
-    count = db.session.scalar(
-        select(func.count(RateLimitViolation.id)).where(
-            RateLimitViolation.client_ip == ip, RateLimitViolation.occurred_at >= since
+    count = int(
+        db.session.scalar(
+            select(func.coalesce(func.sum(RateLimitViolation.count), 0)).where(
+                RateLimitViolation.client_ip == ip,
+                RateLimitViolation.occurred_at >= since,
+                RateLimitViolation.occurred_at < since + dt.timedelta(hours=1),
+            )
         )
+        or 0
     )
     db.session.rollback()
-    if (count or 0) <= threshold:
+    if count <= threshold:
         return
     send_alert(
         "Webhook rate limit",
@@ -148,8 +254,8 @@ def webhook_limit() -> str:
 
 
 def purge_old_violations(now: dt.datetime | None = None) -> int:
-    """Blocked requests are recorded one row each, as many as an attacker sends: kept as long
-    as the events (WEBHOOK_RETENTION_DAYS), then deleted; returns how many."""
+    """Counters of blocked requests are kept as long as the events (WEBHOOK_RETENTION_DAYS),
+    then deleted; returns how many rows."""
     cutoff = (now or utcnow()) - dt.timedelta(days=int(current_app.config["WEBHOOK_RETENTION_DAYS"]))
     deleted = rowcount(db.session.execute(delete(RateLimitViolation).where(RateLimitViolation.occurred_at < cutoff)))
     db.session.commit()
