@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -52,6 +53,28 @@ SCOPE = "webhooks.stripe_webhook"
 @functools.lru_cache(maxsize=8)
 def _items(text: str) -> list[RateLimitItem]:
     return parse_many(text)  # validated at start-up (kamiyo/config.py)
+
+
+def warn_if_counted_per_worker(app: Flask) -> None:
+    """With several workers and memory:// storage, each worker keeps its own count: say at
+    start-up what that does to the limit, which the README promises per IP."""
+    workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+    if workers <= 1 or not app.config["RATELIMIT_STORAGE_URI"].startswith("memory://"):
+        return
+    amount = min(item.amount for item in _items(app.config["WEBHOOK_RATE_LIMIT"]))
+    log.warning(
+        "webhook rate limit counted per worker: with %d workers the first 429 comes between the %s and the %s "
+        "refused webhook from one IP (WEBHOOK_RATE_LIMIT %s); set REDIS_URL to count once",
+        workers,
+        _ordinal(amount + 1),
+        _ordinal(workers * amount + 1),
+        app.config["WEBHOOK_RATE_LIMIT"],
+    )
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def count_refusal() -> None:

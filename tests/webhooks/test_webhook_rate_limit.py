@@ -243,6 +243,9 @@ def test_memory_storage_with_several_workers_warns(make_app, monkeypatch, caplog
         app = make_app()
     assert app.config["RATELIMIT_STORAGE_URI"] == "memory://"
     assert any("counted per worker" in r.getMessage() for r in caplog.records)
+    # What `make run` (2 workers, no Redis) does to the README's "31st -> 429".
+    assert any("the first 429 comes between the 31st and the 61st refused webhook from one IP" in r.getMessage()
+               for r in caplog.records)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="kamiyo.ratelimit"):
         app = make_app(REDIS_URL="redis://127.0.0.1:1/0")
