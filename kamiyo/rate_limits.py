@@ -84,7 +84,8 @@ class _Fallback:
 
 
 def hit(item: RateLimitItem, *identifiers: str) -> tuple[bool, float]:
-    """Count one request now and say whether it is within `item`: (allowed, reset_at).
+    """Count one request now and say whether it is within `item`: (allowed, reset_at), where
+    reset_at (epoch seconds) is only looked up for a request over the limit, else 0.
 
     One atomic increment-and-test in the store, unlike a test now and a count after the
     response, which lets requests in flight together all pass the limit. A store that fails
@@ -95,10 +96,13 @@ def hit(item: RateLimitItem, *identifiers: str) -> tuple[bool, float]:
     strategy = limiter.limiter
     if time.monotonic() >= fallback.retry_at:
         try:
-            allowed = strategy.hit(item, *identifiers)
-            return allowed, strategy.get_window_stats(item, *identifiers).reset_time
+            if strategy.hit(item, *identifiers):
+                return True, 0.0
+            return False, strategy.get_window_stats(item, *identifiers).reset_time
         except Exception as exc:  # noqa: BLE001 -- each store driver (redis, memcached...) has its own errors
             log.warning("rate limit store unreachable (%s): counting in memory", type(exc).__name__)
             fallback.retry_at = time.monotonic() + STORE_RETRY_SECONDS
     memory = fallback.strategy(strategy)
-    return memory.hit(item, *identifiers), memory.get_window_stats(item, *identifiers).reset_time
+    if memory.hit(item, *identifiers):
+        return True, 0.0
+    return False, memory.get_window_stats(item, *identifiers).reset_time

@@ -87,11 +87,43 @@ def count_refusal() -> None:
         return  # counted before the body (the blueprint's limit)
     prefix = current_app.config.get("RATELIMIT_KEY_PREFIX")
     identifiers = [prefix, get_remote_address(), SCOPE] if prefix else [get_remote_address(), SCOPE]
+    blocked: _BlockedUntil = current_app.extensions[BLOCKED_KEY]
     for item in _items(webhook_limit()):
-        allowed, reset_at = hit(item, *identifiers)
-        if not allowed:
-            _record(str(item))
-            raise too_many_requests(reset_at)
+        key = item.key_for(*identifiers)
+        reset_at = blocked.get(key)
+        if reset_at is None:
+            allowed, reset_at = hit(item, *identifiers)
+            if allowed:
+                continue
+            blocked.set(key, reset_at)
+        _record(str(item))
+        raise too_many_requests(reset_at)
+
+
+BLOCKED_KEY = "kamiyo_blocked_until"
+
+
+class _BlockedUntil:
+    """Keys this process saw over their limit, until the window resets: blocking them again
+    needs no hit in the store (a Redis round trip), so a block costs less than a refusal."""
+
+    LIMIT = 10_000  # keys kept; a distributed flood beyond that is counted in the store again
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.until: dict[str, float] = {}
+
+    def get(self, key: str) -> float | None:
+        reset_at = self.until.get(key)
+        return reset_at if reset_at is not None and reset_at > time.time() else None
+
+    def set(self, key: str, reset_at: float) -> None:
+        with self.lock:
+            if len(self.until) >= self.LIMIT:
+                now = time.time()
+                self.until = {k: v for k, v in self.until.items() if v > now}
+            if len(self.until) < self.LIMIT:
+                self.until[key] = reset_at
 
 
 def record_violation(limit: RequestLimit) -> None:
@@ -177,6 +209,7 @@ def _record(limit: str) -> None:
 
 def init_pending(app: Flask) -> None:
     app.extensions[PENDING_KEY] = _Pending(app)
+    app.extensions[BLOCKED_KEY] = _BlockedUntil()
 
 
 def flush() -> None:

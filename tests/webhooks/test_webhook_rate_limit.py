@@ -140,6 +140,29 @@ def test_a_flood_is_one_counter_row_per_ip_and_minute_and_a_block_costs_no_sql(m
         assert queries.serialise_violation(latest)["count"] == 41
 
 
+def test_an_ip_known_to_be_blocked_is_not_counted_in_the_store_again(make_app, monkeypatch):
+    """A refusal takes a hit in the store (a Redis round trip in production); a block of an
+    IP this worker already saw blocked takes none, until the window resets: a blocked request
+    costs less than a refused one."""
+    from kamiyo.webhooks import limiting
+
+    hits = []
+    counted = limiting.hit
+
+    def counting(*args):
+        hits.append(args)
+        return counted(*args)
+
+    monkeypatch.setattr(limiting, "hit", counting)
+    client = make_app(WEBHOOK_RATE_LIMIT="2/minute").test_client()
+    assert [unsigned(client).status_code for _ in range(3)] == [400, 400, 429]
+    assert len(hits) == 3
+    blocked = [unsigned(client) for _ in range(20)]
+    assert [r.status_code for r in blocked] == [429] * 20 and len(hits) == 3
+    assert all(1 <= int(r.headers["Retry-After"]) <= 61 for r in blocked)
+    assert unsigned(client, ip="198.51.100.2").status_code == 400 and len(hits) == 4
+
+
 def test_blocks_are_written_within_a_second_without_another_request(make_app):
     app = make_app(WEBHOOK_RATE_LIMIT="1/minute")
     client = app.test_client()
