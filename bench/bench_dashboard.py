@@ -76,10 +76,11 @@ def seed(database: Path, rows: int) -> float:
         "INSERT INTO webhook_events (event_id, type, api_version, livemode, object_id, created, received_at, "
         "processed_at, status, attempts, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", events())
     connection.executemany(
-        "INSERT INTO rate_limit_violations (client_ip, user_agent, endpoint, \"limit\", occurred_at) "
-        "VALUES (?, ?, ?, ?, ?)",
-        ((f"203.0.113.{n % 200}", "curl/8", "/api/v1/webhooks/stripe", "30 per 1 minute", _moment(now, rng))
-         for n in range(rows // 100)))
+        "INSERT INTO rate_limit_violations (client_ip, user_agent, endpoint, \"limit\", occurred_at, last_at) "
+        "VALUES (?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (occurred_at, client_ip, endpoint, user_agent) DO UPDATE SET count = count + 1",
+        ((f"203.0.113.{n % 200}", "curl/8", "/api/v1/webhooks/stripe", "30 per 1 minute", moment, moment)
+         for n, moment in ((n, _moment(now, rng)) for n in range(rows // 100))))
     connection.commit()
     connection.execute("ANALYZE")
     connection.close()

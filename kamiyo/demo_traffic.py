@@ -30,7 +30,7 @@ USER_AGENT = "kamiyo-demo-traffic"
 # The unsigned burst comes from here, so that the signed deliveries from 127.0.0.1 are not
 # blocked with it (a blocked IP waits out the minute, valid deliveries included).
 BURST_SOURCE = "127.0.0.2"
-BLOCKED_WANTED = 5  # 429s the burst stops at: one rate_limit_violations row each
+BLOCKED_WANTED = 5  # 429s the burst stops at: counted in rate_limit_violations
 DECLINED_CARD = "pm_card_visa_chargeDeclined"  # the emulator's card that fails with a CardError
 GOOD_CARD = "pm_card_visa"
 # Stripe's timestamps are seconds since 1970; this one is 10000-01-01, a date that Python (and
@@ -565,7 +565,7 @@ class Traffic:
         self.say(
             "rate limit",
             f"unsigned posts from {self.tally.burst_source}: {self.tally.burst_refused} refused (400), "
-            f"then {self.tally.burst_blocked} blocked (429, each a rate_limit_violations row)",
+            f"then {self.tally.burst_blocked} blocked (429, counted in rate_limit_violations)",
         )
 
     def summary(self) -> None:

@@ -5,8 +5,9 @@ A feature registers a source (a table, its time column and a key expression such
 outcome) at init_app. The `rollup-minutes` job counts each closed minute once into
 `minute_counts`; a reader sums those and counts the few minutes since then (the tail)
 from the table itself, so its answer equals a count of the table whether the job ran or
-not. Only rows that never change after their insert belong here: a later update would
-not reach the minute already counted.
+not. Only rows that never change once their minute is closed belong here: a later update
+would not reach the minute already counted. A source whose rows are counters themselves
+names its count column (`amount`), which is summed instead of counting rows.
 
 A minute is closed GRACE after its end: a row stamped in it but committed late (a slow
 transaction) is still counted. The tail a reader counts is at most GRACE plus the job's
@@ -67,6 +68,11 @@ class Source:
     time_column: Any  # an indexed, timezone-aware column
     key: Callable[[], ColumnElement]  # a string expression per row: what a reader can tell apart
     where: Callable[[], Sequence[ColumnElement]] = field(default=lambda: ())
+    amount: Callable[[], ColumnElement] | None = None  # what a row counts for, when not 1
+
+
+def _tally(source: Source) -> ColumnElement:
+    return func.sum(source.amount()) if source.amount is not None else func.count()
 
 
 def register_source(app: Flask, source: Source) -> None:
@@ -95,7 +101,7 @@ def roll_up(now: dt.datetime | None = None) -> dict[str, int]:
         key = source.key().label("key")
         minute_number = bucket_index(source.time_column, start, MINUTE).label("m")
         rows = db.session.execute(
-            select(minute_number, key, func.count())
+            select(minute_number, key, _tally(source))
             .where(source.time_column >= start, source.time_column < until, *source.where())
             .group_by(minute_number, key)
         ).all()
@@ -151,7 +157,7 @@ def _counts(name: str, window: TimeRange) -> dict[str, list[int]]:
     bucket = bucket_index(source.time_column, window.start, window.bucket).label("b")
     key = source.key().label("key")
     for b, k, n in db.session.execute(
-        select(bucket, key, func.count())
+        select(bucket, key, _tally(source))
         .where(source.time_column >= split, source.time_column < window.end, *source.where())
         .group_by(bucket, key)
     ):

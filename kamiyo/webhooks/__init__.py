@@ -16,13 +16,15 @@ def init_app(app: Flask) -> None:
     from ..rollups import register_source
     from . import cli, metrics, views
     from .inbox import DUPLICATE, purge_expired_events, replay_for_operator
-    from .limiting import purge_old_violations
+    from .limiting import init_pending, purge_old_violations, warn_if_counted_per_worker
     from .models import EVENT_STATUSES, WebhookEvent
     from .queries import REPLAY_ACTION, rollup_sources
 
     # What an event is stored as, or a duplicate of one stored.
     metrics.init_event_series((*EVENT_STATUSES, DUPLICATE))
     app.register_blueprint(views.bp)
+    init_pending(app)  # blocked requests counted in memory, written together
+    warn_if_counted_per_worker(app)
     app.cli.add_command(cli.webhooks_cli)
     # The inbox and the rate-limit record keep WEBHOOK_RETENTION_DAYS (30): purged once a day.
     scheduler.register_job(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import BigInteger, Boolean, CheckConstraint, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import Model
@@ -45,17 +45,29 @@ class WebhookEvent(Model):
 
 
 class RateLimitViolation(Model):
-    """A request the rate limit blocked."""
+    """Requests the rate limit blocked: a counter per client IP, endpoint, user agent and minute.
+
+    One row per blocked request made a flood the database's busiest writer; a counter grows
+    by an upsert instead. Only the first few user agents of an IP and minute get their own
+    row (kamiyo/webhooks/limiting.py), so a client choosing a new one for each request
+    cannot make a row per request either. Rows from before the counters keep their exact
+    time in `occurred_at` and a count of 1.
+    """
 
     __tablename__ = "rate_limit_violations"
-    __table_args__ = (Index("ix_rate_limit_violations_client_ip_occurred_at", "client_ip", "occurred_at"),)
+    __table_args__ = (
+        Index("ix_rate_limit_violations_client_ip_occurred_at", "client_ip", "occurred_at"),
+        UniqueConstraint("occurred_at", "client_ip", "endpoint", "user_agent", name="uq_rate_limit_violations_counter"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     client_ip: Mapped[str] = mapped_column(String(64), nullable=False)
     user_agent: Mapped[str] = mapped_column(String(256), nullable=False, default="")
     endpoint: Mapped[str] = mapped_column(String(255), nullable=False)
-    limit: Mapped[str] = mapped_column(String(64), nullable=False)
+    limit: Mapped[str] = mapped_column(String(64), nullable=False)  # the last one breached
     occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False, index=True)
+    count: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default="1")
+    last_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())  # the latest of the blocks counted
 
 
 class PaymentOutcome(Model):

@@ -25,10 +25,16 @@ VIOLATIONS_ROLLUP = "rate_limit_violations"
 def rollup_sources() -> list[Source]:
     """Events received and requests blocked, per minute. An event's status changes (a replay),
     so only its arrival is counted ahead; failed and ignored events are counted from the
-    table, through the (status, received_at) index."""
+    table, through the (status, received_at) index. Blocked requests are counters of their
+    minute, written within seconds of it (kamiyo/webhooks/limiting.py): summed."""
     return [
         Source(EVENTS_ROLLUP, WebhookEvent.received_at, key=lambda: literal("received")),
-        Source(VIOLATIONS_ROLLUP, RateLimitViolation.occurred_at, key=lambda: literal("blocked")),
+        Source(
+            VIOLATIONS_ROLLUP,
+            RateLimitViolation.occurred_at,
+            key=lambda: literal("blocked"),
+            amount=lambda: RateLimitViolation.count.expression,
+        ),
     ]
 
 
@@ -148,13 +154,15 @@ def violation_count(window: TimeRange) -> int:
 
 
 def top_clients(window: TimeRange, column: str) -> list[tuple[str, int]]:
-    """The most blocked client IPs (or user agents) in the range."""
+    """The most blocked client IPs (or user agents) in the range. Beyond the first few agents
+    of an IP and minute, agents are counted together (limiting.OTHER_AGENTS)."""
     field = getattr(RateLimitViolation, column)
+    blocked = func.sum(RateLimitViolation.count)
     rows = db.session.execute(
-        select(field, func.count().label("n"))
+        select(field, blocked.label("n"))
         .where(RateLimitViolation.occurred_at >= window.start, RateLimitViolation.occurred_at < window.end)
         .group_by(field)
-        .order_by(func.count().desc(), field)
+        .order_by(blocked.desc(), field)
         .limit(TOP_CLIENTS)
     )
     return [(value, int(n)) for value, n in rows]
@@ -196,7 +204,9 @@ def serialise_event(row: WebhookEvent) -> dict[str, Any]:
 def serialise_violation(row: RateLimitViolation) -> dict[str, Any]:
     return {
         "id": row.id,
-        "occurred_at": row.occurred_at.isoformat(),
+        "occurred_at": row.occurred_at.isoformat(),  # the minute counted (older rows: the block's time)
+        "last_at": (row.last_at or row.occurred_at).isoformat(),
+        "count": row.count,
         "client_ip": row.client_ip,
         "user_agent": row.user_agent,
         "endpoint": row.endpoint,

@@ -1,31 +1,31 @@
 """POST /api/v1/webhooks/stripe: Stripe's deliveries. No API key: the signature is the credential.
 
-rate limit → body size (413) → signature on the raw bytes → inbox → handler → answer.
+body size (413) → signature on the raw bytes → inbox → handler → answer. A refused request
+counts against its IP's rate limit, and the one past it answers 429 (kamiyo/webhooks/limiting.py).
 """
 
 from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..extensions import limiter
 from ..http_errors import ApiError
 from . import inbox, metrics
-from .limiting import counts_against_limit, record_violation, webhook_limit
+from .limiting import count_refusal, counts_only_refusals, record_violation, webhook_limit
 from .verify import MALFORMED_BODY, VerificationError, verify_event
 
 log = logging.getLogger("kamiyo.webhooks")
 
 bp = Blueprint("webhooks", __name__, url_prefix="/api/v1/webhooks")
-# On the blueprint rather than the view: checked once, in before_request, before the body is read.
-limiter.limit(webhook_limit, deduct_when=counts_against_limit, on_breach=record_violation)(bp)
+# WEBHOOK_RATE_LIMIT_COUNT=all: on the blueprint, hit in before_request, before the body is read.
+limiter.limit(webhook_limit, exempt_when=counts_only_refusals, on_breach=record_violation)(bp)
 
 
 def _refused(reason: str, detail: str) -> None:
-    # Counted by the rate limit (unless WEBHOOK_RATE_LIMIT_COUNT=all counts everything anyway).
-    g.webhook_refused = True
+    count_refusal()  # past the limit: raises the 429
     metrics.REJECTED.labels(reason).inc()
     log.warning("webhook refused: %s", detail, extra={"client_ip": request.remote_addr})
 

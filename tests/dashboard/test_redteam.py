@@ -105,8 +105,9 @@ def test_the_rate_limit_json_pages_through_an_endpoint_filter(app, client):
     with app.app_context():
         db.session.add_all(
             [
-                RateLimitViolation(client_ip="203.0.113.9", endpoint="/api/v1/webhooks/stripe", limit="30 per 1 minute")
-                for _ in range(60)
+                RateLimitViolation(client_ip="203.0.113.9", endpoint="/api/v1/webhooks/stripe", limit="30 per 1 minute",
+                                   user_agent=f"agent-{n}")  # one counter row per IP, minute and agent
+                for n in range(60)
             ]
         )
         db.session.commit()

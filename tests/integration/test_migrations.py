@@ -109,3 +109,35 @@ def test_0008_carries_the_inbox_history_onto_rows_and_flags_what_the_new_index_r
                 (1, "active"), (2, "paused")]
         upgrade()
         assert differences(db.engine) == []
+
+
+def test_0012_folds_blocked_rows_into_counters_and_spreads_them_back(make_app, empty_database_uri):
+    """Rows of the code before 0012, one per blocked request: those that share their time,
+    IP, endpoint and agent become one counter; every count by time stays what it was."""
+    app = make_app(SQLALCHEMY_DATABASE_URI=empty_database_uri)
+    t1, t2 = "2026-11-01 10:00:00", "2026-11-01 10:00:01"
+    with app.app_context():
+        upgrade(revision="0011_dashboard_counts")
+        with db.engine.begin() as connection:
+            for ip, at, agent in [("192.0.2.1", t1, "a")] * 3 + [("192.0.2.1", t2, "a"), ("192.0.2.1", t1, "b"),
+                                                                  ("192.0.2.2", t1, "a")]:
+                connection.exec_driver_sql(
+                    'INSERT INTO rate_limit_violations (client_ip, user_agent, endpoint, "limit", occurred_at) '
+                    f"VALUES ('{ip}', '{agent}', '/w', '30 per 1 minute', '{at}')")
+        upgrade()
+        assert differences(db.engine) == []
+        query = ("SELECT client_ip, user_agent, count(*), sum(count) FROM rate_limit_violations "
+                 "GROUP BY client_ip, user_agent, occurred_at ORDER BY client_ip, user_agent, occurred_at")
+        with db.engine.connect() as connection:
+            assert connection.exec_driver_sql(query).all() == [
+                ("192.0.2.1", "a", 1, 3), ("192.0.2.1", "a", 1, 1), ("192.0.2.1", "b", 1, 1), ("192.0.2.2", "a", 1, 1)]
+            assert connection.exec_driver_sql("SELECT count(*) FROM rate_limit_violations "
+                                              "WHERE last_at = occurred_at").scalar() == 4
+        downgrade(revision="0011_dashboard_counts")
+        with db.engine.connect() as connection:
+            assert connection.exec_driver_sql(
+                "SELECT client_ip, user_agent, count(*) FROM rate_limit_violations "
+                "GROUP BY client_ip, user_agent, occurred_at ORDER BY client_ip, user_agent, occurred_at").all() == [
+                ("192.0.2.1", "a", 3), ("192.0.2.1", "a", 1), ("192.0.2.1", "b", 1), ("192.0.2.2", "a", 1)]
+        upgrade()
+        assert differences(db.engine) == []

@@ -35,7 +35,12 @@ def test_two_workers_share_one_count_in_redis(gunicorn_url, redis_url):
     assert unsigned(None) == 429
     store = redis.Redis.from_url(redis_url)
     [key] = [k for k in store.scan_iter("*webhooks.stripe_webhook*")]
-    assert int(store.get(key)) == 30
+    assert int(store.get(key)) == 31  # the 31st was counted by its own atomic hit, then refused
+    # Stripe's deliveries from that IP still pass, on either worker.
+    for n in range(4):
+        body, headers = signed(make_event("customer.created", customer(f"cus_after_{n}", user_id=f"after-{n}")))
+        late = requests.post(gunicorn_url + URL, data=body, headers={**headers, "Connection": "close"}, timeout=10)
+        assert late.json() == {"status": "processed"}
 
 
 def test_two_workers_on_one_postgresql_database_handle_each_event_once(pg_database, isolated_environment):
@@ -72,3 +77,26 @@ def test_two_workers_on_one_postgresql_database_handle_each_event_once(pg_databa
     engine.dispose()
     assert [tuple(row) for row in events] == [("processed", 1, 11 * rounds)]
     assert tuple(customers) == (11 * rounds, 11 * rounds)
+
+
+def test_two_workers_without_redis_count_apart_as_the_readme_says(tmp_path_factory):
+    """`make run`'s setup (two workers, memory://): each worker counts on its own, so the first
+    429 comes between the 31st and the 61st refused post; each worker says so at start-up;
+    and Stripe's deliveries from the blocked IP still pass."""
+    instance = tmp_path_factory.mktemp("gunicorn-memory")
+    with gunicorn(instance, f"sqlite:///{instance}/kamiyo.db") as url:
+
+        def unsigned() -> int:
+            return requests.post(url + URL, data=b"{}", headers={"Connection": "close"}, timeout=10).status_code
+
+        codes = [unsigned() for _ in range(61)]
+        first = codes.index(429) + 1
+        assert 31 <= first <= 61, codes
+        assert codes[:30] == [400] * 30
+        for n in range(4):
+            body, headers = signed(make_event("customer.created", customer(f"cus_mem_{n}", user_id=f"mem-{n}")))
+            late = requests.post(url + URL, data=body, headers={**headers, "Connection": "close"}, timeout=10)
+            assert late.json() == {"status": "processed"}
+        warnings = [line["message"] for line in logged(instance) if "counted per worker" in line["message"]]
+    assert len([w for w in warnings if w.startswith("webhook rate limit counted per worker: with 2 workers the first "
+                                                    "429 comes between the 31st and the 61st")]) == 2, warnings
