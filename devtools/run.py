@@ -131,8 +131,9 @@ def _seed_demo_price(emulator_url: str) -> str:
 
 
 # The demo's circuit breaker half-opens after 10 s rather than production's 60, so that
-# `demo traffic` shows it open and close again within its half minute.
-DEMO_DEFAULTS = {"BREAKER_RESET_TIMEOUT": "10"}
+# `demo traffic` shows it open and close again within its half minute. Its one price maps to
+# its tier, so a wrong tier or an unknown price is refused before the emulator is asked.
+DEMO_DEFAULTS = {"BREAKER_RESET_TIMEOUT": "10", "PRICE_TIERS": "price_demo_pro_monthly=pro"}
 
 
 def _demo_defaults() -> None:
