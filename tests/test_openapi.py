@@ -186,3 +186,20 @@ def test_a_documented_error_answers_in_the_documented_shape(app, client, spec):
     required = spec["components"]["schemas"]["Error"]["properties"]["error"]["required"]
     assert set(required) <= set(error)
 
+
+def test_the_docs_page_shows_the_document_to_a_signed_in_user(app, client, spec):
+    from tests.support import login, make_user
+
+    make_user(app, "viewer@example.com", "viewer")
+    login(client, "viewer@example.com")
+    page = client.get("/dashboard/api")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "<script" not in html
+    assert 'href="/api/v1/openapi.json"' in html
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            assert f'id="{operation["operationId"]}"' in html
+            assert f"<code>{method.upper()} {path}</code>" in html
+    assert "<code>customer_exists_with_different_details</code>" in html
+    assert fields.SUBSCRIPTION_BODY["tier"].described in html
