@@ -75,6 +75,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         health,
         http_errors,
         models,  # noqa: F401
+        openapi,
         rate_limits,
         rollups,
         security_headers,
@@ -98,6 +99,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.url_map.converters["id"] = IdConverter  # <id:...>: a row id in range, else 404
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
+    openapi.init_app(app)  # GET /api/v1/openapi.json; the features add their paths
     for group in (cli.api_keys_cli, cli.users_cli, cli.demo_cli):
         app.cli.add_command(group)
     gateway.init_app(app)  # the one place that talks to Stripe, before the features that use it

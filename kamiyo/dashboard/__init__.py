@@ -13,6 +13,7 @@ from flask import Flask
 
 from ..config import ConfigError
 from ..listing import same_page
+from ..openapi import register_paths
 
 
 def init_app(app: Flask) -> None:
@@ -38,6 +39,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(views.bp)
     app.register_blueprint(actions.bp)
     app.register_blueprint(api.bp)
+    register_paths(app, api.openapi_paths())
 
 
 def _utc(epoch_seconds: float) -> str:

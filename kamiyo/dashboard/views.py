@@ -7,7 +7,7 @@ import datetime as dt
 from flask import Blueprint, abort, current_app, render_template, request
 from flask_login import login_required
 
-from .. import api_keys, audit
+from .. import api_keys, audit, openapi
 from ..control_chars import has_control
 from ..listing import RANGES, time_range
 from ..models import utcnow
@@ -50,6 +50,7 @@ NAV = (
     ("dashboard.jobs_page", "Scheduled jobs"),
     ("dashboard.api_keys_page", "API keys"),
     ("dashboard.audit_page", "Audit log"),
+    ("dashboard.api_docs", "API"),
 )
 
 
@@ -182,3 +183,14 @@ def api_keys_page():
 @bp.get("/audit")
 def audit_page():
     return render_template("dashboard/audit.html", page=audit.entries(request.args), outcomes=audit.OUTCOMES)
+
+
+@bp.get("/api")
+def api_docs():
+    spec = openapi.document()
+    operations = [
+        {"method": method.upper(), "path": path, **operation}
+        for path, item in spec["paths"].items()
+        for method, operation in item.items()
+    ]
+    return render_template("dashboard/api.html", spec=spec, operations=operations, codes=openapi.documented_codes(spec))

@@ -7,7 +7,7 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     from .. import scheduler
-    from . import customers, metrics, prices, subscriptions, views
+    from . import customers, metrics, openapi, prices, subscriptions, views
     from .cli import payments_cli
     from .reconcile import reconcile_daily
     from .retention import purge_expired_records
@@ -21,6 +21,7 @@ def init_app(app: Flask) -> None:
     )
     prices.init_app(app)
     app.register_blueprint(views.bp)
+    openapi.init_app(app)  # its paths in GET /api/v1/openapi.json
     app.cli.add_command(payments_cli)
     scheduler.register_job(
         app,

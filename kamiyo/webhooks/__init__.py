@@ -12,6 +12,7 @@ def init_app(app: Flask) -> None:
 
     from .. import scheduler
     from ..event_versions import register_event_version_source, table_event_version_source
+    from ..openapi import register_paths
     from ..ops_actions import register_action
     from ..rollups import register_source
     from . import cli, metrics, views
@@ -23,6 +24,7 @@ def init_app(app: Flask) -> None:
     # What an event is stored as, or a duplicate of one stored.
     metrics.init_event_series((*EVENT_STATUSES, DUPLICATE))
     app.register_blueprint(views.bp)
+    register_paths(app, views.OPENAPI)
     init_pending(app)  # blocked requests counted in memory, written together
     warn_if_counted_per_worker(app)
     app.cli.add_command(cli.webhooks_cli)

@@ -13,6 +13,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..extensions import limiter
 from ..http_errors import ApiError
+from ..openapi import NO_AUTH, errors, json_response
 from . import inbox, metrics
 from .limiting import count_refusal, counts_only_refusals, record_violation, webhook_limit
 from .verify import MALFORMED_BODY, VerificationError, verify_event
@@ -76,3 +77,43 @@ def stripe_webhook():
             extra={"event_id": event["id"], "event_type": event["type"], "outcome": received.status},
         )
     return jsonify(status=received.status)
+
+
+# Its entry in GET /api/v1/openapi.json (registered by init_app).
+OPENAPI = {
+    "/api/v1/webhooks/stripe": {
+        "post": {
+            "operationId": "stripeWebhook",
+            "summary": "Stripe's event deliveries",
+            "description": "No API key: the Stripe-Signature header, over the raw body, is the credential. "
+            "Refused requests count against the sender's IP; past the limit, 429.",
+            "tags": ["webhooks"],
+            "security": NO_AUTH,
+            "parameters": [
+                {
+                    "name": "Stripe-Signature",
+                    "in": "header",
+                    "required": True,
+                    "description": "t=<unix time>,v1=<HMAC-SHA256 of 't.body' with the signing secret>",
+                    "schema": {"type": "string"},
+                }
+            ],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+            "responses": {
+                "200": json_response(
+                    "The event was received (status: what became of it).",
+                    {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
+                ),
+                **errors(
+                    (
+                        (400, "invalid_webhook"),
+                        (413, "payload_too_large"),
+                        (429, "rate_limited"),
+                        (500, "webhook_failed"),
+                        (503, "webhook_deferred"),
+                    )
+                ),
+            },
+        }
+    }
+}

@@ -32,6 +32,7 @@ PAGES = {
     "jobs": "/dashboard/jobs",
     "api-keys": "/dashboard/api-keys",
     "audit": "/dashboard/audit",
+    "api": "/dashboard/api",
 }
 
 

@@ -21,6 +21,7 @@ PAGES = [
     "/dashboard/jobs",
     "/dashboard/api-keys",
     "/dashboard/audit",
+    "/dashboard/api",
 ]
 OPS = ["summary", "version-health", "stripe-calls", "rate-limit-violations", "webhook-events", "jobs"]
 ACTIONS = ["run-version-check", "run-reconcile", "reset-breaker", "run-job", "revoke-api-key", "replay-webhook"]
