@@ -16,6 +16,14 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _as_from_a_terminal() -> None:
+    # A test run started in the background (a CI step under `sh -c '... &'`) inherits SIGINT
+    # and SIGQUIT ignored, and make then rightly leaves them alone: the demo is started here as
+    # from a terminal, where Ctrl-C and `kill -INT` reach it.
+    for sig in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def start_runner(instance: Path, port: int, stripe_port: int, proxy_port: int, workers: int = 1,
                  command: list[str] | None = None) -> subprocess.Popen:
     """The runner in a session of its own; `command` starts it another way (`make run`)."""
@@ -24,7 +32,7 @@ def start_runner(instance: Path, port: int, stripe_port: int, proxy_port: int, w
                DEMO_STRIPE_PROXY_PORT=str(proxy_port), WEB_CONCURRENCY=str(workers))
     proc = subprocess.Popen(
         command or [sys.executable, "-m", "devtools.run"], cwd=ROOT, env=env, start_new_session=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=_as_from_a_terminal,
     )
     # Read as it comes: a full pipe would block the runner, and tests wait for lines.
     proc.lines = []
