@@ -24,20 +24,9 @@ __all__ = [
 ]
 
 
-def list_customers(
-    limit: int,
-    starting_after: int | None = None,
-    user_id: str | None = None,
-    email: str | None = None,
-    stripe_customer_id: str | None = None,
-) -> ListPage:
-    return customers_page(limit, starting_after, user_id, email, stripe_customer_id)
-
-
-def list_subscriptions(
-    limit: int, starting_after: int | None = None, customer_id: int | None = None, status: str | None = None
-) -> ListPage:
-    return subscriptions_page(limit, starting_after, customer_id=customer_id, status=status)
+# The views list through the service; the reads themselves are the shared query layer's.
+list_customers = customers_page
+list_subscriptions = subscriptions_page
 
 
 def list_customer_subscriptions(
