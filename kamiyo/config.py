@@ -77,6 +77,10 @@ DEFAULTS: dict[str, Any] = {
     "DASHBOARD_COOKIE_SECURE": "auto",  # auto: Secure except in demo mode and debug; true; false
     "LOGIN_RATE_LIMIT_PER_IP": "20/minute",
     "LOGIN_RATE_LIMIT_PER_ACCOUNT": "5/minute;20/hour",
+    # --- deploys ---
+    # What is running (a commit, a tag): /health and the start-up line report it, so a release
+    # or a reload can be seen to have taken.
+    "RELEASE_ID": None,
 }
 
 # Without these the service cannot run safely outside demo mode and tests.
