@@ -112,7 +112,7 @@ class GunicornMaster:
 
 @contextlib.contextmanager
 def gunicorn_master(instance: Path, database_url: str, root: Path = ROOT, migrate: bool = True,
-                    **settings: str) -> Iterator[GunicornMaster]:
+                    args: tuple[str, ...] = (), **settings: str) -> Iterator[GunicornMaster]:
     """gunicorn as in production (`root`'s gunicorn.conf.py, two workers) on `database_url`,
     migrated unless told otherwise, in a process group of its own (a host of its own); waits
     until /health answers."""
@@ -128,7 +128,7 @@ def gunicorn_master(instance: Path, database_url: str, root: Path = ROOT, migrat
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log_path = instance / "gunicorn.log"
     log = open(log_path, "w")
-    proc = subprocess.Popen([Path(sys.executable).with_name("gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
+    proc = subprocess.Popen([Path(sys.executable).with_name("gunicorn"), *args, "-c", "gunicorn.conf.py", "wsgi:app"],
                             cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{env['PORT']}"
     try:

@@ -1,9 +1,10 @@
 """A graceful reload (HUP to gunicorn's master) under a steady stream of API requests and
 signed webhook deliveries: the new code is picked up, no request fails and no event is lost.
 
-gunicorn runs from a copy of the code, as from a release folder: the reload's "new
-release" is a change to a module of that copy (the default RELEASE_ID in kamiyo/config.py,
-one of the modules gunicorn's master reads at start-up), which /health then reports."""
+gunicorn runs from a release folder through a `current` symlink, as deploy/release.sh
+installs it: the new release is a second folder whose code differs (its built-in
+RELEASE_ID, in kamiyo/config.py, one of the modules the start-up configuration check
+reads), the symlink is switched, and /health then reports the new release."""
 
 from __future__ import annotations
 
@@ -25,28 +26,31 @@ from tests.webhooks.stripe_signing import URL, customer, make_event, signed
 
 pytestmark = pytest.mark.slow
 
-RELEASE_LINE = '"RELEASE_ID": None,'
 LOAD_SECONDS_BEFORE = 3.0
 LOAD_SECONDS_AFTER = 3.0  # once every /health answer comes from the new release
 RELOAD_SECONDS = 15.0  # the new workers answer within this after the HUP
 
 
-def copy_release(target: Path, release_id: str) -> Path:
+def install_release(releases: Path, release_id: str) -> Path:
     """The code as a release folder holds it, with `release_id` as its built-in RELEASE_ID."""
+    target = releases / release_id
     ignore = shutil.ignore_patterns("__pycache__")
     for folder in ("kamiyo", "migrations"):
         shutil.copytree(ROOT / folder, target / folder, ignore=ignore)
     for name in ("wsgi.py", "gunicorn.conf.py"):
         shutil.copy(ROOT / name, target / name)
-    set_release(target, release_id)
-    return target
-
-
-def set_release(root: Path, release_id: str) -> None:
-    config = root / "kamiyo" / "config.py"
+    config = target / "kamiyo" / "config.py"
     source = config.read_text()
     line = next(line for line in source.splitlines() if line.strip().startswith('"RELEASE_ID":'))
     config.write_text(source.replace(line, f'    "RELEASE_ID": "{release_id}",'))
+    return target
+
+
+def switch(current: Path, release: Path) -> None:
+    """Point `current` at `release` in one step (rename over the old symlink)."""
+    staged = current.with_name(current.name + ".new")
+    staged.symlink_to(release)
+    os.replace(staged, current)
 
 
 class Load:
@@ -126,17 +130,16 @@ class Load:
             time.sleep(0.05)
 
 
-@pytest.fixture(scope="module")
-def release_root(tmp_path_factory):
-    return copy_release(tmp_path_factory.mktemp("release"), "release-1")
-
-
-def test_hup_under_load_picks_up_the_new_code_and_fails_nothing(release_root, proxy, tmp_path, isolated_environment):
+def test_hup_under_load_picks_up_the_new_code_and_fails_nothing(proxy, tmp_path, isolated_environment):
     instance = isolated_environment
     database_url = f"sqlite:///{tmp_path}/kamiyo.db"
+    current = tmp_path / "current"
+    switch(current, install_release(tmp_path / "releases", "release-1"))
     settings = {"STRIPE_API_BASE": proxy.url, "LOG_LEVEL": "INFO",
                 **{name: str(value) for name, value in FAST_RETRIES.items()}}
-    with gunicorn_master(instance, database_url, root=release_root, **settings) as master:
+    # --chdir through the symlink: gunicorn goes there again at each HUP (its working directory,
+    # and any default, is the folder the symlink pointed at when it started).
+    with gunicorn_master(instance, database_url, root=current, args=("--chdir", str(current)), **settings) as master:
         app = create_app({"TESTING": True, **TEST_SECRETS, "SQLALCHEMY_DATABASE_URI": database_url})
         api_key = make_key(app)
         old_workers = master.worker_pids()
@@ -145,7 +148,7 @@ def test_hup_under_load_picks_up_the_new_code_and_fails_nothing(release_root, pr
 
         with Load(master.url, api_key) as load:
             time.sleep(LOAD_SECONDS_BEFORE)
-            set_release(release_root, "release-2")
+            switch(current, install_release(tmp_path / "releases", "release-2"))
             hup_at = time.monotonic()
             os.kill(master.proc.pid, signal.SIGHUP)
             deadline = hup_at + RELOAD_SECONDS
