@@ -26,7 +26,17 @@ from sqlalchemy import create_engine, text
 from devtools.stripe_proxy import Fault
 from kamiyo import create_app
 from kamiyo.scheduler import ALERT_EVALUATION_JOB, ALERT_EVALUATION_MINUTES
-from tests.support import FAST_RETRIES, ROOT, TEST_SECRETS, closed_port_url, gunicorn_master, make_key
+from tests.support import (
+    DASHBOARD_PASSWORD,
+    FAST_RETRIES,
+    ROOT,
+    TEST_SECRETS,
+    closed_port_url,
+    csrf_token,
+    gunicorn_master,
+    make_key,
+    make_user,
+)
 from tests.travel.clock import ENV as CLOCK_TRAVEL_ENV
 from tests.webhooks.stripe_signing import URL, customer, make_event, signed
 
@@ -52,7 +62,7 @@ def hosts(shared, stripe_proxy, tmp_path_factory):
     """Host A and host B: two masters on the shared database and Redis."""
     database_url, store_url = shared
     settings = {"REDIS_URL": store_url, "STRIPE_API_BASE": stripe_proxy.url, "LOG_LEVEL": "INFO",
-                "WEBHOOK_RATE_LIMIT": f"{RATE_LIMIT}/hour",
+                "WEBHOOK_RATE_LIMIT": f"{RATE_LIMIT}/hour", "DASHBOARD_COOKIE_SECURE": "false",  # plain HTTP here
                 # One failed Stripe call opens the breaker, for long enough to ask the other host.
                 "BREAKER_FAIL_MAX": "1", "BREAKER_RESET_TIMEOUT": "300", "STRIPE_RETRY_ATTEMPTS": "1",
                 **{name: str(value) for name, value in FAST_RETRIES.items()}}
@@ -91,9 +101,15 @@ def test_the_webhook_rate_limit_is_one_count_over_both_hosts(hosts, shared):
 
 
 @pytest.fixture(scope="module")
-def api_key(shared):
-    return make_key(create_app({"TESTING": True, **TEST_SECRETS, "SQLALCHEMY_DATABASE_URI": shared[0],
-                                "STRIPE_API_BASE": closed_port_url()}))
+def control_app(shared):
+    """An app on the shared database, to make API keys and users in it."""
+    return create_app({"TESTING": True, **TEST_SECRETS, "SQLALCHEMY_DATABASE_URI": shared[0],
+                       "STRIPE_API_BASE": closed_port_url()})
+
+
+@pytest.fixture(scope="module")
+def api_key(control_app):
+    return make_key(control_app)
 
 
 @pytest.fixture
@@ -165,6 +181,19 @@ def test_one_customer_created_on_both_hosts_at_once_is_one_stripe_customer(hosts
     assert len(proxy.requests_to("POST", r"^/v1/customers$")) == 1
     assert query(shared[0], "SELECT count(*) FROM customers WHERE user_id = 'both-hosts-customer'") == [(1,)]
     assert {create(host, "both-hosts-customer").status_code for host in (a, b)} == {200}
+
+
+def test_a_dashboard_session_made_on_one_host_is_good_on_the_other(hosts, control_app):
+    a, b = hosts
+    make_user(control_app, "oncall@example.com")
+    browser = requests.Session()  # one cookie jar for both: the balancer's two ends of one site
+    form = browser.get(a.url + "/login", timeout=10)
+    signed_in = browser.post(a.url + "/login", allow_redirects=False, timeout=10, data={
+        "email": "oncall@example.com", "password": DASHBOARD_PASSWORD, "csrf_token": csrf_token(form.text)})
+    assert signed_in.status_code == 302 and "/login" not in signed_in.headers["Location"]
+    for host in (b, a, b):
+        page = browser.get(host.url + "/dashboard/", allow_redirects=False, timeout=10)
+        assert page.status_code == 200, (host.url, page.status_code, page.headers.get("Location"))
 
 
 LEAD_SECONDS = 8.0  # the schedulers start this long before the job is due (start-up takes ~2 s)
