@@ -77,6 +77,7 @@ DEFAULTS: dict[str, Any] = {
     "DASHBOARD_COOKIE_SECURE": "auto",  # auto: Secure except in demo mode and debug; true; false
     "LOGIN_RATE_LIMIT_PER_IP": "20/minute",
     "LOGIN_RATE_LIMIT_PER_ACCOUNT": "5/minute;20/hour",
+    "BACKUP_KEEP": 14,  # `flask db backup` keeps this many backups in its folder
 }
 
 # Without these the service cannot run safely outside demo mode and tests.
