@@ -124,6 +124,7 @@ def _run(command: list[str], env: dict[str, str], **kwargs) -> None:
 def make_backup(app: Flask, folder: Path, keep: int) -> Backup:
     uri = app.config["SQLALCHEMY_DATABASE_URI"]
     kind = database_kind(uri)
+    folder = folder.resolve()
     _prepare_folder(folder)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S-%fZ")
     path = folder / f"kamiyo-{kind}-{stamp}.{EXTENSIONS[kind]}"
@@ -153,7 +154,7 @@ def make_backup(app: Flask, folder: Path, keep: int) -> Backup:
 
 def _sqlite_copy(source: Path, target: Path) -> None:
     """A consistent copy of a live SQLite database (WAL included), as one self-contained file."""
-    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    src = sqlite3.connect(source.as_uri() + "?mode=ro", uri=True)
     dst = sqlite3.connect(target)
     try:
         src.backup(dst)
@@ -221,7 +222,7 @@ def restore(app: Flask, path: Path) -> list[str]:
             if not target.exists():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 _private_file(target)
-            src = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            src = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
             dst = sqlite3.connect(target, timeout=float(app.config["SQLITE_BUSY_TIMEOUT_MS"]) / 1000)
             try:
                 if src.execute("PRAGMA quick_check").fetchone()[0] != "ok":
@@ -232,6 +233,10 @@ def restore(app: Flask, path: Path) -> list[str]:
                 src.close()
             return []
         conninfo, env = _libpq(uri)
+        # A session holding a table (a psql left in a transaction) fails the restore, all of it
+        # undone, instead of leaving it waiting unseen.
+        timeout_ms = int(app.config["POSTGRES_LOCK_TIMEOUT_MS"])
+        env["PGOPTIONS"] = f"{env.get('PGOPTIONS', '')} -c lock_timeout={timeout_ms}".strip()
         restore_tool = _pg_tool("pg_restore")
         listing = subprocess.run(
             [restore_tool, "--list", str(path)], env=env, capture_output=True, stdin=subprocess.DEVNULL, text=True

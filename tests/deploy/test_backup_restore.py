@@ -18,7 +18,7 @@ from kamiyo import service_lock
 from kamiyo.config import DEFAULTS
 from kamiyo.extensions import db
 from tests.integration.test_migration_rollback import seed_every_table, snapshot
-from tests.support import ROOT, TEST_SECRETS, both_databases, gunicorn, sqlite_only
+from tests.support import ROOT, TEST_SECRETS, both_databases, gunicorn, postgresql_only, sqlite_only
 
 pytestmark = both_databases
 
@@ -76,6 +76,16 @@ def test_backup_then_restore_brings_every_row_back(app, database):
                 sa.text("INSERT INTO alerts_sent (dedup_key, period, sent_at) VALUES ('after-restore', 'p', :t)"),
                 {"t": "2026-12-02 00:00:00"},
             )
+
+
+@postgresql_only
+def test_tables_the_backup_does_not_have_are_named(app, database):
+    made = backup(app)
+    with app.app_context(), db.engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE made_after_the_backup (id integer)")
+    result = restore(app, made, "--yes")
+    assert result.exit_code == 0, result.output
+    assert "not in the backup: tables made_after_the_backup" in result.output
 
 
 @sqlite_only

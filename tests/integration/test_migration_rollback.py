@@ -33,6 +33,8 @@ SEED_VALUES: dict[tuple[str, str], Callable[[int], Any]] = {
     # 0012's downgrade spreads a counter of N back into N rows, by design (test_migrations has
     # the case); counters of one keep the rows one to one here.
     ("rate_limit_violations", "count"): lambda n: 1,
+    # Live rows, for the partial unique indexes each step drops and makes again.
+    ("subscriptions", "status"): lambda n: "active",
 }
 
 _IN_LIST = re.compile(r"^\s*\"?(\w+)\"?\s+IN\s*\(\s*'([^']*)'", re.IGNORECASE)
