@@ -157,7 +157,7 @@ def test_restore_is_refused_while_gunicorn_serves_the_database(app, database, da
         change_everything()
         changed = snapshot()
 
-    with gunicorn(isolated_environment, database_uri):
+    with gunicorn(isolated_environment, database_uri, WEB_CONCURRENCY="1", GUNICORN_THREADS="2"):
         result = restore(app, made, "--yes")
         assert result.exit_code == 1, result.output
         assert "the service is running against" in result.output
@@ -172,13 +172,17 @@ def test_restore_is_refused_while_gunicorn_serves_the_database(app, database, da
         assert snapshot() == seeded
 
 
-def flask_process(database_uri: str, instance: Path, *args: str) -> subprocess.Popen:
+def service_env(database_uri: str, instance: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in DEFAULTS and not k.startswith("KAMIYO_")}
     env.update(TEST_SECRETS, KAMIYO_INSTANCE_PATH=str(instance), DATABASE_URL=database_uri, LOG_LEVEL="WARNING")
+    return env
+
+
+def flask_process(database_uri: str, instance: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [Path(sys.executable).with_name("flask"), "--app", "wsgi", *args],
         cwd=ROOT,
-        env=env,
+        env=service_env(database_uri, instance),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -204,8 +208,15 @@ def test_the_scheduler_holds_the_database_and_does_not_start_under_a_restore(
     with app.app_context(), service_lock.exclusive(app):  # what a restore holds while it runs
         started = flask_process(database_uri, isolated_environment, "scheduler", "run")
         output, _ = started.communicate(timeout=60)
+        # A web process (a gunicorn worker imports wsgi.py) stops at start-up the same way.
+        web = subprocess.run(
+            [sys.executable, "-c", "import wsgi"], cwd=ROOT, env=service_env(database_uri, isolated_environment),
+            capture_output=True, text=True, timeout=60,
+        )
     assert started.returncode == 1
     assert "a database restore is running against" in output and "Traceback" not in output
+    assert web.returncode == 1
+    assert "a database restore is running against" in web.stderr and "Traceback" not in web.stderr
 
 
 def test_nothing_holds_the_database_in_tests_or_one_off_commands(app, database):
