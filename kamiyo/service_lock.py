@@ -8,9 +8,9 @@ its work (a service that starts during a restore is refused, and says why).
 
 - SQLite: flock() on a file beside the database (`<db>-service.lock`). Holders are named
   from /proc/locks.
-- PostgreSQL: a session advisory lock, on a connection kept out of the pool for the
-  process's life and named by `application_name` (`kamiyo-web host pid N`); the pooled
-  connections of a web process are named `kamiyo-web` too. A restore also refuses while
+- PostgreSQL: a session advisory lock, on a connection of its own kept for the
+  process's life and named by `application_name` (`kamiyo-web <host> pid <N>`); a web
+  process's pooled connections are named the same. A restore also refuses while
   such named sessions are connected (a holder whose lock connection was cut, say).
 """
 
@@ -22,6 +22,8 @@ import fcntl
 import logging
 import os
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +43,8 @@ HOW_TO_STOP = (
     "then run the restore again"
 )
 
+CONNECT_TIMEOUT_SECONDS = 3
+RETRY_SECONDS = 10.0
 _held: list[Any] = []  # file descriptors and connections kept for the life of the process
 
 
@@ -106,23 +110,48 @@ def hold(app: Flask, role: str) -> None:
             raise refused from None
         _held.append(fd)
     elif uri.startswith("postgresql"):
-        from .extensions import db
+        import psycopg
 
-        with app.app_context():
-            connection = db.engine.raw_connection()
-        connection.detach()  # out of the pool: neither recycled nor closed by dispose()
-        dbapi = connection.dbapi_connection
-        assert dbapi is not None
-        cursor = dbapi.cursor()
-        cursor.execute("SELECT set_config('application_name', %s, false)", (application_name(role),))
-        cursor.execute("SELECT pg_try_advisory_lock_shared(%s)", (ADVISORY_KEY,))
-        row = cursor.fetchone()
-        cursor.close()
-        dbapi.commit()
-        if not (row and row[0]):
-            connection.close()
-            raise refused
-        _held.append(connection)
+        try:
+            _hold_postgresql(uri, role, refused)
+        except psycopg.OperationalError as exc:
+            # Start-up does not wait for the database (a web process answers /health with 503
+            # meanwhile): the lock is taken as soon as the database answers.
+            log.warning(
+                "service lock not taken yet, the database does not answer; retrying in the background",
+                extra={"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__},
+            )
+            threading.Thread(target=_retry_postgresql, args=(uri, role, refused), daemon=True).start()
+
+
+def _hold_postgresql(uri: str, role: str, refused: RestoreInProgress) -> None:
+    import psycopg
+
+    conninfo = make_url(uri).set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = psycopg.connect(
+        conninfo, connect_timeout=CONNECT_TIMEOUT_SECONDS, application_name=application_name(role), autocommit=True
+    )
+    row = connection.execute("SELECT pg_try_advisory_lock_shared(%s)", (ADVISORY_KEY,)).fetchone()
+    if not (row and row[0]):
+        connection.close()
+        raise refused
+    _held.append(connection)
+
+
+def _retry_postgresql(uri: str, role: str, refused: RestoreInProgress) -> None:
+    import psycopg
+
+    while True:
+        time.sleep(RETRY_SECONDS)
+        try:
+            _hold_postgresql(uri, role, refused)
+        except psycopg.OperationalError:
+            continue
+        except RestoreInProgress as exc:
+            log.error("%s", exc)
+            continue
+        log.info("service lock taken")
+        return
 
 
 def describe_database(uri: str) -> str:

@@ -18,7 +18,7 @@ from kamiyo import service_lock
 from kamiyo.config import DEFAULTS
 from kamiyo.extensions import db
 from tests.integration.test_migration_rollback import seed_every_table, snapshot
-from tests.support import ROOT, TEST_SECRETS, both_databases, gunicorn, postgresql_only, sqlite_only
+from tests.support import ROOT, TEST_SECRETS, both_databases, free_port, gunicorn, postgresql_only, sqlite_only
 
 pytestmark = both_databases
 
@@ -222,3 +222,14 @@ def test_the_scheduler_holds_the_database_and_does_not_start_under_a_restore(
 def test_nothing_holds_the_database_in_tests_or_one_off_commands(app, database):
     with app.app_context(), service_lock.exclusive(app):
         pass  # a test's app is not the service: it holds nothing
+
+
+def test_a_web_process_starts_while_postgresql_is_down_and_takes_its_lock_later(isolated_environment):
+    """Start-up does not wait for the database: /health says 503 meanwhile."""
+    env = service_env(f"postgresql://kamiyo@127.0.0.1:{free_port()}/kamiyo", isolated_environment)
+    started = subprocess.run(
+        [sys.executable, "-c", "import wsgi; print('started')"], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=60,
+    )
+    assert started.returncode == 0, started.stderr
+    assert "started" in started.stdout and "service lock not taken yet" in started.stderr
