@@ -60,7 +60,8 @@ def _value(table: sa.Table, column: sa.Column, n: int, allowed: dict[str, str]) 
     for fk in column.foreign_keys:
         if fk.column.table is table:  # a row pointing at a row of its own table: none
             return None
-        return 1  # the first row of the referred table (every table's ids start at 1)
+        referred = fk.column.table
+        return _value(referred, fk.column, 1, _allowed_values(referred))  # the referred table's first row
     kind = column.type
     if isinstance(kind, sa.TypeDecorator):
         kind = kind.impl_instance
