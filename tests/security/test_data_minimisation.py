@@ -1,0 +1,196 @@
+"""Keep only what we use: the webhook inbox stores no contact or payment details, and a
+replay of what it stores gives the rows the whole event gave."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kamiyo.extensions import db
+from kamiyo.models import Customer, DeletedStripeCustomer, Subscription
+from kamiyo.webhooks import handlers
+from kamiyo.webhooks.models import PaymentOutcome, WebhookEvent
+from tests.support import both_databases, csrf_token, login, make_user
+from tests.webhooks.stripe_signing import customer, make_event, post, subscription
+
+pytestmark = both_databases
+
+# What a charge and its payment method tell about the cardholder: none of it may be stored.
+NAME, EMAIL, PHONE = "Grace Brewster Hopper", "grace.hopper@navy.example", "+1-555-0100-777"
+LINE1, CITY, POSTAL = "17 Compiler Row", "Arlingtonshire", "ZX-22201"
+BRAND, LAST4, EXP_YEAR, FINGERPRINT = "discover", "9876", 2037, "Fp9x2LkQ7mZqWv3T"
+PERSONAL = (NAME, EMAIL, PHONE, LINE1, CITY, POSTAL, BRAND, LAST4, str(EXP_YEAR), FINGERPRINT)
+
+ADDRESS = {"line1": LINE1, "line2": None, "city": CITY, "postal_code": POSTAL, "state": "VA", "country": "US"}
+BILLING = {"name": NAME, "email": EMAIL, "phone": PHONE, "address": ADDRESS}
+CARD = {"brand": BRAND, "last4": LAST4, "exp_month": 11, "exp_year": EXP_YEAR, "fingerprint": FINGERPRINT,
+        "funding": "credit", "country": "US"}
+SHIPPING = {"name": NAME, "phone": PHONE, "address": ADDRESS, "carrier": None}
+
+
+def charge(charge_id: str, intent_id: str) -> dict:
+    return {"id": charge_id, "object": "charge", "amount": 2900, "currency": "usd", "customer": "cus_pii",
+            "payment_intent": intent_id, "paid": True, "status": "succeeded", "billing_details": BILLING,
+            "payment_method": "pm_pii", "payment_method_details": {"type": "card", "card": CARD},
+            "receipt_email": EMAIL, "shipping": SHIPPING, "metadata": {}}
+
+
+def events() -> list[dict]:
+    """A customer of ours, its subscription and payments, each carrying the details above."""
+    created = 1_790_000_000
+    pii_customer = customer("cus_pii", user_id="user-pii", email="kept@example.com", address=ADDRESS,
+                            phone=PHONE, shipping=SHIPPING,
+                            sources={"object": "list", "data": [{"id": "card_pii", "object": "card", **CARD,
+                                                                 "name": NAME, "address_line1": LINE1}]})
+    failed_intent = {"id": "pi_failed", "object": "payment_intent", "amount": 1500, "currency": "usd",
+                     "customer": "cus_pii", "receipt_email": EMAIL, "shipping": SHIPPING,
+                     "last_payment_error": {"code": "card_declined", "decline_code": "insufficient_funds",
+                                            "payment_method": {"id": "pm_pii", "object": "payment_method",
+                                                               "billing_details": BILLING, "card": CARD}}}
+    return [
+        make_event("customer.created", pii_customer, created=created),
+        make_event("customer.subscription.created", subscription("sub_pii", "cus_pii", user_id="user-pii"),
+                   created=created + 1),
+        make_event("payment_intent.succeeded",
+                   {"id": "pi_ok", "object": "payment_intent", "amount": 2900, "amount_received": 2900,
+                    "currency": "usd", "customer": "cus_pii", "receipt_email": EMAIL, "shipping": SHIPPING,
+                    "latest_charge": "ch_ok", "charges": {"object": "list", "data": [charge("ch_ok", "pi_ok")]}},
+                   created=created + 2),
+        make_event("invoice.paid",
+                   {"id": "in_pii", "object": "invoice", "amount_due": 900, "amount_paid": 900, "currency": "usd",
+                    "customer": "cus_pii", "payment_intent": "pi_invoice", "customer_email": EMAIL,
+                    "customer_name": NAME, "customer_phone": PHONE, "customer_address": ADDRESS,
+                    "customer_shipping": SHIPPING},
+                   created=created + 3),
+        make_event("payment_intent.payment_failed", failed_intent, created=created + 4),
+    ]
+
+
+def stored_payloads(app) -> dict[str, str]:
+    with app.app_context():
+        return dict(db.session.execute(db.select(WebhookEvent.event_id, WebhookEvent.payload)).all())
+
+
+def leaks(text: str) -> list[str]:
+    return [value for value in PERSONAL if value.lower() in text.lower()]
+
+
+def test_an_ignored_charge_is_stored_as_ids_and_type_only(app, client):
+    event = make_event("charge.succeeded", charge("ch_pii", "pi_pii"))
+    event["request"] = {"id": "req_pii", "idempotency_key": "k"}
+    event["pending_webhooks"] = 1
+    assert post(client, event).get_json() == {"status": "ignored"}
+    payload = stored_payloads(app)[event["id"]]
+    assert leaks(payload) == []
+    assert json.loads(payload) == {
+        "id": event["id"], "object": "event", "type": "charge.succeeded", "created": event["created"],
+        "livemode": False, "api_version": "2026-10-28.endive", "data": {"object": {"id": "ch_pii", "object": "charge"}},
+    }
+    with app.app_context():
+        row = db.session.scalar(db.select(WebhookEvent))
+        assert (row.object_id, row.api_version, row.status) == ("ch_pii", "2026-10-28.endive", "ignored")
+
+
+def test_handled_events_are_stored_without_contact_or_payment_details(app, client):
+    sent = events()
+    for event in sent:
+        assert post(client, event).status_code == 200
+    stored = stored_payloads(app)
+    assert set(stored) == {event["id"] for event in sent}
+    for event in sent:
+        assert leaks(stored[event["id"]]) == [], event["type"]
+    # What the handlers read is all there.
+    intent = json.loads(stored[sent[2]["id"]])["data"]["object"]
+    assert (intent["id"], intent["amount_received"], intent["currency"], intent["customer"]) == (
+        "pi_ok", 2900, "usd", "cus_pii")
+    assert intent["charges"]["data"][0]["id"] == "ch_ok"
+    failed = json.loads(stored[sent[4]["id"]])["data"]["object"]["last_payment_error"]
+    assert failed["decline_code"] == "insufficient_funds" and failed["payment_method"] == {
+        "id": "pm_pii", "object": "payment_method"}
+    kept = json.loads(stored[sent[0]["id"]])["data"]["object"]
+    assert (kept["email"], kept["name"], kept["metadata"]) == ("kept@example.com", "Ada", {"kamiyo_user_id": "user-pii"})
+
+
+def test_an_event_with_nothing_to_strip_is_stored_as_received(app, client):
+    event = make_event("customer.created", customer("cus_plain", user_id="user-plain"))
+    assert post(client, event).get_json() == {"status": "processed"}
+    assert stored_payloads(app)[event["id"]] == json.dumps(event)
+
+
+def rows(app) -> dict[str, list]:
+    """The state the handlers leave, without row ids."""
+    with app.app_context():
+        found = {
+            "customers": [tuple(r) for r in db.session.execute(db.select(
+                Customer.user_id, Customer.email, Customer.name, Customer.stripe_customer_id, Customer.last_event_id,
+            ).order_by(Customer.user_id))],
+            "subscriptions": [tuple(r) for r in db.session.execute(db.select(
+                Subscription.stripe_subscription_id, Subscription.status, Subscription.price_id, Subscription.tier,
+                Subscription.current_period_end, Subscription.last_event_id, Subscription.duplicate_of,
+            ).order_by(Subscription.stripe_subscription_id))],
+            "payments": [tuple(r) for r in db.session.execute(db.select(
+                PaymentOutcome.stripe_object_id, PaymentOutcome.stripe_customer_id, PaymentOutcome.amount,
+                PaymentOutcome.currency, PaymentOutcome.outcome, PaymentOutcome.failure_code,
+                PaymentOutcome.occurred_at, PaymentOutcome.last_event_id,
+            ).order_by(PaymentOutcome.stripe_object_id))],
+        }
+        db.session.rollback()
+    return found
+
+
+def wipe(app) -> None:
+    with app.app_context():
+        for model in (PaymentOutcome, Subscription, DeletedStripeCustomer, Customer):
+            db.session.execute(db.delete(model))
+        db.session.commit()
+
+
+def test_a_replay_of_the_stored_payloads_gives_the_rows_the_whole_events_gave(app, client, runner):
+    sent = events()
+    # The whole events, as handled before anything was stripped.
+    with app.app_context():
+        for event in sent:
+            handlers.dispatch(json.loads(json.dumps(event)))
+            db.session.commit()
+    whole = rows(app)
+    assert [len(whole[name]) for name in ("customers", "subscriptions", "payments")] == [1, 1, 3]
+    wipe(app)
+
+    for event in sent:
+        assert post(client, event).get_json() == {"status": "processed"}
+    assert rows(app) == whole
+
+    wipe(app)
+    for event in sent:
+        result = runner.invoke(args=["webhooks", "replay", event["id"]])
+        assert result.exit_code == 0 and f"{event['id']}: processed (attempt 2)" in result.output, result.output
+    assert rows(app) == whole
+
+    # The dashboard's replay button, on a stripped failed event.
+    last = sent[-1]
+    with app.app_context():
+        db.session.execute(db.update(WebhookEvent).where(WebhookEvent.event_id == last["id"]).values(status="failed"))
+        db.session.execute(db.delete(PaymentOutcome).where(PaymentOutcome.stripe_object_id == "pi_failed"))
+        db.session.commit()
+    make_user(app, "admin@example.com", "admin")
+    login(client, "admin@example.com")
+    page = client.get(f"/dashboard/confirm/replay-webhook?target={last['id']}")
+    answer = client.post("/dashboard/actions/replay-webhook",
+                         data={"target": last["id"], "csrf_token": csrf_token(page.get_data(as_text=True))})
+    assert answer.status_code == 302
+    assert rows(app) == whole
+
+
+@pytest.mark.parametrize("event_type", ["charge.succeeded", "payment_intent.succeeded"])
+def test_the_event_page_shows_a_stripped_payload(app, client, event_type):
+    obj = charge("ch_page", "pi_page") if event_type == "charge.succeeded" else events()[2]["data"]["object"]
+    event = make_event(event_type, obj)
+    assert post(client, event).status_code == 200
+    make_user(app, "viewer@example.com")
+    login(client, "viewer@example.com")
+    page = client.get(f"/dashboard/webhooks/{event['id']}")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert event["id"] in html and obj["id"] in html and event_type in html
+    assert leaks(html) == []
