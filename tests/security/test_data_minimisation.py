@@ -194,3 +194,81 @@ def test_the_event_page_shows_a_stripped_payload(app, client, event_type):
     html = page.get_data(as_text=True)
     assert event["id"] in html and obj["id"] in html and event_type in html
     assert leaks(html) == []
+
+
+# --- payment operations: what was sent to Stripe is cleared once nothing can replay it ----------------
+
+
+def operations(app) -> dict[str, tuple]:
+    from kamiyo.payments.models import PaymentOperation
+
+    with app.app_context():
+        found = {op.scope: (op.status, op.params_json, op.updated_at)
+                 for op in db.session.scalars(db.select(PaymentOperation))}
+        db.session.rollback()
+    return found
+
+
+def test_finished_operations_lose_their_parameters_and_answer_a_repeat_as_before(api, payments_app, plan_id):
+    import datetime as dt
+    import uuid
+
+    from kamiyo import scheduler
+    from kamiyo.models import utcnow
+    from kamiyo.payments.models import PaymentOperation
+
+    user = f"min-{uuid.uuid4().hex[:10]}"
+    body = {"user_id": user, "email": "min@example.com", "name": "Min Imal"}
+    created = api.post("/customers", json=body)
+    assert created.status_code == 201, created.get_json()
+    customer_id = created.get_json()["id"]
+    sub_body = {"customer_id": customer_id, "price_id": plan_id, "tier": "pro", "payment_method": "pm_card_visa"}
+    sub = api.post("/subscriptions", json=sub_body)
+    assert sub.status_code == 201, sub.get_json()
+
+    # Unfinished ones: in flight (its lease ran out: the next request resumes it with these
+    # parameters) and failed (retaken by reconcile as it stood). Both finished long ago.
+    long_ago = utcnow() - dt.timedelta(days=3)
+    with payments_app.app_context():
+        for status, lease in (("pending", long_ago), ("failed", None)):
+            db.session.add(PaymentOperation(
+                operation="customer.create", scope=f"customer.create:{status}-{user}", user_id=f"{status}-{user}",
+                params_json=json.dumps({"email": f"{status}@example.com"}), status=status, lease_expires_at=lease,
+                recovery_point="created" if status == "pending" else "claimed", owner_token="t" * 32,
+                created_at=long_ago, updated_at=long_ago))
+        db.session.commit()
+
+    assert scheduler.run_once(payments_app, "payments-purge", "params-within-window")
+    before = operations(payments_app)
+    assert all(params != "{}" for _, params, _ in before.values())  # finished, but within the window
+
+    with payments_app.app_context():
+        db.session.execute(
+            db.update(PaymentOperation).where(PaymentOperation.status == "succeeded")
+            .values(updated_at=utcnow() - dt.timedelta(hours=25)))
+        db.session.commit()
+    aged = operations(payments_app)
+    assert scheduler.run_once(payments_app, "payments-purge", "params-past-window")
+    after = operations(payments_app)
+    for scope, (status, params, updated_at) in after.items():
+        if status == "succeeded":
+            assert params == "{}", scope
+            assert updated_at == aged[scope][2]  # the dashboard counts finished operations by it
+        else:
+            assert (status, params, updated_at) == aged[scope], scope
+    assert sorted(status for status, _, _ in after.values()) == ["failed", "pending", "succeeded", "succeeded"]
+
+    # A repeated create answers as before: the same customer and subscription, or 409 on other details.
+    again = api.post("/customers", json=body)
+    assert again.status_code == 200 and again.get_json()["id"] == customer_id
+    other = api.post("/customers", json={**body, "email": "someone.else@example.com"})
+    assert other.status_code == 409
+    assert other.get_json()["error"]["code"] == "customer_exists_with_different_details"
+    repeated = api.post("/subscriptions", json=sub_body)
+    assert repeated.status_code == 200 and repeated.get_json()["id"] == sub.get_json()["id"]
+    # Its result gone (cancelled), the operation is taken over with the new request's parameters.
+    assert api.post(f"/subscriptions/{sub.get_json()['id']}/cancel").status_code == 200
+    renewed = api.post("/subscriptions", json=sub_body)
+    assert renewed.status_code == 201 and renewed.get_json()["id"] != sub.get_json()["id"]
+    params = json.loads(operations(payments_app)[f"subscription.create:{customer_id}:{plan_id}"][1])
+    assert params["items"] == [{"price": plan_id}] and params["payment_method"] == "pm_card_visa"
