@@ -272,3 +272,111 @@ def test_finished_operations_lose_their_parameters_and_answer_a_repeat_as_before
     assert renewed.status_code == 201 and renewed.get_json()["id"] != sub.get_json()["id"]
     params = json.loads(operations(payments_app)[f"subscription.create:{customer_id}:{plan_id}"][1])
     assert params["items"] == [{"price": plan_id}] and params["payment_method"] == "pm_card_visa"
+
+
+# --- the purges run even without a scheduler ------------------------------------------------------
+
+FALLBACK_JOBS = {"webhook-purge", "payments-purge", "job-runs-prune"}
+
+
+def seed_expired(app) -> None:
+    import datetime as dt
+
+    from kamiyo.models import utcnow
+    from kamiyo.stripe_gateway.models import StripeCall
+
+    old = utcnow() - dt.timedelta(days=40)
+    with app.app_context():
+        db.session.add(WebhookEvent(event_id="evt_expired", type="charge.succeeded", status="ignored", attempts=1,
+                                    created=old, received_at=old, payload="{}"))
+        db.session.add(StripeCall(operation="customer.create", attempt=1, outcome="success", created_at=old))
+        db.session.commit()
+
+
+def expired_left(app) -> int:
+    from kamiyo.stripe_gateway.models import StripeCall
+
+    with app.app_context():
+        left = sum(db.session.scalar(db.select(db.func.count()).select_from(model)) or 0
+                   for model in (WebhookEvent, StripeCall))
+        db.session.rollback()
+    return left
+
+
+def job_runs(app) -> list[tuple[str, str, str]]:
+    from kamiyo.scheduler import JobRun
+
+    with app.app_context():
+        found = [tuple(r) for r in db.session.execute(db.select(JobRun.job, JobRun.period, JobRun.status))]
+        db.session.rollback()
+    return sorted(found)
+
+
+def fallback_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.levelname == "WARNING" and "the scheduler isn't running the purges" in r.getMessage()]
+
+
+def test_without_a_scheduler_a_web_request_has_the_purges_run_and_warns(make_app, caplog):
+    import time
+
+    from tests.support import wait_until
+
+    app = make_app(SCHEDULER_FALLBACK_MINUTES=0.005)  # 0.3 s
+    seed_expired(app)
+    client = app.test_client()
+    assert client.get("/health").status_code == 200  # too early: a scheduler may not have shown up yet
+    time.sleep(0.4)
+    started = time.monotonic()
+    assert client.get("/health").status_code == 200
+    answered = time.monotonic() - started
+    wait_until(lambda: {job for job, _, status in job_runs(app) if status == "ok"} == FALLBACK_JOBS)
+    assert expired_left(app) == 0
+    assert sorted(w.split()[1] for w in fallback_warnings(caplog)) == sorted(FALLBACK_JOBS)
+    assert answered < 0.3  # the request did not wait for the purges
+    # At most one check per interval: at once again, nothing more runs.
+    assert client.get("/health").status_code == 200
+    assert len(job_runs(app)) == len(FALLBACK_JOBS)
+
+
+def test_several_workers_and_hosts_run_each_purge_once(make_app, caplog):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kamiyo.scheduler.fallback import run_overdue
+
+    workers = [make_app() for _ in range(3)]  # each its own app, engine and pool: workers, or hosts
+    seed_expired(workers[0])
+    with ThreadPoolExecutor(len(workers)) as pool:
+        ran = [name for names in pool.map(run_overdue, workers) for name in names]
+    assert sorted(ran) == sorted(FALLBACK_JOBS)
+    assert [(job, status) for job, _, status in job_runs(workers[0])] == sorted((j, "ok") for j in FALLBACK_JOBS)
+    assert len(fallback_warnings(caplog)) == len(FALLBACK_JOBS)
+    assert expired_left(workers[0]) == 0
+
+
+def test_nothing_runs_while_a_scheduler_runs_the_purges(app, caplog):
+    import datetime as dt
+
+    from kamiyo.models import utcnow
+    from kamiyo.scheduler import JobRun
+    from kamiyo.scheduler.fallback import run_overdue
+
+    seed_expired(app)
+    with app.app_context():
+        # A new installation whose scheduler started an hour ago: its purges are not due yet.
+        db.session.add(JobRun(job="alert-evaluation", period="first", status="ok", host="h", pid=1,
+                              started_at=utcnow() - dt.timedelta(hours=1)))
+        db.session.commit()
+    assert run_overdue(app) == []
+    with app.app_context():
+        db.session.execute(db.update(JobRun).values(started_at=utcnow() - dt.timedelta(days=3)))
+        # The scheduler ran two of them within the day; the third is overdue.
+        for name in ("webhook-purge", "payments-purge"):
+            db.session.add(JobRun(job=name, period="yesterday", status="ok", host="h", pid=1,
+                                  started_at=utcnow() - dt.timedelta(hours=20)))
+        db.session.add(JobRun(job="job-runs-prune", period="failed", status="failed", host="h", pid=1,
+                              started_at=utcnow() - dt.timedelta(hours=2)))
+        db.session.commit()
+    assert run_overdue(app) == ["job-runs-prune"]
+    assert expired_left(app) == 2
+    assert len(fallback_warnings(caplog)) == 1
