@@ -395,3 +395,42 @@ def test_nothing_runs_while_a_scheduler_runs_the_purges(app, caplog):
     assert run_overdue(app) == ["job-runs-prune"]
     assert expired_left(app) == 2
     assert len(fallback_warnings(caplog)) == 1
+
+
+@pytest.mark.slow
+def test_two_gunicorn_workers_run_each_purge_once(database_uri, tmp_path):
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+    from sqlalchemy import create_engine, text
+
+    from tests.support import gunicorn, logged, wait_until
+
+    instance = tmp_path / "gunicorn-instance"
+    instance.mkdir()
+    with gunicorn(instance, database_uri, SCHEDULER_FALLBACK_MINUTES="0.02") as url:  # 1.2 s
+        time.sleep(1.5)
+
+        def health(_):
+            return requests.get(url + "/health", headers={"Connection": "close"}, timeout=10).status_code
+
+        with ThreadPoolExecutor(8) as pool:  # new connections: both workers take their share
+            assert set(pool.map(health, range(16))) == {200}
+        engine = create_engine(database_uri)
+        try:
+            def runs():
+                with engine.connect() as connection:
+                    return sorted(connection.execute(text("SELECT job, status FROM job_runs")).all())
+
+            wait_until(lambda: [status for _, status in runs()] == ["ok"] * len(FALLBACK_JOBS), timeout=30)
+            time.sleep(1.5)
+            with ThreadPoolExecutor(8) as pool:  # the next looks find them done
+                assert set(pool.map(health, range(16))) == {200}
+            time.sleep(0.5)
+            assert runs() == sorted((job, "ok") for job in FALLBACK_JOBS)
+        finally:
+            engine.dispose()
+    warned = [line["message"].split()[1] for line in logged(instance)
+              if "the scheduler isn't running the purges" in line.get("message", "")]
+    assert sorted(warned) == sorted(FALLBACK_JOBS)
