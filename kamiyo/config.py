@@ -45,6 +45,8 @@ DEFAULTS: dict[str, Any] = {
     "PRICE_CACHE_SECONDS": 3600.0,  # how long a price found on Stripe is known (a missing one: 60 s)
     "SCHEDULER_ENABLED": False,
     "SCHEDULER_TIMEZONE": "UTC",
+    # How often a web process looks whether the purges ran in the last day (and runs them if not); 0: never.
+    "SCHEDULER_FALLBACK_MINUTES": 10.0,
     "SUPPORT_CONTACT": "support@kamiyo.ai",
     "LOG_LEVEL": "INFO",
     "METRICS_TOKEN": None,  # when set, GET /metrics needs 'Authorization: Bearer <token>'
