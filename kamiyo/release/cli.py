@@ -91,9 +91,23 @@ def verify_deploy_command(
     _print("verify-deploy", checks, json_output, url=url)
 
 
+@click.command("report")
+@with_appcontext
+@click.option("--since", "since", type=click.Choice(["1h", "1d", "7d"]), default="1h", show_default=True)
+@click.option("--json", "json_output", is_flag=True, help="Print one JSON object instead of lines.")
+def report_command(since: str, json_output: bool) -> None:
+    """The first hour, day or week after a release in numbers, from the database, against the
+    checklist's targets. Exit 0 on target, 1 something to look at, 2 a target missed."""
+    from .report import build_report
+
+    checks, numbers = build_report(since)
+    _print("report", checks, json_output, numbers=numbers)
+
+
 def init_app(app: Flask) -> None:
     app.cli.add_command(preflight_command)
     app.cli.add_command(verify_deploy_command)
+    app.cli.add_command(report_command)
 
 
 def config_error_app(error: Exception) -> Flask:
