@@ -15,7 +15,7 @@ import stripe
 
 from kamiyo.release import checks
 from kamiyo.release.checks import Check, check_clock, check_migrations, check_webhook_endpoint
-from tests.support import ROOT, closed_port_url
+from tests.support import ROOT, both_databases, closed_port_url
 
 PUBLIC_URL = "https://payments.example.com"
 ENDPOINT_URL = PUBLIC_URL + "/api/v1/webhooks/stripe"
@@ -64,6 +64,7 @@ def line_of(result, name: str) -> str:
     return found
 
 
+@both_databases
 def test_a_healthy_setup_answers_0_with_a_line_per_check(setup, proxy):
     endpoint = add_endpoint(proxy)
     _, result = setup()
@@ -147,6 +148,7 @@ def _downgrade(app, steps: int) -> str:
     return chain[-1 - steps]
 
 
+@both_databases
 def test_the_database_one_migration_behind_is_what_a_release_expects(setup, proxy):
     from kamiyo.release.preflight import migration_chain
 
@@ -172,6 +174,17 @@ def test_the_database_two_migrations_behind_fails(setup, proxy):
     assert line_of(result, "migrations").startswith(
         f"[FAIL] migrations: database at {at}, 2 steps behind head {chain[-1]} (pending: {chain[-2]}, {chain[-1]}) "
         "-> a release moves one migration at a time")
+
+
+def test_a_database_that_does_not_answer_fails(setup, proxy):
+    add_endpoint(proxy)
+    nowhere = closed_port_url().replace("http://", "postgresql://kamiyo:pw@") + "/kamiyo"
+    _, result = setup(SQLALCHEMY_DATABASE_URI=nowhere)
+    assert result.exit_code == 2, result.output
+    assert line_of(result, "database") == (
+        f"[FAIL] database: not reachable ({nowhere.replace(':pw@', ':***@')}): OperationalError -> start the "
+        "database or fix DATABASE_URL")
+    assert "migrations:" not in result.output and ":pw@" not in result.output
 
 
 def test_redis_configured_but_down_fails(setup, proxy):
