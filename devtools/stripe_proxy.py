@@ -21,7 +21,9 @@ retries and the circuit breaker against something that behaves like Stripe:
 - webhook endpoints (`/v1/webhook_endpoints`: create, list, retrieve, update, delete), which
   localstripe lacks, kept per API key as Stripe keeps them per account. An endpoint whose URL
   is on loopback is registered with localstripe (`/_config/webhooks/<id>`), so it receives
-  the events it is enabled for, signed with its secret; others are listed only.
+  the events it is enabled for, signed with its secret; others are listed only. A webhook
+  registered with localstripe through the proxy (`POST /_config/webhooks/<id>`, as the demo
+  does) is listed too, for every API key, as localstripe sends to it whatever the key.
 
 A control API under `/_proxy/` (JSON, loopback clients only) manages faults and
 recorded requests; every other path is forwarded to the upstream unchanged.
@@ -77,6 +79,7 @@ _PRICE_PATH = re.compile(r"^/v1/prices/([^/]+)$")
 _SECRET = re.compile(r"\b(sk|rk)_(test|live)_[A-Za-z0-9_]+")
 _CUSTOMER_PATH = re.compile(r"^/v1/customers/([^/]+)$")
 _ENDPOINTS_PATH = re.compile(r"^/v1/webhook_endpoints(?:/([^/]+))?$")
+_CONFIG_WEBHOOK_PATH = re.compile(r"^/_config/webhooks/([^/]+)$")
 _ENDED_SUBSCRIPTION = {"canceled", "incomplete_expired"}
 
 
@@ -235,6 +238,8 @@ class StripeProxy(LoopbackServer):
         self._idempotency: dict[tuple[str, str], _Stored] = {}
         # account scope -> endpoint id -> the endpoint as Stripe shows it (secret included)
         self._endpoints: dict[str, dict[str, dict[str, Any]]] = {}
+        # localstripe's own registrations made through us (/_config/webhooks/<id>): every key's
+        self._config_endpoints: dict[str, dict[str, Any]] = {}
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -283,6 +288,7 @@ class StripeProxy(LoopbackServer):
             self._requests.clear()
             self._idempotency.clear()
             self._endpoints.clear()
+            self._config_endpoints.clear()
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -415,8 +421,21 @@ class StripeProxy(LoopbackServer):
         if fault and fault.kind == "drop_after":
             self._finish(rec, started, None, rec.outcome)
             return self._drop(request)
+        config_webhook = _CONFIG_WEBHOOK_PATH.match(rec.path) if rec.method == "POST" else None
+        if config_webhook and status == 200:
+            self._remember_config_webhook(config_webhook.group(1), rec.form)
         self._finish(rec, started, status, "forwarded")
         return self._response(status, headers, data, ours)
+
+    def _remember_config_webhook(self, hook_id: str, form: Any) -> None:
+        form = form if isinstance(form, dict) else {}
+        events = _listed(form.get("events"))
+        with self._lock:
+            self._config_endpoints[hook_id] = {
+                "id": f"we_config_{hook_id}", "object": "webhook_endpoint", "url": form.get("url"),
+                "enabled_events": events or ["*"], "api_version": None, "status": "enabled",
+                "description": f"localstripe /_config/webhooks/{hook_id}", "livemode": False,
+                "created": int(time.time()), "metadata": {}, "application": None}
 
     async def _webhook_endpoints(self, request: web.Request, rec: RecordedRequest,
                                  endpoint_id: str | None) -> tuple[int, bytes]:
@@ -425,7 +444,11 @@ class StripeProxy(LoopbackServer):
         form = rec.form if isinstance(rec.form, dict) else {}
         with self._lock:
             mine = self._endpoints.setdefault(account, {})
-            found = mine.get(endpoint_id) if endpoint_id else None
+            configured = {e["id"]: e for e in self._config_endpoints.values()}
+            found = (mine.get(endpoint_id) or configured.get(endpoint_id)) if endpoint_id else None
+        if found is not None and found["id"] in configured and rec.method != "GET":
+            return 400, _error_body("invalid_request_error",
+                                    "This endpoint was registered with localstripe's /_config/webhooks: change it there.")
         if endpoint_id and found is None:
             return 404, _error_body("invalid_request_error", f"No such webhook endpoint: '{endpoint_id}'",
                                     code="resource_missing")
@@ -433,7 +456,7 @@ class StripeProxy(LoopbackServer):
             return 200, json.dumps(_shown_endpoint(found)).encode()
         if rec.method == "GET":
             with self._lock:
-                listed = sorted(mine.values(), key=lambda e: (-e["created"], e["id"]))
+                listed = sorted([*mine.values(), *configured.values()], key=lambda e: (-e["created"], e["id"]))
             body = {"object": "list", "url": "/v1/webhook_endpoints", "has_more": False,
                     "data": [_shown_endpoint(e) for e in listed]}
             return 200, json.dumps(body).encode()

@@ -80,3 +80,23 @@ def test_a_loopback_endpoint_receives_its_events_signed_with_its_secret(proxy, s
     finally:
         LocalStripe.unregister_webhook(endpoint.id)
         LocalStripe.set_webhook_delay(previous)
+
+
+def test_a_webhook_registered_with_localstripe_through_the_proxy_is_listed_for_every_key(proxy):
+    """What the demo does (devtools/run.py): preflight then finds the demo's endpoint."""
+    import requests
+
+    hook = f"demo-{uuid.uuid4().hex[:6]}"
+    answer = requests.post(f"{proxy.url}/_config/webhooks/{hook}", timeout=5,
+                           data={"url": "http://127.0.0.1:9/api/v1/webhooks/stripe", "secret": "whsec_demo_x"})
+    assert answer.status_code == 200
+    try:
+        for key in ("sk_test_endpoints_one", "sk_test_endpoints_two"):
+            [listed] = client_for(proxy.url, key).v1.webhook_endpoints.list().data
+            assert (listed.id, listed.url, listed.enabled_events, listed.status, listed.api_version) == (
+                f"we_config_{hook}", "http://127.0.0.1:9/api/v1/webhooks/stripe", ["*"], "enabled", None)
+            assert "secret" not in listed.to_dict()
+        with pytest.raises(stripe.InvalidRequestError):
+            client_for(proxy.url).v1.webhook_endpoints.delete(f"we_config_{hook}")
+    finally:
+        LocalStripe.unregister_webhook(hook)
