@@ -110,10 +110,27 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(report_command)
 
 
+RELEASE_COMMANDS = ("preflight", "verify-deploy", "report")
+_FLASK_OPTIONS_WITH_VALUES = ("--app", "-A", "--env-file", "-e")
+
+
+def is_release_command(args: Sequence[str]) -> bool:
+    """Whether `flask [options] COMMAND ...` runs one of the release commands."""
+    rest = list(args)
+    while rest:
+        arg = rest.pop(0)
+        if arg in _FLASK_OPTIONS_WITH_VALUES:
+            rest = rest[1:]
+        elif not arg.startswith("-"):
+            return arg in RELEASE_COMMANDS
+    return False
+
+
 def config_error_app(error: Exception) -> Flask:
-    """The app `flask --app wsgi preflight` gets when the configuration does not load: the
-    checks that need no app (the secrets, read as the service would), and the error itself,
-    as failures with their exit code rather than one line and exit 1."""
+    """The app the release commands get when the configuration does not load: the error as a
+    failure with their exit code (2), rather than one line and exit 1, which a pipeline would
+    take for warnings; preflight adds the checks that need no app (the secrets, read as the
+    service would)."""
     from .. import _new_flask
     from .. import config as config_module
 
@@ -137,4 +154,17 @@ def config_error_app(error: Exception) -> Flask:
         _print("preflight", checks, json_output)
 
     app.cli.add_command(preflight_without_app)
+    for name in RELEASE_COMMANDS[1:]:
+        app.cli.add_command(_failing_command(name, error))
     return app
+
+
+def _failing_command(name: str, error: Exception) -> click.Command:
+    @click.command(name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    @click.option("--json", "json_output", is_flag=True)
+    def command(json_output: bool) -> None:
+        _print(
+            name, [Check("configuration", FAIL, f"does not load: {error}", "fix it, then run it again")], json_output
+        )
+
+    return command

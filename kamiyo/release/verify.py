@@ -20,6 +20,7 @@ from .checks import FAIL, OK, WARN, WEBHOOK_PATH, Check
 TIMEOUT = 10.0
 STARTUP_MARK = "[STRIPE VERSION]"
 ERROR_LEVELS = ("ERROR", "CRITICAL")
+RELEASE_SPREAD = dt.timedelta(seconds=120)  # start-up lines this close together are one release
 # gunicorn's own lines: [2026-12-06 05:00:00 +0000] [123] [ERROR] ...
 _GUNICORN_LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4})\] \[\d+\] \[([A-Z]+)\]")
 
@@ -192,6 +193,20 @@ def _line_time(line: str) -> tuple[dt.datetime | None, str | None, str]:
     return None, None, line
 
 
+def _release_time(startups: list[dt.datetime | None]) -> dt.datetime | None:
+    """The first start-up line of the last release: each worker logs its own, within seconds
+    of the others (and again after a HUP), so the release began at the earliest of those."""
+    times = [when for when in startups if when is not None]
+    if not times:
+        return None
+    last = began = times[-1]
+    for when in reversed(times[:-1]):
+        if last - when > RELEASE_SPREAD:
+            break
+        began = when
+    return began
+
+
 def check_log(path: Path | None, since: dt.datetime | None) -> list[Check]:
     if path is None:
         return [
@@ -210,7 +225,7 @@ def check_log(path: Path | None, since: dt.datetime | None) -> list[Check]:
     startups = [i for i, (_, _, message) in enumerate(parsed) if STARTUP_MARK in message]
     found: list[Check] = []
     if since is None and startups:
-        since = parsed[startups[-1]][0]
+        since = _release_time([parsed[i][0] for i in startups])
     if not startups:
         found.append(
             Check(

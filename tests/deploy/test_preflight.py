@@ -120,21 +120,46 @@ def test_a_missing_or_ill_formed_secret_or_mixed_modes_fail(setup, proxy, overri
     assert "preflight4242" not in result.output and "secretone" not in result.output
 
 
-def test_a_configuration_that_does_not_load_is_a_failure_too(tmp_path):
-    """The real command, outside tests: a missing secret stops create_app; preflight still says
-    which, with its exit code."""
+def without_webhook_secret(tmp_path) -> dict[str, str]:
+    """An environment outside tests where the service's configuration does not load."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "KAMIYO_", "SECRET_KEY"))}
     env.update(KAMIYO_INSTANCE_PATH=str(tmp_path), SECRET_KEY="k" * 40,
                STRIPE_SECRET_KEY=SECRETS["STRIPE_SECRET_KEY"], DATABASE_URL=f"sqlite:///{tmp_path}/x.db")
+    return env
+
+
+def flask_command(tmp_path, *args: str) -> subprocess.CompletedProcess:
     flask = Path(sys.executable).with_name("flask")
-    done = subprocess.run([flask, "--app", "wsgi", "preflight"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run([flask, "--app", "wsgi", *args], cwd=ROOT, env=without_webhook_secret(tmp_path),
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_a_configuration_that_does_not_load_is_a_failure_too(tmp_path):
+    """The real command, outside tests: a missing secret stops create_app; preflight still says
+    which, with its exit code."""
+    done = flask_command(tmp_path, "preflight")
     assert done.returncode == 2, done.stdout + done.stderr
     out = done.stdout.splitlines()
     assert out[0].startswith("[FAIL] configuration: does not load: STRIPE_WEBHOOK_SECRET is not set.")
     assert "[FAIL] STRIPE_WEBHOOK_SECRET: not set -> " in done.stdout
     assert "[ok  ] STRIPE_SECRET_KEY: sk_test_... (test mode)" in done.stdout
     assert "Traceback" not in done.stderr and "preflight4242" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("args", [("verify-deploy", "--url", "http://127.0.0.1:9", "--json"),
+                                  ("report", "--since", "1d")])
+def test_the_other_release_commands_fail_with_2_on_such_a_configuration(tmp_path, args):
+    """Not wsgi.py's exit 1, which a pipeline would read as warnings."""
+    done = flask_command(tmp_path, *args)
+    assert done.returncode == 2, done.stdout + done.stderr
+    if "--json" in args:
+        [check] = json.loads(done.stdout)["checks"]
+        assert (check["name"], check["status"]) == ("configuration", "fail")
+    else:
+        assert done.stdout.startswith("[FAIL] configuration: does not load: STRIPE_WEBHOOK_SECRET is not set.")
+    # Any other command keeps its one line and exit 1.
+    other = flask_command(tmp_path, "api-keys", "list")
+    assert other.returncode == 1 and other.stderr.startswith("kamiyo: configuration error: STRIPE_WEBHOOK_SECRET")
 
 
 def _downgrade(app, steps: int) -> str:

@@ -124,3 +124,28 @@ def test_no_api_key_warns(service, monkeypatch):
     assert line_of(result, "idempotency probe") == (
         "[WARN] idempotency probe: skipped: no API key -> pass --api-key or set KAMIYO_API_KEY "
         "(a key that may create customers)")
+
+
+def test_the_release_began_at_its_first_workers_start_up_line(tmp_path):
+    """Each worker logs its own start-up line: an error between the first and the last is the
+    release's; one before an earlier release's start-up is not."""
+    from kamiyo.release.verify import check_log
+
+    start = dt.datetime(2026, 12, 6, 5, 0, tzinfo=dt.UTC)
+
+    def line(seconds: float, level: str, message: str) -> str:
+        stamp = (start + dt.timedelta(seconds=seconds)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return json.dumps({"timestamp": stamp, "level": level, "logger": "kamiyo", "message": message})
+
+    startup = "[STRIPE VERSION] Healthy: API version 2026-10-28.endive is 39 days old."
+    log = tmp_path / "api.log"
+    log.write_text("\n".join([
+        line(-3600, "INFO", startup), line(-3000, "ERROR", "an earlier release's error"),
+        line(0, "INFO", startup), line(1, "ERROR", "between the workers' start-ups"),
+        "[2026-12-06 05:00:02 +0000] [42] [ERROR] Exception in worker process",
+        line(2, "INFO", startup), line(3, "WARNING", "not an error"),
+    ]) + "\n")
+    startup_check, errors = check_log(log, None)
+    assert (startup_check.status, errors.status) == ("ok", "fail")
+    assert errors.line == ("2 ERROR/CRITICAL line(s) since 2026-12-06T05:00:00+00:00; last: "
+                           "[2026-12-06 05:00:02 +0000] [42] [ERROR] Exception in worker process")
