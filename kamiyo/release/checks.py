@@ -292,6 +292,13 @@ def check_stripe(probe: Mapping[str, Any], api_base: str) -> Check:
             f"no answer from {api_base}",
             "check the network and proxy to Stripe (outbound HTTPS), and STRIPE_API_BASE",
         )
+    if error == "http_403":
+        return Check(
+            "stripe",
+            FAIL,
+            "Stripe refuses this key the read-only calls (403)",
+            "a restricted key (rk_) needs read access to Customers and Webhook Endpoints",
+        )
     return Check("stripe", FAIL, f"Stripe answered with an error ({error})", "see https://status.stripe.com")
 
 

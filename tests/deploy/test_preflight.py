@@ -305,3 +305,27 @@ def test_an_endpoint_on_another_api_version_warns():
     assert found.status == "warn" and "not the configured 2026-10-28.endive" in found.line
     assert check_webhook_endpoint(None, PUBLIC_URL, [], "x").status == "warn"
     assert checks.exit_code([found, Check("x", "ok", "")]) == 1
+
+
+@pytest.mark.parametrize(("status", "expected"), [
+    (401, "[FAIL] stripe: Stripe refuses the secret key -> check STRIPE_SECRET_KEY (revoked, or another account's)"),
+    (403, "[FAIL] stripe: Stripe refuses this key the read-only calls (403) -> a restricted key (rk_) needs read "
+          "access to Customers and Webhook Endpoints"),
+])
+def test_stripe_refusing_the_key_fails(setup, proxy, status, expected):
+    from devtools.stripe_proxy import Fault
+
+    # localstripe accepts every key: the proxy answers Stripe's refusal in its place.
+    proxy.add_faults(Fault("status", status=status, method="GET", path=r"^/v1/customers$",
+                           error_type="invalid_request_error"))
+    _, result = setup()
+    assert result.exit_code == 2, result.output
+    assert line_of(result, "stripe") == expected
+
+
+def test_stripe_refusing_the_key_says_what_to_do():
+    from kamiyo.release.checks import check_stripe
+
+    assert check_stripe({"ok": False, "error": "http_403"}, "https://api.stripe.com").action == (
+        "a restricted key (rk_) needs read access to Customers and Webhook Endpoints")
+    assert check_stripe({"ok": False, "error": "authentication_failed"}, "x").line == "Stripe refuses the secret key"
