@@ -414,7 +414,9 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["STRIPE_API_BASE"] = proxy.url
         creds, webhook_secret = _prepare(demo)
         if demo:
-            _register_webhook(emulator.url, port, webhook_secret)
+            # Through the proxy, which then lists it as the account's webhook endpoint (preflight).
+            _register_webhook(proxy.url, port, webhook_secret)
+            os.environ.setdefault("PUBLIC_URL", f"http://127.0.0.1:{port}")
         env = dict(os.environ)
         env.setdefault("PROMETHEUS_MULTIPROC_DIR", _metrics_dir())
         env["SCHEDULER_ENABLED"] = "false"  # for the workers: the scheduler runs in its own process

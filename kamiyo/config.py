@@ -80,6 +80,9 @@ DEFAULTS: dict[str, Any] = {
     "LOGIN_RATE_LIMIT_PER_IP": "20/minute",
     "LOGIN_RATE_LIMIT_PER_ACCOUNT": "5/minute;20/hour",
     "BACKUP_KEEP": 14,  # `flask db backup` keeps this many backups in its folder
+    # --- release checks (kamiyo/release) ---
+    "PUBLIC_URL": None,  # https://payments.example.com: where Stripe reaches us (webhook endpoint)
+    "LOG_FILE": None,  # the file the service's log lands in (read by verify-deploy)
 }
 
 # Without these the service cannot run safely outside demo mode and tests.
