@@ -386,6 +386,8 @@ def _banner(demo: bool, port: str, creds, proxy, emulator, price) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     reset = "--reset" in (sys.argv[1:] if argv is None else argv)
+    # The demo's database, secrets, credentials and emulator state are this user's alone.
+    os.umask(0o077)
     for sig in STOP_SIGNALS:
         signal.signal(sig, _on_stop_signal)
     _watch_make()
