@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from kamiyo.observability.alerts import FIELD_LIMIT, TEXT_LIMIT, send_alert, slack_text
+from kamiyo.observability.alerts import send_alert
 from tests.support import wait_until
 
 HOSTILE = "<!channel> <https://evil.example/reset|click> & <@U123> <!here>"
@@ -25,6 +25,8 @@ def _unescaped(payload) -> list[str]:
 
 
 def test_slack_text_escapes_and_cuts():
+    from kamiyo.observability.alerts import slack_text
+
     assert slack_text(HOSTILE, 200) == ("&lt;!channel&gt; &lt;https://evil.example/reset|click&gt; &amp; "
                                         "&lt;@U123&gt; &lt;!here&gt;")
     long = slack_text("<" * 500, 10)
@@ -46,6 +48,8 @@ def test_the_webhook_rate_limit_alert_carries_a_hostile_user_agent_escaped(make_
     wait_until(lambda: received)
     [payload] = received
     assert not _unescaped(payload), json.dumps(payload, indent=1)
+    from kamiyo.observability.alerts import FIELD_LIMIT
+
     fields = {f["title"]: f["value"] for f in payload["attachments"][0]["fields"]}
     assert fields["user_agent"].startswith("&lt;!channel&gt; &lt;https://evil.example/reset|click&gt; &amp;")
     assert len(fields["user_agent"].replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")) == FIELD_LIMIT
@@ -60,6 +64,8 @@ def test_every_part_of_an_alert_is_escaped_and_bounded(make_app, slack):
     wait_until(lambda: received)
     [payload] = received
     assert not _unescaped(payload), json.dumps(payload, indent=1)
+    from kamiyo.observability.alerts import TEXT_LIMIT
+
     shown = payload["attachments"][0]["text"].replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
     assert len(shown) == TEXT_LIMIT
     assert payload["attachments"][0]["text"].endswith("…")
