@@ -57,9 +57,10 @@ _STRIPE_KEY_RE = re.compile(
 
 _WHSEC_RE = re.compile(r"whsec_[A-Za-z0-9+/=_-]+")
 
-# Our own API keys: "kmy_" + token_urlsafe. Shorter tails are left alone so that prose and
-# identifiers such as "kmy_prefix" stay readable.
-_KMY_KEY_RE = re.compile(r"(?<![A-Za-z0-9])kmy_[A-Za-z0-9_-]{8,}")
+# Our own API keys: "kmy_" + token_urlsafe(32). The first 8 characters after "kmy_" are the
+# key's public prefix (kamiyo.api_keys.VISIBLE_CHARS, shown in `api-keys list`): kept, so a log
+# still says which key it was; the rest is removed. A prefix alone is left as it is.
+_KMY_KEY_RE = re.compile(r"(?<![A-Za-z0-9])(kmy_[A-Za-z0-9_-]{8})[A-Za-z0-9_-]+")
 
 # A bearer token wherever it appears (a header echoed in an error, a curl line, a URL):
 # "Bearer x", "Bearer%20x", "Bearer+x". Characters of RFC 6750's b64token.
@@ -167,7 +168,7 @@ def _redact_once(text: str) -> str:
     if "whsec_" in text:
         text = _WHSEC_RE.sub("whsec_" + REDACTED, text)
     if "kmy_" in text:
-        text = _KMY_KEY_RE.sub("kmy_" + REDACTED, text)
+        text = _KMY_KEY_RE.sub(r"\1" + REDACTED, text)
     for secret in _literal_secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
