@@ -3,6 +3,11 @@
 import os
 import sys
 
+# Files the service creates (the SQLite database and its -wal/-shm, the demo's files) are its
+# user's alone; the workers inherit it. `umask` below is gunicorn's own (its socket, temp files).
+os.umask(0o077)
+umask = 0o077
+
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # The app reads it too: with several workers and no Redis it warns that rate
@@ -17,6 +22,25 @@ graceful_timeout = 20
 # The app logs one JSON line per request, with its correlation id.
 accesslog = None
 errorlog = "-"
+# gunicorn's own lines (worker boots, timeouts, an invalid request line or header name, which
+# echo what a client sent) through the app's JSON formatter and redaction filter, on stderr.
+# gunicorn.access would repeat the app's request line: off unless GUNICORN_ACCESS_LOG=1.
+logconfig_dict = {
+    "root": {"level": "INFO", "handlers": ["kamiyo_root"]},
+    "loggers": {
+        "gunicorn.error": {"handlers": ["kamiyo"], "propagate": False, "qualname": "gunicorn.error"},
+        "gunicorn.access": {
+            "level": "INFO" if os.environ.get("GUNICORN_ACCESS_LOG") == "1" else "WARNING",
+            "handlers": ["kamiyo"],
+            "propagate": False,
+            "qualname": "gunicorn.access",
+        },
+    },
+    "handlers": {
+        "kamiyo": {"()": "kamiyo.observability.logging.gunicorn_handler"},
+        "kamiyo_root": {"()": "kamiyo.observability.logging.gunicorn_handler", "root": True},
+    },
+}
 # gunicorn's control socket lives in $HOME and would clash between instances; we don't use it.
 control_socket_disable = True
 
@@ -24,12 +48,15 @@ control_socket_disable = True
 def on_starting(server):
     from kamiyo import check_config
     from kamiyo.config import ConfigError
+    from kamiyo.hardening import server_start_checks
 
     try:
-        check_config()
+        app = check_config()
     except ConfigError as exc:
         print(f"kamiyo: configuration error: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
+    # Once per start, here rather than in each worker.
+    server_start_checks(app.config, app.instance_path)
 
 
 def child_exit(server, worker):

@@ -4,7 +4,10 @@ import sys
 
 from kamiyo import create_app
 from kamiyo.config import ConfigError
+from kamiyo.hardening import set_umask
 
+# Before anything is created: `flask --app wsgi db upgrade` may make the SQLite database.
+set_umask()
 try:
     app = create_app()
 except ConfigError as exc:
