@@ -19,17 +19,27 @@ $(VENV)/.runtime: requirements.txt | $(BIN)/python
 	@scripts/install-requirements.sh $(VENV) requirements.txt
 	@touch $@
 
-$(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
+$(VENV)/.dev: requirements-dev.txt requirements-demo.txt $(VENV)/.runtime
 	@echo "Installing test dependencies into $(VENV) (first run, or requirements-dev.txt changed)..."
 	@scripts/install-requirements.sh $(VENV) requirements-dev.txt
 	@touch $@
 
+# Demo mode's Stripe emulator (localstripe, aiohttp): not a production dependency, so installed
+# only when a demo first needs it.
+$(VENV)/.demo: requirements-demo.txt $(VENV)/.runtime
+	@echo "Demo mode: installing the local Stripe emulator (localstripe, aiohttp; first demo run only)..."
+	@scripts/install-requirements.sh $(VENV) requirements-demo.txt
+	@touch $@
+
+# Without STRIPE_SECRET_KEY `make run` is the demo, which needs the emulator.
+DEMO_DEPS := $(if $(STRIPE_SECRET_KEY),,$(VENV)/.demo)
+
 ## run: set up and start the service (demo mode with localstripe when STRIPE_SECRET_KEY is unset)
-run: $(VENV)/.runtime
+run: $(VENV)/.runtime $(DEMO_DEPS)
 	$(BIN)/python -m devtools.run
 
 ## demo-reset: forget the demo (its database, the emulator's objects, its credentials) and start it afresh
-demo-reset: $(VENV)/.runtime
+demo-reset: $(VENV)/.runtime $(VENV)/.demo
 	$(BIN)/python -m devtools.run --reset
 
 # Debian packages the tests use (redis-server, postgresql, chromium): installed once, skipped when present.

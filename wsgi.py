@@ -4,9 +4,18 @@ import sys
 
 from kamiyo import create_app
 from kamiyo.config import ConfigError
+from kamiyo.hardening import set_umask
 
+# Before anything is created: `flask --app wsgi db upgrade` may make the SQLite database.
+set_umask()
 try:
     app = create_app()
 except ConfigError as exc:
-    # One clear line, no traceback: the operator only needs the variable's name.
-    sys.exit(f"kamiyo: configuration error: {exc}")
+    from kamiyo.release.cli import config_error_app, is_release_command
+
+    if is_release_command(sys.argv[1:]):
+        # preflight, verify-deploy and report say it as a failed check (exit 2).
+        app = config_error_app(exc)
+    else:
+        # One clear line, no traceback: the operator only needs the variable's name.
+        sys.exit(f"kamiyo: configuration error: {exc}")

@@ -88,6 +88,24 @@ def _watch_make(interval: float = 0.2) -> None:
     threading.Thread(target=watch, name="make-watch", daemon=True).start()
 
 
+def _ensure_emulator_installed() -> None:
+    """Demo mode's Stripe emulator is not a production dependency (requirements-demo.txt): the
+    first demo installs it (`make run` does so before starting us; this covers `python -m
+    devtools.run` on its own)."""
+    import importlib.util
+
+    if importlib.util.find_spec("localstripe") and importlib.util.find_spec("aiohttp"):
+        return
+    print("Demo mode: installing the local Stripe emulator (localstripe, aiohttp) from requirements-demo.txt "
+          "(first demo run only)...", flush=True)
+    done = subprocess.run([str(ROOT / "scripts" / "install-requirements.sh"), sys.prefix,
+                           str(ROOT / "requirements-demo.txt")], cwd=ROOT)
+    importlib.invalidate_caches()
+    if done.returncode != 0 or not importlib.util.find_spec("localstripe"):
+        sys.exit("kamiyo: could not install the demo's Stripe emulator: run "
+                 f"`{sys.prefix}/bin/pip install -r requirements-demo.txt`, or set STRIPE_SECRET_KEY to use Stripe")
+
+
 def _start_localstripe(port: int):
     from devtools.localstripe_server import LocalStripe
 
@@ -386,6 +404,8 @@ def _banner(demo: bool, port: str, creds, proxy, emulator, price) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     reset = "--reset" in (sys.argv[1:] if argv is None else argv)
+    # The demo's database, secrets, credentials and emulator state are this user's alone.
+    os.umask(0o077)
     for sig in STOP_SIGNALS:
         signal.signal(sig, _on_stop_signal)
     _watch_make()
@@ -403,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if demo:
             os.environ["KAMIYO_DEMO_MODE"] = "1"
+            _ensure_emulator_installed()
             _demo_defaults()
             from devtools.localstripe_server import LocalStripe
 
@@ -414,7 +435,9 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["STRIPE_API_BASE"] = proxy.url
         creds, webhook_secret = _prepare(demo)
         if demo:
-            _register_webhook(emulator.url, port, webhook_secret)
+            # Through the proxy, which then lists it as the account's webhook endpoint (preflight).
+            _register_webhook(proxy.url, port, webhook_secret)
+            os.environ.setdefault("PUBLIC_URL", f"http://127.0.0.1:{port}")
         env = dict(os.environ)
         env.setdefault("PROMETHEUS_MULTIPROC_DIR", _metrics_dir())
         env["SCHEDULER_ENABLED"] = "false"  # for the workers: the scheduler runs in its own process

@@ -17,7 +17,13 @@ retries and the circuit breaker against something that behaves like Stripe:
 - `Request-Id` and `Stripe-Version` headers on every response;
 - today's Stripe speaks of `price` where localstripe only knows `plan`: subscription
   items' `price` is renamed to `plan` on the way upstream, and `GET /v1/prices/<id>` is
-  answered from `GET /v1/plans/<id>`, with the plan written as a Price.
+  answered from `GET /v1/plans/<id>`, with the plan written as a Price;
+- webhook endpoints (`/v1/webhook_endpoints`: create, list, retrieve, update, delete), which
+  localstripe lacks, kept per API key as Stripe keeps them per account. An endpoint whose URL
+  is on loopback is registered with localstripe (`/_config/webhooks/<id>`), so it receives
+  the events it is enabled for, signed with its secret; others are listed only. A webhook
+  registered with localstripe through the proxy (`POST /_config/webhooks/<id>`, as the demo
+  does) is listed too, for every API key, as localstripe sends to it whatever the key.
 
 A control API under `/_proxy/` (JSON, loopback clients only) manages faults and
 recorded requests; every other path is forwarded to the upstream unchanged.
@@ -72,6 +78,8 @@ _ITEM_PRICE = re.compile(r"^items\[(\d+)\]\[price\]$")
 _PRICE_PATH = re.compile(r"^/v1/prices/([^/]+)$")
 _SECRET = re.compile(r"\b(sk|rk)_(test|live)_[A-Za-z0-9_]+")
 _CUSTOMER_PATH = re.compile(r"^/v1/customers/([^/]+)$")
+_ENDPOINTS_PATH = re.compile(r"^/v1/webhook_endpoints(?:/([^/]+))?$")
+_CONFIG_WEBHOOK_PATH = re.compile(r"^/_config/webhooks/([^/]+)$")
 _ENDED_SUBSCRIPTION = {"canceled", "incomplete_expired"}
 
 
@@ -228,6 +236,10 @@ class StripeProxy(LoopbackServer):
         self._faults: deque[Fault] = deque()
         self._requests: list[RecordedRequest] = []
         self._idempotency: dict[tuple[str, str], _Stored] = {}
+        # account scope -> endpoint id -> the endpoint as Stripe shows it (secret included)
+        self._endpoints: dict[str, dict[str, dict[str, Any]]] = {}
+        # localstripe's own registrations made through us (/_config/webhooks/<id>): every key's
+        self._config_endpoints: dict[str, dict[str, Any]] = {}
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -269,11 +281,14 @@ class StripeProxy(LoopbackServer):
             self._requests.clear()
 
     def clear(self) -> None:
-        """Forget faults, recorded requests and idempotency keys."""
+        """Forget faults, recorded requests, idempotency keys and webhook endpoints (those
+        registered with localstripe stay there: they are on loopback, where nothing may answer)."""
         with self._lock:
             self._faults.clear()
             self._requests.clear()
             self._idempotency.clear()
+            self._endpoints.clear()
+            self._config_endpoints.clear()
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -336,6 +351,11 @@ class StripeProxy(LoopbackServer):
             if fault.kind == "drop_before":
                 self._finish(rec, started, None, rec.outcome)
                 return self._drop(request)
+
+        endpoints = _ENDPOINTS_PATH.match(rec.path)
+        if endpoints:
+            status, body = await self._webhook_endpoints(request, rec, endpoints.group(1))
+            return self._answer(rec, started, status, ours, "emulated", body)
 
         # Stripe ignores idempotency keys on GET and DELETE.
         key = rec.idempotency_key if rec.method == "POST" else None
@@ -401,8 +421,89 @@ class StripeProxy(LoopbackServer):
         if fault and fault.kind == "drop_after":
             self._finish(rec, started, None, rec.outcome)
             return self._drop(request)
+        config_webhook = _CONFIG_WEBHOOK_PATH.match(rec.path) if rec.method == "POST" else None
+        if config_webhook and status == 200:
+            self._remember_config_webhook(config_webhook.group(1), rec.form)
         self._finish(rec, started, status, "forwarded")
         return self._response(status, headers, data, ours)
+
+    def _remember_config_webhook(self, hook_id: str, form: Any) -> None:
+        form = form if isinstance(form, dict) else {}
+        events = _listed(form.get("events"))
+        with self._lock:
+            self._config_endpoints[hook_id] = {
+                "id": f"we_config_{hook_id}", "object": "webhook_endpoint", "url": form.get("url"),
+                "enabled_events": events or ["*"], "api_version": None, "status": "enabled",
+                "description": f"localstripe /_config/webhooks/{hook_id}", "livemode": False,
+                "created": int(time.time()), "metadata": {}, "application": None}
+
+    async def _webhook_endpoints(self, request: web.Request, rec: RecordedRequest,
+                                 endpoint_id: str | None) -> tuple[int, bytes]:
+        """Stripe's webhook-endpoints API, emulated (localstripe has none)."""
+        account = _scope(request, "")[0]
+        form = rec.form if isinstance(rec.form, dict) else {}
+        with self._lock:
+            mine = self._endpoints.setdefault(account, {})
+            configured = {e["id"]: e for e in self._config_endpoints.values()}
+            found = (mine.get(endpoint_id) or configured.get(endpoint_id)) if endpoint_id else None
+        if found is not None and found["id"] in configured and rec.method != "GET":
+            return 400, _error_body("invalid_request_error",
+                                    "This endpoint was registered with localstripe's /_config/webhooks: change it there.")
+        if endpoint_id and found is None:
+            return 404, _error_body("invalid_request_error", f"No such webhook endpoint: '{endpoint_id}'",
+                                    code="resource_missing")
+        if rec.method == "GET" and found is not None:
+            return 200, json.dumps(_shown_endpoint(found)).encode()
+        if rec.method == "GET":
+            with self._lock:
+                listed = sorted([*mine.values(), *configured.values()], key=lambda e: (-e["created"], e["id"]))
+            body = {"object": "list", "url": "/v1/webhook_endpoints", "has_more": False,
+                    "data": [_shown_endpoint(e) for e in listed]}
+            return 200, json.dumps(body).encode()
+        if rec.method == "DELETE" and found is not None:
+            with self._lock:
+                mine.pop(found["id"], None)
+            await self._register_upstream(found, deleted=True)
+            return 200, json.dumps({"id": found["id"], "object": "webhook_endpoint", "deleted": True}).encode()
+        if rec.method != "POST":
+            return 405, _error_body("invalid_request_error", f"Unrecognized request URL ({rec.method}: {rec.path})")
+        events = _listed(form.get("enabled_events"))
+        if found is None:
+            url = form.get("url")
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")) or not events:
+                return 400, _error_body("invalid_request_error", "A webhook endpoint needs a url and enabled_events.")
+            found = {"id": "we_" + secrets.token_hex(12), "object": "webhook_endpoint", "url": url,
+                     "enabled_events": events, "api_version": form.get("api_version") or None,
+                     "status": "enabled", "description": form.get("description"), "livemode": False,
+                     "created": int(time.time()), "metadata": {}, "application": None,
+                     "secret": "whsec_" + secrets.token_hex(16)}
+            with self._lock:
+                mine[found["id"]] = found
+            await self._register_upstream(found)
+            return 200, json.dumps(found).encode()  # the secret is shown at creation only
+        for name in ("url", "description"):
+            if isinstance(form.get(name), str):
+                found[name] = form[name]
+        if events:
+            found["enabled_events"] = events
+        if "disabled" in form:
+            found["status"] = "disabled" if str(form["disabled"]).lower() == "true" else "enabled"
+        await self._register_upstream(found)
+        return 200, json.dumps(_shown_endpoint(found)).encode()
+
+    async def _register_upstream(self, endpoint: dict[str, Any], deleted: bool = False) -> None:
+        """localstripe sends events to loopback endpoints only: elsewhere nothing here should call."""
+        host = yarl.URL(endpoint["url"]).host or ""
+        if not _is_loopback(host):
+            return
+        assert self._session is not None
+        events = endpoint["enabled_events"]
+        silent = deleted or endpoint["status"] != "enabled"
+        payload = {"url": endpoint["url"], "secret": endpoint["secret"],
+                   "events": [] if silent else (None if "*" in events else events)}
+        async with self._session.post(f"{self.upstream}/_config/webhooks/{endpoint['id']}", json=payload) as resp:
+            if resp.status != 200:
+                log.warning("registering webhook endpoint %s with localstripe: HTTP %s", endpoint["id"], resp.status)
 
     def _forget(self, scope: tuple[str, str] | None, entry: _Stored | None) -> None:
         if scope is None or entry is None:
@@ -535,6 +636,20 @@ class StripeProxy(LoopbackServer):
             self.clear_requests()
             return web.json_response({"recorded": 0})
         return web.json_response({"error": f"no control route {method} {request.path}"}, status=404)
+
+
+def _listed(value: Any) -> list[str]:
+    """A form list (`a[0]=x&a[1]=y` decodes to a list or an index-keyed dict)."""
+    if isinstance(value, dict):
+        return [str(v) for _, v in sorted(value.items(), key=lambda kv: int(kv[0]) if str(kv[0]).isdigit() else 0)]
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return [value] if isinstance(value, str) and value else []
+
+
+def _shown_endpoint(endpoint: dict[str, Any]) -> dict[str, Any]:
+    """An endpoint as Stripe lists it: its signing secret is shown at creation only."""
+    return {k: v for k, v in endpoint.items() if k != "secret"}
 
 
 def _scope(request: web.Request, key: str) -> tuple[str, str]:

@@ -19,12 +19,17 @@ MIGRATIONS_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "
 
 def load_config(app: Flask, test_config: Mapping[str, Any] | None = None) -> None:
     """defaults → instance/config.py → environment → test mapping, then validate."""
+    from .hardening import secure_instance
+    from .observability.logging import register_secret
+
+    secure_instance(app.instance_path)  # 0700: it holds the database and the demo's secrets
     app.config.from_mapping(config_module.DEFAULTS)
     app.config.from_pyfile("config.py", silent=True)
     app.config.update(config_module.from_environment(os.environ))
     if test_config:
         app.config.update(test_config)
     config_module.finalise(app.config, app.instance_path)
+    register_secret(app.config.get("METRICS_TOKEN"))  # no shape to recognise it by: redacted by value
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         # sqlite3's own busy handler: writers wait instead of failing with "database is locked".
@@ -45,15 +50,22 @@ def _new_flask() -> Flask:
     )
 
 
-def check_config() -> None:
+def check_config() -> Flask:
     """Validate the configuration without building the app (gunicorn's master
     calls this so a missing secret stops start-up before any worker forks)."""
-    load_config(_new_flask())
+    app = _new_flask()
+    load_config(app)
+    return app
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app = _new_flask()
     load_config(app, test_config)
+    from . import service_lock
+
+    serving = service_lock.serving(app)  # a server process, not a one-off command or a test
+    if serving:
+        service_lock.name_connections(app, "web")
 
     from .observability.logging import configure_logging, one_off_command
 
@@ -71,6 +83,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     migrate.init_app(app, db, directory=MIGRATIONS_DIR)
     # Request plumbing, error handlers, the core routes and commands.
     from . import (
+        backups,
         cli,
         health,
         http_errors,
@@ -102,10 +115,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     openapi.init_app(app)  # GET /api/v1/openapi.json; the features add their paths
     for group in (cli.api_keys_cli, cli.users_cli, cli.demo_cli):
         app.cli.add_command(group)
+    backups.init_app(app)  # `db backup` and `db restore`, on Flask-Migrate's group
     gateway.init_app(app)  # the one place that talks to Stripe, before the features that use it
 
     # Features: each registers its blueprint, commands, jobs and health sections.
-    from . import dashboard, payments, scheduler, versioning, webhooks
+    from . import dashboard, payments, release, scheduler, versioning, webhooks
 
     scheduler.init_app(app)  # job registry and `flask scheduler run`, before the features add jobs
     rollups.init_app(app)  # per-minute counts of the sources the features register
@@ -113,9 +127,12 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     webhooks.init_app(app)
     versioning.init_app(app)
     dashboard.init_app(app)  # reads the features above through their queries
+    release.init_app(app)  # preflight, verify-deploy, report: also through their queries
 
     cli.add_verbose_option(app.cli)  # on every command the features registered
     _startup_checks(app)
+    if serving:  # held for the process's life: `db restore` refuses while any server holds it
+        service_lock.hold(app, "web")
     scheduler.start_in_process(app)  # only when SCHEDULER_ENABLED (see kamiyo/scheduler/)
     return app
 

@@ -45,6 +45,8 @@ DEFAULTS: dict[str, Any] = {
     "PRICE_CACHE_SECONDS": 3600.0,  # how long a price found on Stripe is known (a missing one: 60 s)
     "SCHEDULER_ENABLED": False,
     "SCHEDULER_TIMEZONE": "UTC",
+    # How often a web process looks whether the purges ran in the last day (and runs them if not); 0: never.
+    "SCHEDULER_FALLBACK_MINUTES": 10.0,
     "SUPPORT_CONTACT": "support@kamiyo.ai",
     "LOG_LEVEL": "INFO",
     "METRICS_TOKEN": None,  # when set, GET /metrics needs 'Authorization: Bearer <token>'
@@ -77,6 +79,10 @@ DEFAULTS: dict[str, Any] = {
     "DASHBOARD_COOKIE_SECURE": "auto",  # auto: Secure except in demo mode and debug; true; false
     "LOGIN_RATE_LIMIT_PER_IP": "20/minute",
     "LOGIN_RATE_LIMIT_PER_ACCOUNT": "5/minute;20/hour",
+    "BACKUP_KEEP": 14,  # `flask db backup` keeps this many backups in its folder
+    # --- release checks (kamiyo/release) ---
+    "PUBLIC_URL": None,  # https://payments.example.com: where Stripe reaches us (webhook endpoint)
+    "LOG_FILE": None,  # the file the service's log lands in (read by verify-deploy)
     # --- deploys ---
     # What is running (a commit, a tag): /health and the start-up line report it, so a release
     # or a reload can be seen to have taken.
@@ -176,6 +182,8 @@ def finalise(config: dict[str, Any], instance_path: str) -> None:
     if int(config["POSTGRES_LOCK_TIMEOUT_MS"]) < 0:
         raise ConfigError("POSTGRES_LOCK_TIMEOUT_MS must be 0 (no limit) or more")
     _check_lease(config)
+    _check_webhook_tolerance(config["WEBHOOK_TOLERANCE_SECONDS"])
+    _check_api_base(config["STRIPE_API_BASE"])
 
 
 def stripe_step_seconds(config: Mapping[str, Any]) -> float:
@@ -211,3 +219,50 @@ def _check_rate_limit(value: Any) -> None:
         raise ConfigError(
             f"WEBHOOK_RATE_LIMIT {value!r} is not a rate limit such as '30/minute' or '30 per minute'"
         ) from None
+
+
+# stripe-python skips the age check of a signature at a tolerance of 0 (a year-old delivery
+# verifies), and a long one lets a captured delivery be replayed for as long.
+WEBHOOK_TOLERANCE_RANGE = (1, 600)
+
+
+def _check_webhook_tolerance(value: Any) -> None:
+    low, high = WEBHOOK_TOLERANCE_RANGE
+    try:
+        seconds = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"WEBHOOK_TOLERANCE_SECONDS {value!r} is not a number of seconds") from None
+    if not low <= seconds <= high:
+        raise ConfigError(
+            f"WEBHOOK_TOLERANCE_SECONDS is {seconds}: it must be between {low} and {high} "
+            "(Stripe's default is 300); outside that, old signed deliveries could be replayed"
+        )
+
+
+def _check_api_base(url: Any) -> None:
+    """Plain HTTP only to this machine (the emulator in demo mode, tests, staging checks): on
+    any other host the secret key would cross the network in clear text."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(str(url))
+    if parts.scheme == "https":
+        return
+    if parts.scheme != "http":
+        raise ConfigError(f"STRIPE_API_BASE {url!r} must be an https:// URL (https://api.stripe.com)")
+    if not _is_loopback(parts.hostname or ""):
+        raise ConfigError(
+            f"STRIPE_API_BASE {url!r} is plain http:// to another host: the secret key would be sent "
+            "unencrypted. Use https:// (https://api.stripe.com), or http:// to a loopback address "
+            "(127.0.0.1, ::1, localhost) for a local emulator"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

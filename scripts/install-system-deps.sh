@@ -22,6 +22,8 @@ have_initdb || need+=(postgresql)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 # promtool checks and unit-tests deploy/prometheus/alerts.yml; Debian ships it in prometheus.
 command -v promtool >/dev/null 2>&1 || [ -x /usr/bin/promtool ] || need+=(prometheus)
+# pg_dump and pg_restore for `flask db backup|restore` (tests/deploy/test_backup_restore.py).
+command -v pg_restore >/dev/null 2>&1 || need+=(postgresql-client)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0

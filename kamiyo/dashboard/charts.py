@@ -81,7 +81,8 @@ def line_chart(series: dict[str, list[int]], window: TimeRange, title: str, unit
             f'<text class="legend" x="{legend_x + 14}" y="{HEIGHT - 5}">{escape(label)}</text>'
         )
     parts.append("</svg>")
-    return Markup("".join(parts))
+    # Every text put in above went through html.escape; the rest are numbers and our constants.
+    return Markup("".join(parts))  # nosec B704
 
 
 def _bucket_words(window: TimeRange) -> str:

@@ -16,6 +16,7 @@ from flask import current_app
 from prometheus_client import Counter
 
 from ..claims import claim
+from ..control_chars import replace_control
 from ..extensions import db
 from ..models import AlertSent, utcnow
 from .logging import redact
@@ -23,6 +24,26 @@ from .logging import redact
 log = logging.getLogger("kamiyo.alerts")
 
 LEVELS = {"critical": logging.CRITICAL, "warning": logging.WARNING, "info": logging.INFO}
+
+# Alert text quotes what clients chose (user agents, ids, paths): in Slack, "<!channel>" pings
+# everyone and "<https://x|label>" is a link that says something else. Each piece is cut to
+# these lengths (so that no one can push the alert's own words out of view), stripped of
+# control characters, and escaped as Slack asks: & < > as &amp; &lt; &gt;.
+TITLE_LIMIT = 200
+TEXT_LIMIT = 1000
+FIELD_LIMIT = 200
+
+
+def slack_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def slack_text(value: object, limit: int) -> str:
+    """`value` as Slack text that shows as typed: cut to `limit` characters, then escaped."""
+    text = replace_control(str(value), "?")
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return slack_escape(text)
 
 
 def _claim(dedup_key: str, now: dt.datetime) -> bool:
@@ -60,12 +81,19 @@ def send_alert(
     url = current_app.config.get("ALERT_WEBHOOK_URL")
     if url:
         payload = {
-            "text": f"[{severity.upper()}] {title}",
+            "text": f"[{severity.upper()}] {slack_text(title, TITLE_LIMIT)}",
             "attachments": [
                 {
                     "color": "danger" if severity == "critical" else "warning",
-                    "text": text,
-                    "fields": [{"title": k, "value": str(v), "short": True} for k, v in (fields or {}).items()],
+                    "text": slack_text(text, TEXT_LIMIT),
+                    "fields": [
+                        {
+                            "title": slack_text(k, FIELD_LIMIT),
+                            "value": slack_text(redact(str(v)), FIELD_LIMIT),
+                            "short": True,
+                        }
+                        for k, v in (fields or {}).items()
+                    ],
                 }
             ],
         }

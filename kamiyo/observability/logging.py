@@ -57,6 +57,29 @@ _STRIPE_KEY_RE = re.compile(
 
 _WHSEC_RE = re.compile(r"whsec_[A-Za-z0-9+/=_-]+")
 
+# Our own API keys: "kmy_" + token_urlsafe(32). The first 8 characters after "kmy_" are the
+# key's public prefix (kamiyo.api_keys.VISIBLE_CHARS, shown in `api-keys list`): kept, so a log
+# still says which key it was; the rest is removed. A prefix alone is left as it is.
+_KMY_KEY_RE = re.compile(r"(?<![A-Za-z0-9])(kmy_[A-Za-z0-9_-]{8})[A-Za-z0-9_-]+")
+
+# A bearer token wherever it appears (a header echoed in an error, a curl line, a URL):
+# "Bearer x", "Bearer%20x", "Bearer+x". Characters of RFC 6750's b64token.
+_BEARER_RE = re.compile(r"(?<![A-Za-z0-9])(bearer)(?:\s+|%20|\+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+
+# Configured secrets with no recognisable shape (METRICS_TOKEN): removed by value. Shorter
+# values are not registered, since they would cut ordinary words out of every line.
+MIN_LITERAL_SECRET = 8
+_literal_secrets: tuple[str, ...] = ()
+
+
+def register_secret(value: str | None) -> None:
+    """Redact `value` wherever it appears in a log line, from now on in this process."""
+    global _literal_secrets
+    if value and len(value) >= MIN_LITERAL_SECRET and value not in _literal_secrets:
+        # Longest first, so that a secret containing another is removed whole.
+        _literal_secrets = tuple(sorted({*_literal_secrets, value}, key=len, reverse=True))
+
+
 # A quoted value ('..' / ".." / b'..' / JSON-escaped \"..\") or a bare token.
 _VALUE = r"""
     (?:
@@ -144,9 +167,16 @@ def _redact_once(text: str) -> str:
         text = _STRIPE_KEY_RE.sub(_stripe_key_sub, text)
     if "whsec_" in text:
         text = _WHSEC_RE.sub("whsec_" + REDACTED, text)
+    if "kmy_" in text:
+        text = _KMY_KEY_RE.sub(r"\1" + REDACTED, text)
+    for secret in _literal_secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
     lowered = text.lower()
     if "authorization" in lowered:
         text = _AUTH_RE.sub(_keep_key_redact_value, text)
+    if "bearer" in lowered:
+        text = _BEARER_RE.sub(lambda m: m.group(1) + " " + REDACTED, text)
     if "cvc" in lowered or "cvv" in lowered:
         text = _CVC_RE.sub(_keep_key_redact_value, text)
     return redact_card_numbers(text, REDACTED_CARD)
@@ -394,6 +424,31 @@ def one_off_command() -> bool:
     return ctx.command is not run_command
 
 
+def _json_handler(stream: TextIO | None = None) -> logging.Handler:
+    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
+    handler.setFormatter(_make_formatter())
+    # Filters on the handler, not on loggers: logger filters do not run for
+    # records propagated from child loggers (stripe, werkzeug, sqlalchemy).
+    # Context first, so the id is present; redaction last, just before output.
+    handler.addFilter(RequestContextFilter())
+    handler.addFilter(RedactionFilter())
+    return handler
+
+
+def gunicorn_handler(root: bool = False) -> logging.Handler:
+    """The same JSON lines and redaction for gunicorn's own loggers (gunicorn.error,
+    gunicorn.access), named in gunicorn.conf.py's logconfig_dict: gunicorn logs what a client
+    sent (an invalid header name, a request line) before the app sees the request.
+
+    `root`: the root logger's, which configure_logging() replaces in each worker (else every
+    line a worker logs would be written twice).
+    """
+    handler = _json_handler()
+    if root:
+        handler._kamiyo = True  # type: ignore[attr-defined]
+    return handler
+
+
 def configure_logging(
     level: str | int = "INFO", stream: TextIO | None = None, *, one_off: bool = False
 ) -> logging.Handler:
@@ -412,18 +467,12 @@ def configure_logging(
         numeric_level = min(numeric_level, logging.INFO)
     root = logging.getLogger()
 
-    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
+    handler = _json_handler(stream)
     handler.set_name(HANDLER_NAME)
     handler._kamiyo = True  # type: ignore[attr-defined]  # marker for replacement
-    handler.setFormatter(_make_formatter())
-    # Filters on the handler, not on loggers: logger filters do not run for
-    # records propagated from child loggers (stripe, werkzeug, sqlalchemy).
-    # Context first, so the id is present; redaction last, just before output.
     if one_off:
         # First: a line held back is redacted when (and if) it is shown.
-        handler.addFilter(OneOffFilter(max(configured, logging.WARNING), configured))
-    handler.addFilter(RequestContextFilter())
-    handler.addFilter(RedactionFilter())
+        handler.filters.insert(0, OneOffFilter(max(configured, logging.WARNING), configured))
 
     for old in list(root.handlers):
         if getattr(old, "_kamiyo", False):

@@ -30,6 +30,7 @@ def init_app(app: Flask) -> None:
         purge_expired_records,
         scheduler.day,
     )
+    scheduler.register_fallback(app, "payments-purge")  # run by the web process if no scheduler does
     # What no request or webhook brought in (Stripe forgets keys after a day): adopted nightly.
     scheduler.register_job(
         app,

@@ -76,6 +76,11 @@ def duplicate_flag_count() -> int:
     return int(db.session.scalar(select(func.count()).where(Subscription.duplicate_of.is_not(None))) or 0)
 
 
+def unlinked_customer_count() -> int:
+    """Customers without a Stripe customer: deleted on Stripe (unlinked), or still being created."""
+    return int(db.session.scalar(select(func.count()).where(Customer.stripe_customer_id.is_(None))) or 0)
+
+
 def dedup_hits() -> int:
     """Requests answered from an existing operation instead of calling Stripe, since start."""
     return int(counter_total("stripe_idempotency_dedup"))

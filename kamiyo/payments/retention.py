@@ -1,22 +1,67 @@
 """Daily clean-up of the payments records that would otherwise grow for ever.
 
-Operation claims stay: they are the durable guard against a second customer.
+Operation claims stay: they are the durable guard against a second customer. What an
+operation sent to Stripe (`params_json`: an email, a name, a card's id) is cleared once
+the operation has finished and its replay window has passed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from flask import current_app
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 
 from ..extensions import db, rowcount
 from ..models import utcnow
 from ..stripe_gateway.models import StripeCall
-from .models import ClientIdempotencyKey
+from .models import ClientIdempotencyKey, PaymentOperation
+from .phases import FINISHED
 
 log = logging.getLogger(__name__)
+
+# What a cleared operation holds instead (the column is NOT NULL, and `Run.params` reads JSON).
+CLEARED_PARAMS = "{}"
+# Stripe keeps an idempotency key about a day.
+STRIPE_KEY_DAY = dt.timedelta(hours=24)
+
+
+def params_window(config: Mapping[str, Any]) -> dt.timedelta:
+    """How long a finished operation keeps its parameters: as long as a retry could still be
+    answered from a key, Stripe's (a day) or the caller's (IDEMPOTENCY_KEY_TTL_HOURS)."""
+    return max(STRIPE_KEY_DAY, dt.timedelta(hours=float(config["IDEMPOTENCY_KEY_TTL_HOURS"])))
+
+
+def clear_finished_params(now: dt.datetime) -> int:
+    """Clear the parameters of operations that finished before the window; returns how many.
+
+    Only a finished operation (succeeded, at its last recovery point) is touched: nothing
+    reads its parameters again. A repeated create answers from our row; a create after its
+    result no longer stands (a cancelled subscription) takes the operation over with the new
+    request's parameters. A pending operation (in flight, or resumable after its lease) and
+    a failed one (taken over by reconcile with what it stored) keep theirs: the phase runner
+    derives the Stripe key and the request from them.
+
+    The condition is in the UPDATE itself, so an operation taken over meanwhile is left
+    alone; `updated_at` stays as it was (the dashboard counts operations finished by it).
+    """
+    cutoff = now - params_window(current_app.config)
+    return rowcount(
+        db.session.execute(
+            update(PaymentOperation)
+            .where(
+                PaymentOperation.status == "succeeded",
+                PaymentOperation.recovery_point == FINISHED,
+                PaymentOperation.updated_at < cutoff,
+                PaymentOperation.params_json != CLEARED_PARAMS,
+            )
+            .values(params_json=CLEARED_PARAMS, updated_at=PaymentOperation.updated_at)
+            .execution_options(synchronize_session=False)
+        )
+    )
 
 
 def purge_expired_records(now: dt.datetime | None = None) -> dict[str, int]:
@@ -27,6 +72,7 @@ def purge_expired_records(now: dt.datetime | None = None) -> dict[str, int]:
             db.session.execute(delete(ClientIdempotencyKey).where(ClientIdempotencyKey.expires_at <= now))
         ),
         "stripe_calls": rowcount(db.session.execute(delete(StripeCall).where(StripeCall.created_at < cutoff))),
+        "operation_params_cleared": clear_finished_params(now),
     }
     db.session.commit()
     log.info("purged expired payments records: %s", purged, extra=purged)

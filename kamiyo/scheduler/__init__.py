@@ -14,6 +14,9 @@ Where the scheduler runs:
 - in the web process itself when SCHEDULER_ENABLED is true (a single-process
   deployment or `flask run`): never twice in one process, never in the
   reloader's parent, never in a one-off CLI command (`db upgrade`, ...).
+- nowhere (a forgotten `scheduler run`): each web process then runs the purges
+  registered with `register_fallback` itself when they have not run for a day,
+  and warns (fallback.py).
 
 A run that failed (Stripe down during the weekly version check, say), or whose
 process died, is taken again by the hourly retake (`retake_failed`), until it
@@ -22,7 +25,8 @@ chance. The retake never starts a period's first run; only the job's own
 trigger does.
 
 The package: `models` (JobRun), `runner` (triggers, registries, the claim,
-run and retake, start and stop), `cli` (`flask scheduler ...`). Everything a
+run and retake, start and stop), `fallback` (the purges without a scheduler),
+`cli` (`flask scheduler ...`). Everything a
 feature or a test uses is imported from here.
 """
 
@@ -35,7 +39,8 @@ from apscheduler.triggers.cron import CronTrigger
 from flask import Flask
 
 from ..config import ConfigError
-from . import cli
+from . import cli, fallback
+from .fallback import register_fallback
 from .models import JobRun
 from .runner import (
     ALERT_CHECKS_KEY,
@@ -89,6 +94,7 @@ __all__ = [
     "next_run",
     "prune_job_runs",
     "register_alert_check",
+    "register_fallback",
     "register_job",
     "retake_failed",
     "run_now",
@@ -119,6 +125,8 @@ def init_app(app: Flask) -> None:
     register_job(
         app, PRUNE_JOB, daily_trigger(app.config["SCHEDULER_TIMEZONE"], hour=4, minute=15), prune_job_runs, day
     )
+    register_fallback(app, PRUNE_JOB)
+    fallback.init_app(app)  # the web process runs the purges when no scheduler has for a day
     # APScheduler announces every job it adds and runs at INFO; run_once logs what matters.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     app.cli.add_command(cli.scheduler_cli)

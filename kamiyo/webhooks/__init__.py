@@ -36,6 +36,7 @@ def init_app(app: Flask) -> None:
         lambda: (purge_expired_events(), purge_old_violations()),
         scheduler.day,
     )
+    scheduler.register_fallback(app, "webhook-purge")  # run by the web process if no scheduler does
     # The version check compares the api_version of recent events with ours.
     register_event_version_source(app, table_event_version_source(cast(Table, WebhookEvent.__table__)))
     register_action(app, REPLAY_ACTION, replay_for_operator)  # the dashboard's replay button

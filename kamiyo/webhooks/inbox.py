@@ -39,6 +39,7 @@ from ..observability.logging import on_behalf_of, redact
 from ..prepared import Prepared
 from ..stripe_objects import fetch_stripe_object, list_stripe_subscriptions, reference_id
 from . import group_commit, handlers, metrics
+from .minimise import stored_form
 from .models import WebhookEvent
 from .write_gate import write_gate
 
@@ -367,6 +368,8 @@ def receive(event: dict[str, Any], payload: str) -> Received:
     if status in DONE:
         metrics.EVENTS.labels(DUPLICATE).inc()
         return Received(DUPLICATE, "already handled")
+    # Handled and stored without what no handler reads (minimise.py): a replay does the same.
+    event, payload = stored_form(event, payload)
     started = time.perf_counter()
     try:
         if status is None and current_app.config["WEBHOOK_GROUP_COMMIT"]:

@@ -41,7 +41,8 @@ class WebhookEvent(Model):
     status: Mapped[str] = mapped_column(String(16), nullable=False)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     last_error: Mapped[str | None] = mapped_column(String(500))
-    payload: Mapped[str] = mapped_column(Text, nullable=False)  # the verified body, as received
+    # The verified body without what no handler reads (kamiyo/webhooks/minimise.py).
+    payload: Mapped[str] = mapped_column(Text, nullable=False)
 
 
 class RateLimitViolation(Model):

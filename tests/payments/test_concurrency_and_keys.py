@@ -124,8 +124,10 @@ def test_daily_purge_drops_expired_keys_and_old_attempt_records(api, payments_ap
     assert api.post("/customers", json={"user_id": f"purge-{uuid.uuid4().hex[:8]}", "email": "p@example.com"},
                     headers={"Idempotency-Key": "k-purge"}).status_code == 201
     with payments_app.app_context():
-        assert purge_expired_records() == {"client_idempotency_keys": 0, "stripe_calls": 0}
+        assert purge_expired_records() == {"client_idempotency_keys": 0, "stripe_calls": 0,
+                                           "operation_params_cleared": 0}
         later = utcnow() + dt.timedelta(days=31)
-        assert purge_expired_records(later) == {"client_idempotency_keys": 1, "stripe_calls": 1}
+        assert purge_expired_records(later) == {"client_idempotency_keys": 1, "stripe_calls": 1,
+                                                "operation_params_cleared": 1}
         assert db.session.scalar(select(func.count()).select_from(StripeCall)) == 0
         assert db.session.scalar(select(func.count()).select_from(PaymentOperation)) == 1  # the guard stays
