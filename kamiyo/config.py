@@ -77,6 +77,8 @@ DEFAULTS: dict[str, Any] = {
     "DASHBOARD_COOKIE_SECURE": "auto",  # auto: Secure except in demo mode and debug; true; false
     "LOGIN_RATE_LIMIT_PER_IP": "20/minute",
     "LOGIN_RATE_LIMIT_PER_ACCOUNT": "5/minute;20/hour",
+    # --- failed authentication (kamiyo/auth_failures.py) ---
+    "AUTH_FAILURE_RATE_LIMIT": "20/minute",  # refused API keys / metrics tokens per client IP
 }
 
 # Without these the service cannot run safely outside demo mode and tests.
