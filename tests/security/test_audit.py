@@ -188,7 +188,7 @@ def test_dashboard_actions_are_audit_events_with_the_ip(app):
     with app.app_context():
         assert db.session.execute(text("SELECT count(*) FROM audit_events")).scalar() == 1
     audit_page = client.get("/dashboard/audit").get_data(as_text=True)
-    assert "revoke-api-key" in audit_page and "admin@example.com" in audit_page
+    assert "revoke-api-key" in audit_page and "admin@example.com" in audit_page and "<td>10.1.2.3</td>" in audit_page
 
 
 def test_cli_key_and_user_commands_are_audit_events_with_the_os_user(app, runner):
