@@ -22,6 +22,7 @@ from .config import ConfigError
 from .http_errors import ApiError
 from .models import utcnow
 from .observability.alerts import send_alert
+from .observability.request_context import escape_user_agent
 from .rate_limits import hit, too_many_requests
 
 log = logging.getLogger("kamiyo.auth")
@@ -99,6 +100,7 @@ def refuse(credential: str, reason: str, answer: ApiError) -> ApiError:
             "credential": credential,
             "reason": reason,
             "path": request.path,
+            "user_agent": escape_user_agent(request.headers.get("User-Agent")),
             "rate_limited": blocked_until is not None,
         },
     )

@@ -20,7 +20,9 @@ def escape_user_agent(value: str | None) -> str:
     """The client's User-Agent for the log: each control character as its \\xNN escape (so
     a CR/LF cannot forge a line, and what was sent stays readable), then cut to
     USER_AGENT_MAX characters."""
-    escaped = control_re().sub(lambda m: "".join(f"\\x{ord(c):02x}" for c in m.group()), value or "")
+    # Cut before escaping too: a header may be kilobytes long, and only the start is kept.
+    kept = (value or "")[:USER_AGENT_MAX]
+    escaped = control_re().sub(lambda m: "".join(f"\\x{ord(c):02x}" for c in m.group()), kept)
     return escaped[:USER_AGENT_MAX]
 
 
