@@ -83,6 +83,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     migrate.init_app(app, db, directory=MIGRATIONS_DIR)
     # Request plumbing, error handlers, the core routes and commands.
     from . import (
+        auth_failures,
         backups,
         cli,
         health,
@@ -109,6 +110,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     http_errors.init_app(app)
     security_headers.init_app(app)
     rate_limits.init_app(app)  # Flask-Limiter's storage and 429 answer, for every feature
+    auth_failures.init_app(app)  # the per-IP limit on refused API keys and metrics tokens
     app.url_map.converters["id"] = IdConverter  # <id:...>: a row id in range, else 404
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)

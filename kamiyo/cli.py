@@ -12,7 +12,8 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from . import api_keys, users
+from . import api_keys, audit, scopes, users
+from .models import utcnow
 from .observability.logging import log_verbosely
 
 DEMO_CREDENTIALS_FILE = "demo-credentials.json"
@@ -58,29 +59,56 @@ api_keys_cli = AppGroup("api-keys", help="Create, list and revoke API keys for t
 
 @api_keys_cli.command("create")
 @click.argument("name")
-def api_keys_create(name: str) -> None:
+@click.option(
+    "--scope",
+    "scope_list",
+    multiple=True,
+    metavar="SCOPE",
+    help=f"Restrict the key to SCOPE (repeatable): {', '.join(scopes.SCOPES)}. Without it: a full key.",
+)
+@click.option("--expires-in", metavar="DURATION", help="The key stops working after this long: 90d, 12h, 30m.")
+def api_keys_create(name: str, scope_list: tuple[str, ...], expires_in: str | None) -> None:
     """Create a key called NAME; the key is printed once, on the last line."""
-    try:
-        key, plaintext = api_keys.create_api_key(name)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    click.echo(f"Created API key #{key.id} '{key.name}' ({key.prefix}...). Store it now: it is not shown again.")
+    with audit.cli_action("create-api-key", name[:255]) as entry:
+        try:
+            lifetime = scopes.parse_duration(expires_in) if expires_in is not None else None
+            key, plaintext = api_keys.create_api_key(name, scope_list, lifetime)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        entry.target = f"{key.name} ({key.prefix}...)"
+        entry.detail = f"scopes: {scopes.describe(key.scopes)}; expires: {_fmt(key.expires_at)}"
+    click.echo(
+        f"Created {'a full' if key.scopes is None else 'a restricted'} API key #{key.id} '{key.name}' "
+        f"({key.prefix}...), scopes: {scopes.describe(key.scopes)}, expires: {_fmt(key.expires_at)}. "
+        "Store it now: it is not shown again."
+    )
     click.echo(plaintext)
+
+
+def _status(key) -> str:
+    if key.revoked:
+        return f"revoked {_fmt(key.revoked_at)}"
+    if key.expires_at is not None and key.expires_at <= utcnow():
+        return "expired"
+    return "active"
 
 
 @api_keys_cli.command("list")
 def api_keys_list() -> None:
-    """List keys (prefix only; the keys themselves are not stored)."""
+    """List keys (prefix only; the keys themselves are not stored), with scopes and expiry."""
     keys = api_keys.list_api_keys()
     if not keys:
         click.echo("No API keys. Create one with: flask --app wsgi api-keys create NAME")
         return
-    click.echo(f"{'ID':>4}  {'NAME':<24} {'PREFIX':<14} {'CREATED':<20} {'LAST USED':<20} STATUS")
+    click.echo(
+        f"{'ID':>4}  {'NAME':<24} {'PREFIX':<14} {'CREATED':<20} {'LAST USED':<20} {'EXPIRES':<20} "
+        f"{'SCOPES':<44} STATUS"
+    )
     for key in keys:
-        status = f"revoked {_fmt(key.revoked_at)}" if key.revoked else "active"
         click.echo(
             f"{key.id:>4}  {key.name[:24]:<24} {key.prefix:<14} {_fmt(key.created_at):<20} "
-            f"{_fmt(key.last_used_at):<20} {status}"
+            f"{_fmt(key.last_used_at):<20} {_fmt(key.expires_at) if key.expires_at else 'never':<20} "
+            f"{scopes.describe(key.scopes):<44} {_status(key)}"
         )
 
 
@@ -88,20 +116,24 @@ def api_keys_list() -> None:
 @click.argument("key")
 def api_keys_revoke(key: str) -> None:
     """Revoke KEY, given as its numeric id or its prefix."""
-    try:
-        found = api_keys.find_api_key(key)
-        if found is not None and found.revoked:
-            # Said, not silently "Revoked" again: the operator may have meant another key.
-            click.echo(
-                f"API key #{found.id} '{found.name}' ({found.prefix}...) was already revoked on "
-                f"{_fmt(found.revoked_at)}; nothing to do."
-            )
-            return
-        revoked = api_keys.revoke_api_key(key)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    if revoked is None:
-        raise click.ClickException(f"no API key with id or prefix {key!r}")
+    with audit.cli_action("revoke-api-key", key[:255]) as entry:
+        try:
+            found = api_keys.find_api_key(key)
+            if found is not None and found.revoked:
+                # Said, not silently "Revoked" again: the operator may have meant another key.
+                entry.target = f"{found.name} ({found.prefix}...)"
+                entry.detail = "already revoked"
+                click.echo(
+                    f"API key #{found.id} '{found.name}' ({found.prefix}...) was already revoked on "
+                    f"{_fmt(found.revoked_at)}; nothing to do."
+                )
+                return
+            revoked = api_keys.revoke_api_key(key)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        if revoked is None:
+            raise click.ClickException(f"no API key with id or prefix {key!r}")
+        entry.target = f"{revoked.name} ({revoked.prefix}...)"
     click.echo(f"Revoked API key #{revoked.id} '{revoked.name}' ({revoked.prefix}...).")
 
 
@@ -118,10 +150,12 @@ def users_create(email: str, role: str, password_stdin: bool) -> None:
         password = sys.stdin.readline().rstrip("\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    try:
-        user = users.create_user(email, password, role)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+    with audit.cli_action("create-user", email.strip().lower()[:254]) as entry:
+        try:
+            user = users.create_user(email, password, role)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+        entry.target, entry.detail = user.email, f"role {user.role}"
     click.echo(f"Created {user.role} {user.email}.")
 
 
@@ -142,9 +176,10 @@ def users_list() -> None:
 @click.argument("email")
 def users_disable(email: str) -> None:
     """Disable EMAIL: it can no longer sign in, and its open sessions end now."""
-    user = users.disable_user(email)
-    if user is None:
-        raise click.ClickException(f"no dashboard user with email {email.strip().lower()[:254]!r}")
+    with audit.cli_action("disable-user", email.strip().lower()[:254]):
+        user = users.disable_user(email)
+        if user is None:
+            raise click.ClickException(f"no dashboard user with email {email.strip().lower()[:254]!r}")
     click.echo(f"Disabled {user.email}; its sessions have ended.")
 
 

@@ -83,6 +83,8 @@ DEFAULTS: dict[str, Any] = {
     # --- release checks (kamiyo/release) ---
     "PUBLIC_URL": None,  # https://payments.example.com: where Stripe reaches us (webhook endpoint)
     "LOG_FILE": None,  # the file the service's log lands in (read by verify-deploy)
+    # --- failed authentication (kamiyo/auth_failures.py) ---
+    "AUTH_FAILURE_RATE_LIMIT": "20/minute",  # refused API keys / metrics tokens per client IP
     # --- deploys ---
     # What is running (a commit, a tag): /health and the start-up line report it, so a release
     # or a reload can be seen to have taken.

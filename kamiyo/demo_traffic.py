@@ -325,7 +325,8 @@ class Traffic:
         self._echo(f"Cleared the Stripe faults this run left queued at {self.s.proxy_url}.")
 
     def breaker(self) -> dict[str, Any]:
-        answer = self.api.request("GET", f"{PAYMENTS}/health")
+        # The breaker's detail is for a key with ops:read (the demo key is a full key).
+        answer = self.api.request("GET", f"{PAYMENTS}/health", None, {"Authorization": f"Bearer {self.s.api_key}"})
         data = answer.json()
         section = data.get("circuit_breaker") if isinstance(data, dict) else None
         if not isinstance(section, dict) or "state" not in section:

@@ -159,6 +159,10 @@ class ApiKey(Model):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
     last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    # Space-separated scopes (kamiyo/scopes.py); NULL is a full key, as every key made before
+    # scopes existed, and it gains any scope added later.
+    scopes: Mapped[str | None] = mapped_column(String(255))
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
     @property
     def revoked(self) -> bool:
@@ -185,14 +189,16 @@ class DashboardUser(Model):
 
 
 class AuditEntry(Model):
-    """One admin action on the dashboard: who, what, when, and how it ended."""
+    """One admin or key-management action, on the dashboard or the CLI: who, what, when, and
+    how it ended."""
 
-    __tablename__ = "audit_log"
+    __tablename__ = "audit_events"
     __table_args__ = (CheckConstraint("outcome IN ('ok', 'failed', 'refused')", name="outcome"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False, index=True)
-    actor: Mapped[str] = mapped_column(String(254), nullable=False, index=True)  # the user's email
+    # The dashboard user's email, or "cli:<OS user>" for a command.
+    actor: Mapped[str] = mapped_column(String(254), nullable=False, index=True)
     action: Mapped[str] = mapped_column(String(64), nullable=False)
     target: Mapped[str] = mapped_column(String(255), nullable=False)
     outcome: Mapped[str] = mapped_column(String(16), nullable=False)

@@ -29,7 +29,9 @@ Codes = Iterable[tuple[int, str]]  # (status, code) pairs an endpoint can answer
 
 # What any endpoint can answer: an unexpected failure (kamiyo/http_errors.py handle_unexpected).
 ANY: tuple[tuple[int, str], ...] = ((500, "internal_error"),)
-UNAUTHORIZED: tuple[tuple[int, str], ...] = ((401, "unauthorized"),)
+# A key's refusal: missing, unknown, revoked or expired (401; 429 past the per-IP failure
+# limit, kamiyo/auth_failures.py), or without the route's scope (403, kamiyo/scopes.py).
+UNAUTHORIZED: tuple[tuple[int, str], ...] = ((401, "unauthorized"), (403, "insufficient_scope"), (429, "rate_limited"))
 
 
 def stripe_codes() -> list[tuple[int, str]]:

@@ -66,12 +66,15 @@ def test_bearer_everywhere_but_the_open_endpoints(spec):
     }
     assert open_ones == {
         ("get", "/api/v1/openapi.json"),
-        ("get", f"{PAYMENTS}/health"),
         ("post", "/api/v1/webhooks/stripe"),
     }
+    # Anonymous gets the status only; a key with ops:read, the detail.
+    assert _operation(spec, "GET", f"{PAYMENTS}/health")["security"] == [{"bearerAuth": []}, {}]
     for (method, path), by_status in documented_codes(spec).items():
         if (method.lower(), path) not in open_ones:
             assert by_status[401] == ["unauthorized"], (method, path)
+            assert by_status[403] == ["insufficient_scope"], (method, path)
+            assert by_status[429] == ["rate_limited"], (method, path)
 
 
 def test_request_fields_carry_the_views_rules(spec):

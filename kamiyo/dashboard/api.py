@@ -10,10 +10,11 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 
-from ..api_keys import require_api_key
+from ..api_keys import request_key
 from ..listing import DEFAULT_RANGE, FILTER_MAX, RANGES, Page, TimeRange, same_page, time_range
 from ..openapi import UNAUTHORIZED, errors, json_response, query_param
 from ..scheduler import queries as jobs
+from ..scopes import OPS_READ
 from ..stripe_gateway import queries as stripe_calls
 from ..versioning import queries as versioning
 from ..webhooks import queries as webhooks
@@ -23,9 +24,10 @@ bp = Blueprint("ops_api", __name__, url_prefix="/api/v1/ops")
 
 
 @bp.before_request
-@require_api_key
 def _api_key() -> None:
-    """Every ops endpoint needs an API key (401 JSON without one)."""
+    """Every ops endpoint needs an API key with ops:read (401 JSON without one, 403
+    insufficient_scope without the scope)."""
+    request_key(OPS_READ)
 
 
 def _listing(page: Page, rows: list[dict[str, Any]], window: TimeRange | None = None):

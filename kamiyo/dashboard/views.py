@@ -7,7 +7,7 @@ import datetime as dt
 from flask import Blueprint, abort, current_app, render_template, request
 from flask_login import login_required
 
-from .. import api_keys, audit, openapi
+from .. import api_keys, audit, openapi, scopes
 from ..control_chars import has_control
 from ..listing import RANGES, time_range
 from ..models import utcnow
@@ -176,7 +176,12 @@ def jobs_page():
 @bp.get("/api-keys")
 def api_keys_page():
     return render_template(
-        "dashboard/api_keys.html", keys=api_keys.list_api_keys(), form=ConfirmForm(), new_form=NewApiKeyForm()
+        "dashboard/api_keys.html",
+        keys=api_keys.list_api_keys(),
+        form=ConfirmForm(),
+        new_form=NewApiKeyForm(),
+        describe_scopes=scopes.describe,
+        now=utcnow(),
     )
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from flask import Blueprint, Flask, Response, current_app
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
+from ..auth_failures import refuse
 from ..bearer import bearer_token, unauthorized
 
 bp = Blueprint("metrics", __name__)
@@ -42,9 +43,13 @@ def metrics():
     if token:
         given = bearer_token()
         if given is None:
-            raise unauthorized("metrics", "metrics token", "METRICS_TOKEN")
+            raise refuse("metrics_token", "no token", unauthorized("metrics", "metrics token", "METRICS_TOKEN"))
         if not hmac.compare_digest(given.encode(), token.encode()):
-            raise unauthorized("metrics", "metrics token", "METRICS_TOKEN", invalid="wrong token")
+            raise refuse(
+                "metrics_token",
+                "wrong token",
+                unauthorized("metrics", "metrics token", "METRICS_TOKEN", invalid="wrong token"),
+            )
     for refresh in current_app.extensions.get(_REFRESHERS, ()):
         refresh()
     # generate_latest writes the classic text format (0.0.4), the one every Prometheus reads, and

@@ -7,11 +7,32 @@ import time
 
 from flask import Flask, g, request
 
+from ..control_chars import control_re
 from .correlation import sanitize_correlation_id
 
 log = logging.getLogger("kamiyo.request")
 
 HEADER = "X-Request-ID"
+USER_AGENT_MAX = 256  # characters of the User-Agent kept in the log line
+
+
+def escape_user_agent(value: str | None) -> str:
+    """The client's User-Agent for the log: each control character as its \\xNN escape (so
+    a CR/LF cannot forge a line, and what was sent stays readable), then cut to
+    USER_AGENT_MAX characters."""
+    # Cut before escaping too: a header may be kilobytes long, and only the start is kept.
+    kept = (value or "")[:USER_AGENT_MAX]
+    escaped = control_re().sub(lambda m: "".join(f"\\x{ord(c):02x}" for c in m.group()), kept)
+    return escaped[:USER_AGENT_MAX]
+
+
+def outcome(status: int) -> str:
+    """The request's outcome in one word, for audit queries over the log."""
+    if status < 400:
+        return "ok"
+    return {401: "unauthenticated", 403: "forbidden", 429: "rate_limited"}.get(
+        status, "client_error" if status < 500 else "server_error"
+    )
 
 
 def init_app(app: Flask) -> None:
@@ -38,7 +59,13 @@ def init_app(app: Flask) -> None:
                     "method": request.method,
                     "path": request.path,
                     "status": response.status_code,
+                    "outcome": outcome(response.status_code),
                     "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    # After ProxyFix: the client, when TRUSTED_PROXY_COUNT says who to believe.
+                    "client_ip": request.remote_addr,
+                    "user_agent": escape_user_agent(request.headers.get("User-Agent")),
+                    # The key's row id only, never the key: set once a key was accepted.
+                    "api_key_id": g.get("api_key_id"),
                 },
             )
         return response

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Flask
 
-from ..openapi import NO_AUTH, UNAUTHORIZED, errors, json_response, path_id, query_param, register_paths, stripe_codes
+from ..openapi import UNAUTHORIZED, errors, json_response, path_id, query_param, register_paths, stripe_codes
 from . import fields
 from .client_keys import CLIENT_KEY_RE
 from .fields import Field
@@ -234,12 +234,14 @@ def paths() -> dict[str, dict[str, Any]]:
             "get": {
                 "operationId": "paymentsHealth",
                 "summary": "Stripe's reachability, the circuit breaker and the features' health sections",
+                "description": "Anonymous: the status and api_version.status only. With an API key that has "
+                "ops:read: every section (Stripe's answer, the breaker, the version, the worker).",
                 "tags": ["payments"],
-                "security": NO_AUTH,
+                "security": [{"bearerAuth": []}, {}],  # optional: the key only adds detail
                 "responses": {
                     "200": json_response("Everything is ok.", HEALTH),
                     "503": json_response("Some section is not ok (status: degraded).", HEALTH),
-                    **errors(),
+                    **errors(UNAUTHORIZED),
                 },
             }
         },

@@ -6,12 +6,14 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 
-from ..api_keys import require_api_key
+from ..api_keys import request_key, require_scope
+from ..bearer import bearer_token
 from ..card_data import contains_card_number
 from ..health import health_checks
 from ..http_errors import ApiError
 from ..json_input import MAX_DEPTH, too_deep
 from ..models import Customer, Subscription
+from ..scopes import OPS_READ, PAYMENTS_READ, PAYMENTS_WRITE
 from ..stripe_gateway.gateway import get_gateway
 from . import fields, service
 from .client_keys import client_idempotent
@@ -177,7 +179,7 @@ def _answer(result: service.Result, serialise):
 
 
 @bp.post("/customers")
-@require_api_key
+@require_scope(PAYMENTS_WRITE)
 @client_idempotent
 def create_customer():
     body = _json_body({"user_id", "email", "name"})
@@ -187,7 +189,7 @@ def create_customer():
 
 
 @bp.get("/customers")
-@require_api_key
+@require_scope(PAYMENTS_READ)
 def list_customers():
     args = _query(fields.CUSTOMER_FILTERS)
     page = service.list_customers(
@@ -200,13 +202,13 @@ def list_customers():
 
 
 @bp.get("/customers/<id:customer_id>")
-@require_api_key
+@require_scope(PAYMENTS_READ)
 def get_customer(customer_id: int):
     return jsonify(customer_json(service.get_customer(customer_id)))
 
 
 @bp.get("/customers/<id:customer_id>/subscriptions")
-@require_api_key
+@require_scope(PAYMENTS_READ)
 def list_customer_subscriptions(customer_id: int):
     args = _query(fields.CUSTOMER_SUBSCRIPTION_FILTERS)
     page = service.list_customer_subscriptions(customer_id, *_page_args(args), status=args.get("status"))
@@ -214,7 +216,7 @@ def list_customer_subscriptions(customer_id: int):
 
 
 @bp.post("/subscriptions")
-@require_api_key
+@require_scope(PAYMENTS_WRITE)
 @client_idempotent
 def create_subscription():
     body = _json_body({"customer_id", "price_id", "tier", "payment_method"})
@@ -226,7 +228,7 @@ def create_subscription():
 
 
 @bp.get("/subscriptions")
-@require_api_key
+@require_scope(PAYMENTS_READ)
 def list_subscriptions():
     args = _query(fields.SUBSCRIPTION_FILTERS)
     page = service.list_subscriptions(
@@ -236,13 +238,13 @@ def list_subscriptions():
 
 
 @bp.get("/subscriptions/<id:subscription_id>")
-@require_api_key
+@require_scope(PAYMENTS_READ)
 def get_subscription(subscription_id: int):
     return jsonify(subscription_json(service.get_subscription(subscription_id)))
 
 
 @bp.post("/subscriptions/<id:subscription_id>/cancel")
-@require_api_key
+@require_scope(PAYMENTS_WRITE)
 @client_idempotent
 def cancel_subscription(subscription_id: int):
     result = service.cancel_subscription(subscription_id)
@@ -251,6 +253,11 @@ def cancel_subscription(subscription_id: int):
 
 @bp.get("/health")
 def payments_health():
+    """Anonymous: ok/degraded and the API version's status only. With an API key that has
+    ops:read: every section (Stripe's answer, the breaker, the version, the worker)."""
+    detailed = bearer_token() is not None
+    if detailed:
+        request_key(OPS_READ)  # a key that is sent must be valid and have the scope
     gateway = get_gateway()
     sections: dict[str, Any] = {
         "stripe": gateway.reachability(),
@@ -263,4 +270,11 @@ def payments_health():
     for name, check in health_checks().items():
         sections[name] = check()
     ok = all(section.get("ok", True) for section in sections.values())
-    return jsonify(status="ok" if ok else "degraded", **sections), 200 if ok else 503
+    status = "ok" if ok else "degraded"
+    if detailed:
+        return jsonify(status=status, **sections), 200 if ok else 503
+    # Whether Stripe takes our key, the breaker's count, the exact version and the worker's
+    # pid tell an attacker when and how to push: the anonymous answer says only what a
+    # load balancer and an uptime check need.
+    version = sections.get("api_version", {}).get("status")
+    return jsonify(status=status, api_version={"status": version}), 200 if ok else 503

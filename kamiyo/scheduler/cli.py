@@ -9,7 +9,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from .. import service_lock
+from .. import audit, service_lock
 from ..observability.logging import log_as_service
 from .runner import _own_jobs, start_scheduler, stop_scheduler
 
@@ -72,26 +72,27 @@ def scheduler_run_job(name: str, force: bool) -> None:
     from .runner import run_for_period, run_manual
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]  # the proxy's own method
-    if name not in job_names(app):
-        raise click.ClickException(f"no job named {name!r}; jobs: {', '.join(job_names(app))}")
-    if force:
-        manual = run_manual(app, name)
-        if manual is None:
-            raise click.ClickException("a manual run of this job started this second; try again")
-        status = manual.status
-        click.echo(f"{name}: {status} (manual run {manual.period})")
-    else:
-        ran, run = run_for_period(app, name)
-        status = run.status
-        if not ran:
-            click.echo(
-                f"{name}: not run, its run for {run.period} is {status} already ({_where(run)}); "
-                "--force runs it once more as a manual run"
-            )
-            return
-        click.echo(f"{name}: {status} (its run for {run.period})")
-    if status != "ok":
-        raise click.exceptions.Exit(1)
+    with audit.cli_action("run-job", name[:255] + (" --force" if force else "")):
+        if name not in job_names(app):
+            raise click.ClickException(f"no job named {name!r}; jobs: {', '.join(job_names(app))}")
+        if force:
+            manual = run_manual(app, name)
+            if manual is None:
+                raise click.ClickException("a manual run of this job started this second; try again")
+            status = manual.status
+            click.echo(f"{name}: {status} (manual run {manual.period})")
+        else:
+            ran, run = run_for_period(app, name)
+            status = run.status
+            if not ran:
+                click.echo(
+                    f"{name}: not run, its run for {run.period} is {status} already ({_where(run)}); "
+                    "--force runs it once more as a manual run"
+                )
+                return
+            click.echo(f"{name}: {status} (its run for {run.period})")
+        if status != "ok":
+            raise click.exceptions.Exit(1)
 
 
 def _fmt(value) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 from flask.cli import AppGroup
 
+from .. import audit
 from . import inbox
 from .models import EVENT_STATUSES
 
@@ -16,27 +17,28 @@ webhooks_cli = AppGroup("webhooks", help="Stored Stripe webhook events.")
 @click.option("--failed", is_flag=True, help="Replay every event whose last attempt failed.")
 def replay(event_id: str | None, failed: bool) -> None:
     """Run stored events through their handler again and print what happened."""
-    if bool(event_id) == failed:
-        raise click.UsageError("give either EVENT_ID or --failed")
-    event_ids = inbox.failed_event_ids() if failed or event_id is None else [event_id]
-    if not event_ids:
-        click.echo("No failed events.")
-        return
-    failures = 0
-    for ident in event_ids:
-        try:
-            result = inbox.replay(ident, only_failed=failed)
-            click.echo(f"{ident}: {result.status} (attempt {result.attempts}): {result.note}")
-        except inbox.NoLongerFailed as exc:  # a Stripe retry got there first
-            click.echo(f"{ident}: skipped, {exc.status} meanwhile")
-        except LookupError:
-            failures += 1
-            click.echo(f"{ident}: not stored (unknown id, or purged)")
-        except inbox.HandlerFailed:
-            failures += 1
-            click.echo(f"{ident}: failed again (see the log; the error is stored on the event)")
-    if failures:
-        raise click.exceptions.Exit(1)
+    with audit.cli_action("replay-webhook", event_id or "--failed"):
+        if bool(event_id) == failed:
+            raise click.UsageError("give either EVENT_ID or --failed")
+        event_ids = inbox.failed_event_ids() if failed or event_id is None else [event_id]
+        if not event_ids:
+            click.echo("No failed events.")
+            return
+        failures = 0
+        for ident in event_ids:
+            try:
+                result = inbox.replay(ident, only_failed=failed)
+                click.echo(f"{ident}: {result.status} (attempt {result.attempts}): {result.note}")
+            except inbox.NoLongerFailed as exc:  # a Stripe retry got there first
+                click.echo(f"{ident}: skipped, {exc.status} meanwhile")
+            except LookupError:
+                failures += 1
+                click.echo(f"{ident}: not stored (unknown id, or purged)")
+            except inbox.HandlerFailed:
+                failures += 1
+                click.echo(f"{ident}: failed again (see the log; the error is stored on the event)")
+        if failures:
+            raise click.exceptions.Exit(1)
 
 
 LIST_LIMIT_MAX = 1000  # a terminal's worth; the dashboard pages through the rest

@@ -381,7 +381,7 @@ GROWING_TABLES = (
     "stripe_calls",
     "rate_limit_violations",
     "payment_outcomes",
-    "audit_log",
+    "audit_events",
 )
 
 

@@ -38,7 +38,7 @@ def change_everything() -> None:
     """After the backup: a row changed, a row deleted, a row added."""
     with db.engine.begin() as connection:
         connection.execute(sa.text("UPDATE customers SET email = 'changed@example.com' WHERE id = 1"))
-        connection.execute(sa.text("DELETE FROM audit_log"))
+        connection.execute(sa.text("DELETE FROM audit_events"))
         connection.execute(sa.text("DELETE FROM api_keys WHERE id = 2"))
         connection.execute(
             sa.text("INSERT INTO alerts_sent (dedup_key, period, sent_at) VALUES ('after-the-backup', 'p', :t)"),

@@ -132,20 +132,24 @@ def test_shared_through_redis_each_alert_goes_out_once_whichever_worker_moves_it
 
 
 def test_the_payments_health_names_its_worker_and_whether_the_breaker_is_shared(make_app, redis_url):
-    alone = make_app().test_client().get("/api/v1/payments/health").get_json()["worker"]
+    app = make_app()
+    key = make_key(app)
+    alone = app.test_client().get("/api/v1/payments/health", headers=key).get_json()["worker"]
     assert alone == {"ok": True, "pid": os.getpid(), "breaker_store": "memory", "breaker_shared": False}
-    shared = make_app(REDIS_URL=redis_url).test_client().get("/api/v1/payments/health").get_json()["worker"]
+    shared = make_app(REDIS_URL=redis_url).test_client().get("/api/v1/payments/health", headers=key)
+    shared = shared.get_json()["worker"]
     assert shared == {"ok": True, "pid": os.getpid(), "breaker_store": "redis", "breaker_shared": True}
 
 
-def test_under_gunicorn_each_answer_says_which_worker_gave_it(isolated_environment, database_uri):
+def test_under_gunicorn_each_answer_says_which_worker_gave_it(isolated_environment, database_uri, make_app):
     """Without Redis two workers may report two breaker states: the answer says whose it is."""
+    key = make_key(make_app())  # the detail needs a key with ops:read; this database is gunicorn's
     seen = set()
     with gunicorn(isolated_environment, database_uri, STRIPE_API_BASE=closed_port_url()) as url:
         deadline = time.monotonic() + 30
         while len(seen) < 2 and time.monotonic() < deadline:
             # A new connection each time, so that either worker may take it.
-            worker = requests.get(url + "/api/v1/payments/health", timeout=5).json()["worker"]
+            worker = requests.get(url + "/api/v1/payments/health", headers=key, timeout=5).json()["worker"]
             assert (worker["breaker_store"], worker["breaker_shared"]) == ("memory", False)
             seen.add(worker["pid"])
     assert len(seen) == 2 and os.getpid() not in seen

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from devtools.stripe_proxy import Fault
-from tests.support import both_databases
+from tests.support import both_databases, make_key
 
 
 @both_databases
@@ -22,7 +22,7 @@ def test_health_503_when_database_is_unusable(make_app, tmp_path):
 
 
 def test_payments_health_reaches_localstripe(stripe_app):
-    response = stripe_app.test_client().get("/api/v1/payments/health")
+    response = stripe_app.test_client().get("/api/v1/payments/health", headers=make_key(stripe_app))
     assert response.status_code == 200, response.get_json()
     body = response.get_json()
     assert body["status"] == "ok"
@@ -31,19 +31,19 @@ def test_payments_health_reaches_localstripe(stripe_app):
 
 
 def test_payments_health_is_cached_so_it_cannot_hammer_stripe(stripe_app):
-    client = stripe_app.test_client()
-    first = client.get("/api/v1/payments/health").get_json()["stripe"]["checked_at"]
-    second = client.get("/api/v1/payments/health").get_json()["stripe"]["checked_at"]
+    client, key = stripe_app.test_client(), make_key(stripe_app)
+    first = client.get("/api/v1/payments/health", headers=key).get_json()["stripe"]["checked_at"]
+    second = client.get("/api/v1/payments/health", headers=key).get_json()["stripe"]["checked_at"]
     assert first == second
     fresh = stripe_app.extensions["stripe_gateway"]
     fresh._health_ttl = 0
-    third = client.get("/api/v1/payments/health").get_json()["stripe"]["checked_at"]
+    third = client.get("/api/v1/payments/health", headers=key).get_json()["stripe"]["checked_at"]
     assert third != first
 
 
-def test_payments_health_503_when_stripe_is_unreachable(client):
+def test_payments_health_503_when_stripe_is_unreachable(app, client):
     # The default test app points at a closed loopback port.
-    response = client.get("/api/v1/payments/health")
+    response = client.get("/api/v1/payments/health", headers=make_key(app))
     assert response.status_code == 503
     body = response.get_json()
     assert body["status"] == "degraded"
@@ -55,7 +55,7 @@ def test_payments_health_reports_a_refused_key_without_echoing_it(make_app, prox
     proxy.add_faults(Fault("status", status=401, method="GET", path=r"^/v1/customers$",
                            error_type="invalid_request_error"))
     app = make_app(STRIPE_SECRET_KEY="sk_test_refused", STRIPE_API_BASE=proxy.url)
-    response = app.test_client().get("/api/v1/payments/health")
+    response = app.test_client().get("/api/v1/payments/health", headers=make_key(app))
     assert response.status_code == 503
     body = response.get_json()
     assert body["stripe"]["reachable"] is True and body["stripe"]["error"] == "authentication_failed"
@@ -69,6 +69,6 @@ def test_health_sections_from_later_features_are_included(make_app, localstripe_
 
     app = make_app(STRIPE_API_BASE=localstripe_url)
     register_health_check(app, "circuit_breaker", lambda: {"ok": False, "state": "open"})
-    response = app.test_client().get("/api/v1/payments/health")
+    response = app.test_client().get("/api/v1/payments/health", headers=make_key(app))
     assert response.status_code == 503
     assert response.get_json()["circuit_breaker"] == {"ok": False, "state": "open"}

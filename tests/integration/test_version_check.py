@@ -22,7 +22,7 @@ from kamiyo.versioning.models import VersionCheck
 from kamiyo.versioning.monitor import LIBRARY_API_VERSION, parse_version
 from kamiyo.event_versions import register_event_version_source
 from kamiyo.webhooks.models import WebhookEvent
-from tests.support import both_databases
+from tests.support import both_databases, make_key
 
 ROOT = Path(__file__).resolve().parents[2]
 UTC = dt.timezone.utc
@@ -233,7 +233,7 @@ def test_weekly_check_reminds_of_a_lasting_critical_once_a_week(make_app, caplog
 
 def test_payments_health_shows_the_version_status_without_failing(make_app, localstripe_url):
     app = make_app(STRIPE_API_BASE=localstripe_url, STRIPE_API_VERSION="2023-10-16")
-    response = app.test_client().get("/api/v1/payments/health")
+    response = app.test_client().get("/api/v1/payments/health", headers=make_key(app))
     assert response.status_code == 200, response.get_json()
     section = response.get_json()["api_version"]
     assert section["ok"] is True and section["configured"] == "2023-10-16"

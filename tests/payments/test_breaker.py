@@ -151,7 +151,7 @@ def test_api_answers_503_without_calling_stripe_while_open(make_app):
     with app.app_context():
         calls = db.session.scalars(select(StripeCall).order_by(StripeCall.id)).all()
     assert len(calls) == 7 and calls[-1].outcome == "breaker_open" and calls[-1].attempt == 0
-    health = client.get("/api/v1/payments/health").get_json()
+    health = client.get("/api/v1/payments/health", headers=headers).get_json()
     assert health["circuit_breaker"]["state"] == "open" and health["status"] == "degraded"
 
 

@@ -154,5 +154,5 @@ def test_breaker_opens_fails_fast_and_closes_after_a_probe(make_app, proxy):
     time.sleep(0.6)
     probe = client.post("/api/v1/payments/customers", json=body(), headers=headers)
     assert probe.status_code == 201
-    assert client.get("/api/v1/payments/health").get_json()["circuit_breaker"]["state"] == "closed"
+    assert client.get("/api/v1/payments/health", headers=headers).get_json()["circuit_breaker"]["state"] == "closed"
     assert client.post("/api/v1/payments/customers", json=body(), headers=headers).status_code == 201
