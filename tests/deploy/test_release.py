@@ -1,0 +1,177 @@
+"""deploy/release.sh in a temporary root, in front of a real gunicorn started as
+kamiyo-web.service starts it: a good release goes live (new workers serve its code after the
+HUP, the master stays), and a release whose verification fails is rolled back to the previous
+one, which keeps serving. Both scripts are shellcheck-clean (Debian's shellcheck)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.support import TEST_SECRETS, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+RELEASE = ROOT / "deploy" / "release.sh"
+VENV = Path(sys.executable).parent.parent  # the shared venv: KAMIYO_RELEASE_VENV, no pip per release
+
+# Stand-ins for commands other branches are adding (same arguments, same exit codes), used
+# only while `flask --app wsgi <command> --help` says the real one is not there.
+STANDIN = '''
+import sys, requests
+command = sys.argv[1]
+if command == "verify-deploy":
+    url = sys.argv[sys.argv.index("--url") + 1]
+    answer = requests.get(url + "/health", timeout=5)
+    print(f"verify-deploy (stand-in): /health {answer.status_code}")
+    sys.exit(0 if answer.status_code == 200 else 2)
+print(f"{command} (stand-in): ok")
+'''
+FAILING_PREFLIGHT = 'import sys; print("preflight (stand-in): STRIPE_SECRET_KEY is ill-formed"); sys.exit(2)\n'
+
+# Added to a release's wsgi.py: what the test sees of which code answered.
+MARKER = '''
+
+@app.after_request
+def _test_release_marker(response):
+    response.headers["X-Test-Release"] = {name!r}
+    return response
+'''
+BROKEN_HEALTH = '''
+
+@app.before_request
+def _test_broken_health():
+    from flask import request
+    if request.path == "/health":
+        return {{"status": "broken by the test"}}, 503
+'''
+
+
+def has_command(*words: str) -> bool:
+    env = {**os.environ, **TEST_SECRETS}
+    done = subprocess.run([VENV / "bin" / "flask", "--app", "wsgi", *words, "--help"], cwd=ROOT, env=env,
+                          capture_output=True, timeout=60)
+    return done.returncode == 0
+
+
+def source(tmp: Path, name: str, extra: str = "") -> Path:
+    """A checkout of this tree (tracked and new files) whose wsgi.py carries a marker."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split("\n")
+    folder = tmp / f"source-{name}"
+    for file in files:
+        if file and (ROOT / file).is_file() and not file.startswith(("tests/", "bench/")):
+            (folder / file).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / file, folder / file)
+    wsgi = folder / "wsgi.py"
+    wsgi.write_text(wsgi.read_text() + MARKER.format(name=name) + extra.format())
+    return folder
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, localstripe_url):
+    """/srv/kamiyo in a temporary folder: its settings file, a first release, and gunicorn
+    serving it as kamiyo-web.service would (pid file, --chdir on the `current` symlink)."""
+    tmp = tmp_path_factory.mktemp("site")
+    root = tmp / "srv"
+    (root / "instance").mkdir(parents=True)
+    port = free_port()
+    settings = {**TEST_SECRETS, "KAMIYO_INSTANCE_PATH": root / "instance",
+                "DATABASE_URL": "sqlite:///" + str(root / "instance" / "kamiyo.db"),
+                "STRIPE_API_BASE": localstripe_url, "PORT": port, "WEB_CONCURRENCY": 2, "LOG_LEVEL": "INFO"}
+    env_file = tmp / "kamiyo.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
+    standin = tmp / "standin.py"
+    standin.write_text(STANDIN)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAMIYO_")}
+    env.update(KAMIYO_ROOT=str(root), KAMIYO_ENV_FILE=str(env_file), KAMIYO_PIDFILE=str(tmp / "gunicorn.pid"),
+               KAMIYO_RELEASE_VENV=str(VENV), KAMIYO_SCHEDULER_UNIT="", KAMIYO_VERIFY_URL=f"http://127.0.0.1:{port}",
+               KAMIYO_BACKUP_DIR=str(tmp / "backups"))
+    for hook, words in (("KAMIYO_BACKUP_CMD", ("db", "backup")), ("KAMIYO_PREFLIGHT_CMD", ("preflight",)),
+                        ("KAMIYO_VERIFY_CMD", ("verify-deploy",))):
+        if not has_command(*words):
+            env[hook] = f"{sys.executable} {standin} {words[-1]}"
+
+    def release(folder: Path, **extra_env: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", RELEASE, folder], env={**env, **extra_env}, capture_output=True, text=True,
+                              timeout=180)
+
+    first = release(source(tmp, "one"))
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "gunicorn is not running" in first.stdout
+    log = open(tmp / "web.log", "w")
+    current = root / "current"
+    server = subprocess.Popen([current / "deploy" / "kamiyo-env", "gunicorn", "-c", "gunicorn.conf.py",
+                               "--chdir", str(current), "--pid", str(tmp / "gunicorn.pid"), "wsgi:app"],
+                              env=env, cwd=current, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert server.poll() is None, (tmp / "web.log").read_text()
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "gunicorn did not start"
+            time.sleep(0.1)
+        yield {"root": root, "tmp": tmp, "url": url, "release": release, "server": server, "env": env}
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+        log.close()
+
+
+def served(url: str) -> tuple[int, str | None]:
+    answer = requests.get(url + "/health", timeout=5)
+    return answer.status_code, answer.headers.get("X-Test-Release")
+
+
+def test_a_good_release_goes_live_through_a_graceful_reload(site):
+    assert served(site["url"]) == (200, "one")
+    done = site["release"](source(site["tmp"], "two"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "is live" in done.stdout
+    live = os.readlink(site["root"] / "current")
+    assert live.startswith("releases/") and (site["root"] / live / ".venv").resolve() == VENV.resolve()
+    # The same master, new workers on the new release's code.
+    assert site["server"].poll() is None
+    assert {served(site["url"]) for _ in range(6)} == {(200, "two")}
+
+
+def test_a_release_that_fails_verification_is_rolled_back_and_the_previous_keeps_serving(site):
+    before = os.readlink(site["root"] / "current")
+    assert served(site["url"]) == (200, "two")
+    done = site["release"](source(site["tmp"], "three", BROKEN_HEALTH))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "rolling back" in done.stdout and f"{before} serves again" in done.stderr
+    assert os.readlink(site["root"] / "current") == before
+    assert site["server"].poll() is None
+    assert {served(site["url"]) for _ in range(6)} == {(200, "two")}
+
+
+def test_a_failed_preflight_changes_nothing(site):
+    before = os.readlink(site["root"] / "current")
+    failing = site["tmp"] / "failing_preflight.py"
+    failing.write_text(FAILING_PREFLIGHT)
+    done = site["release"](source(site["tmp"], "four"), KAMIYO_PREFLIGHT_CMD=f"{sys.executable} {failing}")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "preflight failed (exit 2" in done.stderr and "nothing was changed" in done.stderr
+    assert os.readlink(site["root"] / "current") == before
+    assert served(site["url"]) == (200, "two")
+
+
+def test_the_scripts_are_shellcheck_clean():
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        pytest.fail("shellcheck is not installed: run `make test` (it installs Debian's shellcheck package)")
+    done = subprocess.run([shellcheck, RELEASE, ROOT / "deploy" / "kamiyo-env"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stdout
