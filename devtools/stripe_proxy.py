@@ -17,7 +17,11 @@ retries and the circuit breaker against something that behaves like Stripe:
 - `Request-Id` and `Stripe-Version` headers on every response;
 - today's Stripe speaks of `price` where localstripe only knows `plan`: subscription
   items' `price` is renamed to `plan` on the way upstream, and `GET /v1/prices/<id>` is
-  answered from `GET /v1/plans/<id>`, with the plan written as a Price.
+  answered from `GET /v1/plans/<id>`, with the plan written as a Price;
+- webhook endpoints (`/v1/webhook_endpoints`: create, list, retrieve, update, delete), which
+  localstripe lacks, kept per API key as Stripe keeps them per account. An endpoint whose URL
+  is on loopback is registered with localstripe (`/_config/webhooks/<id>`), so it receives
+  the events it is enabled for, signed with its secret; others are listed only.
 
 A control API under `/_proxy/` (JSON, loopback clients only) manages faults and
 recorded requests; every other path is forwarded to the upstream unchanged.
@@ -72,6 +76,7 @@ _ITEM_PRICE = re.compile(r"^items\[(\d+)\]\[price\]$")
 _PRICE_PATH = re.compile(r"^/v1/prices/([^/]+)$")
 _SECRET = re.compile(r"\b(sk|rk)_(test|live)_[A-Za-z0-9_]+")
 _CUSTOMER_PATH = re.compile(r"^/v1/customers/([^/]+)$")
+_ENDPOINTS_PATH = re.compile(r"^/v1/webhook_endpoints(?:/([^/]+))?$")
 _ENDED_SUBSCRIPTION = {"canceled", "incomplete_expired"}
 
 
@@ -228,6 +233,8 @@ class StripeProxy(LoopbackServer):
         self._faults: deque[Fault] = deque()
         self._requests: list[RecordedRequest] = []
         self._idempotency: dict[tuple[str, str], _Stored] = {}
+        # account scope -> endpoint id -> the endpoint as Stripe shows it (secret included)
+        self._endpoints: dict[str, dict[str, dict[str, Any]]] = {}
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -269,11 +276,13 @@ class StripeProxy(LoopbackServer):
             self._requests.clear()
 
     def clear(self) -> None:
-        """Forget faults, recorded requests and idempotency keys."""
+        """Forget faults, recorded requests, idempotency keys and webhook endpoints (those
+        registered with localstripe stay there: they are on loopback, where nothing may answer)."""
         with self._lock:
             self._faults.clear()
             self._requests.clear()
             self._idempotency.clear()
+            self._endpoints.clear()
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -336,6 +345,11 @@ class StripeProxy(LoopbackServer):
             if fault.kind == "drop_before":
                 self._finish(rec, started, None, rec.outcome)
                 return self._drop(request)
+
+        endpoints = _ENDPOINTS_PATH.match(rec.path)
+        if endpoints:
+            status, body = await self._webhook_endpoints(request, rec, endpoints.group(1))
+            return self._answer(rec, started, status, ours, "emulated", body)
 
         # Stripe ignores idempotency keys on GET and DELETE.
         key = rec.idempotency_key if rec.method == "POST" else None
@@ -403,6 +417,70 @@ class StripeProxy(LoopbackServer):
             return self._drop(request)
         self._finish(rec, started, status, "forwarded")
         return self._response(status, headers, data, ours)
+
+    async def _webhook_endpoints(self, request: web.Request, rec: RecordedRequest,
+                                 endpoint_id: str | None) -> tuple[int, bytes]:
+        """Stripe's webhook-endpoints API, emulated (localstripe has none)."""
+        account = _scope(request, "")[0]
+        form = rec.form if isinstance(rec.form, dict) else {}
+        with self._lock:
+            mine = self._endpoints.setdefault(account, {})
+            found = mine.get(endpoint_id) if endpoint_id else None
+        if endpoint_id and found is None:
+            return 404, _error_body("invalid_request_error", f"No such webhook endpoint: '{endpoint_id}'",
+                                    code="resource_missing")
+        if rec.method == "GET" and found is not None:
+            return 200, json.dumps(_shown_endpoint(found)).encode()
+        if rec.method == "GET":
+            with self._lock:
+                listed = sorted(mine.values(), key=lambda e: (-e["created"], e["id"]))
+            body = {"object": "list", "url": "/v1/webhook_endpoints", "has_more": False,
+                    "data": [_shown_endpoint(e) for e in listed]}
+            return 200, json.dumps(body).encode()
+        if rec.method == "DELETE" and found is not None:
+            with self._lock:
+                mine.pop(found["id"], None)
+            await self._register_upstream(found, deleted=True)
+            return 200, json.dumps({"id": found["id"], "object": "webhook_endpoint", "deleted": True}).encode()
+        if rec.method != "POST":
+            return 405, _error_body("invalid_request_error", f"Unrecognized request URL ({rec.method}: {rec.path})")
+        events = _listed(form.get("enabled_events"))
+        if found is None:
+            url = form.get("url")
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")) or not events:
+                return 400, _error_body("invalid_request_error", "A webhook endpoint needs a url and enabled_events.")
+            found = {"id": "we_" + secrets.token_hex(12), "object": "webhook_endpoint", "url": url,
+                     "enabled_events": events, "api_version": form.get("api_version") or None,
+                     "status": "enabled", "description": form.get("description"), "livemode": False,
+                     "created": int(time.time()), "metadata": {}, "application": None,
+                     "secret": "whsec_" + secrets.token_hex(16)}
+            with self._lock:
+                mine[found["id"]] = found
+            await self._register_upstream(found)
+            return 200, json.dumps(found).encode()  # the secret is shown at creation only
+        for name in ("url", "description"):
+            if isinstance(form.get(name), str):
+                found[name] = form[name]
+        if events:
+            found["enabled_events"] = events
+        if "disabled" in form:
+            found["status"] = "disabled" if str(form["disabled"]).lower() == "true" else "enabled"
+        await self._register_upstream(found)
+        return 200, json.dumps(_shown_endpoint(found)).encode()
+
+    async def _register_upstream(self, endpoint: dict[str, Any], deleted: bool = False) -> None:
+        """localstripe sends events to loopback endpoints only: elsewhere nothing here should call."""
+        host = yarl.URL(endpoint["url"]).host or ""
+        if not _is_loopback(host):
+            return
+        assert self._session is not None
+        events = endpoint["enabled_events"]
+        silent = deleted or endpoint["status"] != "enabled"
+        payload = {"url": endpoint["url"], "secret": endpoint["secret"],
+                   "events": [] if silent else (None if "*" in events else events)}
+        async with self._session.post(f"{self.upstream}/_config/webhooks/{endpoint['id']}", json=payload) as resp:
+            if resp.status != 200:
+                log.warning("registering webhook endpoint %s with localstripe: HTTP %s", endpoint["id"], resp.status)
 
     def _forget(self, scope: tuple[str, str] | None, entry: _Stored | None) -> None:
         if scope is None or entry is None:
@@ -535,6 +613,20 @@ class StripeProxy(LoopbackServer):
             self.clear_requests()
             return web.json_response({"recorded": 0})
         return web.json_response({"error": f"no control route {method} {request.path}"}, status=404)
+
+
+def _listed(value: Any) -> list[str]:
+    """A form list (`a[0]=x&a[1]=y` decodes to a list or an index-keyed dict)."""
+    if isinstance(value, dict):
+        return [str(v) for _, v in sorted(value.items(), key=lambda kv: int(kv[0]) if str(kv[0]).isdigit() else 0)]
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return [value] if isinstance(value, str) and value else []
+
+
+def _shown_endpoint(endpoint: dict[str, Any]) -> dict[str, Any]:
+    """An endpoint as Stripe lists it: its signing secret is shown at creation only."""
+    return {k: v for k, v in endpoint.items() if k != "secret"}
 
 
 def _scope(request: web.Request, key: str) -> tuple[str, str]:

@@ -105,7 +105,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     gateway.init_app(app)  # the one place that talks to Stripe, before the features that use it
 
     # Features: each registers its blueprint, commands, jobs and health sections.
-    from . import dashboard, payments, scheduler, versioning, webhooks
+    from . import dashboard, payments, release, scheduler, versioning, webhooks
 
     scheduler.init_app(app)  # job registry and `flask scheduler run`, before the features add jobs
     rollups.init_app(app)  # per-minute counts of the sources the features register
@@ -113,6 +113,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     webhooks.init_app(app)
     versioning.init_app(app)
     dashboard.init_app(app)  # reads the features above through their queries
+    release.init_app(app)  # preflight, verify-deploy, report: also through their queries
 
     cli.add_verbose_option(app.cli)  # on every command the features registered
     _startup_checks(app)

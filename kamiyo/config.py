@@ -77,6 +77,9 @@ DEFAULTS: dict[str, Any] = {
     "DASHBOARD_COOKIE_SECURE": "auto",  # auto: Secure except in demo mode and debug; true; false
     "LOGIN_RATE_LIMIT_PER_IP": "20/minute",
     "LOGIN_RATE_LIMIT_PER_ACCOUNT": "5/minute;20/hour",
+    # --- release checks (kamiyo/release) ---
+    "PUBLIC_URL": None,  # https://payments.example.com: where Stripe reaches us (webhook endpoint)
+    "LOG_FILE": None,  # the file the service's log lands in (read by verify-deploy)
 }
 
 # Without these the service cannot run safely outside demo mode and tests.

@@ -33,7 +33,12 @@ from .models import StripeCall
 from .retry import ERROR_LABELS, call_with_retries
 
 if TYPE_CHECKING:
-    from stripe.params import CustomerCreateParams, CustomerUpdateParams, SubscriptionCreateParams
+    from stripe.params import (
+        CustomerCreateParams,
+        CustomerUpdateParams,
+        SubscriptionCreateParams,
+        WebhookEndpointListParams,
+    )
 
 log = logging.getLogger(__name__)
 
@@ -312,6 +317,66 @@ class StripeGateway:
             }
             for e in endpoints
         ]
+
+    def read_only_probe(self) -> dict[str, Any]:
+        """What a release checks before it goes live, with read-only calls only (a list of one
+        customer, the webhook endpoints): whether Stripe answers and accepts the key, its `Date`
+        header (our clock against Stripe's), and each webhook endpoint with the events it is
+        enabled for.
+
+        Through the health client's short timeout, outside the breaker and the attempt
+        record: a check run beside the service must not open the breaker the workers share,
+        nor count in the numbers the team watches."""
+        started = time.perf_counter()
+        result: dict[str, Any] = {"reachable": False, "ok": False, "error": None, "date": None, "endpoints": None}
+        try:
+            page = self._health_client.v1.customers.list(params={"limit": 1})
+            result.update(reachable=True, ok=True, date=_response_header(page, "date"))
+        except stripe.AuthenticationError:
+            result.update(reachable=True, error="authentication_failed")
+        except stripe.APIConnectionError:
+            result.update(error="unreachable")
+        except stripe.StripeError as exc:
+            headers = getattr(exc, "headers", None) or {}
+            date = next((v for k, v in headers.items() if k.lower() == "date"), None)
+            result.update(reachable=True, error=f"http_{exc.http_status or 'error'}", date=date)
+        result["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
+        if result["ok"]:
+            try:
+                result["endpoints"] = self._endpoints_unrecorded()
+            except stripe.StripeError as exc:
+                if getattr(exc, "http_status", None) != 404:
+                    result["endpoints_error"] = type(exc).__name__
+        return result
+
+    def _endpoints_unrecorded(self) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": 100}
+        found: list[dict[str, Any]] = []
+        while True:
+            page = self._health_client.v1.webhook_endpoints.list(
+                params=cast("WebhookEndpointListParams", dict(params))
+            ).to_dict()
+            found += page["data"]
+            if not page.get("has_more") or not page["data"]:
+                break
+            params["starting_after"] = page["data"][-1]["id"]
+        # Never the signing secret, nor the URL's query string.
+        return [
+            {
+                "id": e["id"],
+                "url": (e.get("url") or "").split("?", 1)[0],
+                "api_version": e.get("api_version"),
+                "status": e.get("status"),
+                "enabled_events": list(e.get("enabled_events") or []),
+            }
+            for e in found
+        ]
+
+
+def _response_header(obj: Any, name: str) -> str | None:
+    response = getattr(obj, "last_response", None)
+    headers = response.headers if response is not None else {}
+    return next((v for k, v in (headers or {}).items() if k.lower() == name), None)
 
 
 def _search_literal(value: str) -> str:

@@ -38,6 +38,13 @@ def rollup_sources() -> list[Source]:
     ]
 
 
+def handled_event_types() -> list[str]:
+    """The event types our handlers take: what a Stripe webhook endpoint must be enabled for."""
+    from .handlers import HANDLERS
+
+    return sorted(HANDLERS)
+
+
 REPLAY_ACTION = "webhooks.replay"  # the ops action (kamiyo/ops_actions.py) that replays a failed event
 
 

@@ -1,0 +1,126 @@
+"""The release commands: `preflight`, `verify-deploy`, `report` (exit 0 ok, 1 warnings, 2 failures)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+from flask import Flask, current_app
+from flask.cli import with_appcontext
+
+from .checks import FAIL, Check, as_json, check_secrets, exit_code, stripe_mode, summary_line
+
+
+def _print(command: str, checks: Sequence[Check], json_output: bool, **extra: Any) -> None:
+    if json_output:
+        click.echo(as_json(command, checks, **extra))
+    else:
+        for check in checks:
+            click.echo(check.render())
+        click.echo(summary_line(command, checks))
+    sys.exit(exit_code(checks))
+
+
+@click.command("preflight")
+@with_appcontext
+@click.option("--json", "json_output", is_flag=True, help="Print one JSON object instead of lines.")
+@click.option(
+    "--hosts",
+    type=click.IntRange(min=0),
+    default=0,
+    help="How many hosts will serve this database (Redis is required for more than one).",
+)
+def preflight_command(json_output: bool, hosts: int) -> None:
+    """Check secrets, database, Redis, Stripe, the webhook endpoint, the API version and the
+    clock before a release; one line each, with what to do. Exit 0 ok, 1 warnings, 2 failures."""
+    from .preflight import run_preflight
+
+    checks, facts = run_preflight(hosts)
+    _print("preflight", checks, json_output, facts=facts)
+
+
+def _parse_since(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter("an ISO 8601 time, e.g. 2026-12-06T05:00:00Z", param_hint="--since") from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def _rate_limit_amount(value: str) -> int:
+    from limits import parse_many
+
+    return int(parse_many(value)[0].amount)
+
+
+@click.command("verify-deploy")
+@with_appcontext
+@click.option("--url", required=True, help="The service as its clients reach it, e.g. http://127.0.0.1:8000.")
+@click.option("--json", "json_output", is_flag=True, help="Print one JSON object instead of lines.")
+@click.option("--probe-rate-limit", is_flag=True, help="Also post unsigned webhooks until the 429 (adds violations).")
+@click.option("--api-key", envvar="KAMIYO_API_KEY", help="API key for the idempotency probe (or KAMIYO_API_KEY).")
+@click.option("--log", "log_path", type=click.Path(dir_okay=False, path_type=Path), help="The service's log file.")
+@click.option("--since", help="The release time (ISO 8601); default: the log's last start-up line.")
+def verify_deploy_command(
+    url: str, json_output: bool, probe_rate_limit: bool, api_key: str | None, log_path: Path | None, since: str | None
+) -> None:
+    """After a release: health answers, the start-up line, the idempotency probe (test mode
+    only), the rate-limit probe (--probe-rate-limit), no ERROR lines since the release.
+    Exit 0 ok, 1 warnings, 2 failures."""
+    from .verify import run_verify
+
+    config = current_app.config
+    if log_path is None and config.get("LOG_FILE"):
+        log_path = Path(config["LOG_FILE"])
+    checks = run_verify(
+        url,
+        api_key or None,
+        stripe_mode(config),
+        log_path,
+        _parse_since(since),
+        probe_rate_limit,
+        _rate_limit_amount(config["WEBHOOK_RATE_LIMIT"]),
+    )
+    _print("verify-deploy", checks, json_output, url=url)
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(preflight_command)
+    app.cli.add_command(verify_deploy_command)
+
+
+def config_error_app(error: Exception) -> Flask:
+    """The app `flask --app wsgi preflight` gets when the configuration does not load: the
+    checks that need no app (the secrets, read as the service would), and the error itself,
+    as failures with their exit code rather than one line and exit 1."""
+    from .. import _new_flask
+    from .. import config as config_module
+
+    app = _new_flask()
+    raw: dict[str, Any] = dict(config_module.DEFAULTS)
+    try:
+        app.config.from_pyfile("config.py", silent=True)
+        raw.update({k: v for k, v in app.config.items() if k in raw})
+        raw.update(config_module.from_environment(os.environ))
+    except Exception:  # noqa: BLE001 -- the error below says what is wrong
+        pass
+
+    @click.command("preflight")
+    @click.option("--json", "json_output", is_flag=True)
+    @click.option("--hosts", type=int, default=0)
+    def preflight_without_app(json_output: bool, hosts: int) -> None:
+        checks = [
+            Check("configuration", FAIL, f"does not load: {error}", "fix it, then run preflight again"),
+            *check_secrets(raw),
+        ]
+        _print("preflight", checks, json_output)
+
+    app.cli.add_command(preflight_without_app)
+    return app
