@@ -54,6 +54,11 @@ def check_config() -> None:
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app = _new_flask()
     load_config(app, test_config)
+    from . import service_lock
+
+    serving = service_lock.serving(app)  # a server process, not a one-off command or a test
+    if serving:
+        service_lock.name_connections(app, "web")
 
     from .observability.logging import configure_logging, one_off_command
 
@@ -71,6 +76,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     migrate.init_app(app, db, directory=MIGRATIONS_DIR)
     # Request plumbing, error handlers, the core routes and commands.
     from . import (
+        backups,
         cli,
         health,
         http_errors,
@@ -102,6 +108,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     openapi.init_app(app)  # GET /api/v1/openapi.json; the features add their paths
     for group in (cli.api_keys_cli, cli.users_cli, cli.demo_cli):
         app.cli.add_command(group)
+    backups.init_app(app)  # `db backup` and `db restore`, on Flask-Migrate's group
     gateway.init_app(app)  # the one place that talks to Stripe, before the features that use it
 
     # Features: each registers its blueprint, commands, jobs and health sections.
@@ -117,6 +124,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     cli.add_verbose_option(app.cli)  # on every command the features registered
     _startup_checks(app)
+    if serving:  # held for the process's life: `db restore` refuses while any server holds it
+        service_lock.hold(app, "web")
     scheduler.start_in_process(app)  # only when SCHEDULER_ENABLED (see kamiyo/scheduler/)
     return app
 

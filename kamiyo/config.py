@@ -80,6 +80,7 @@ DEFAULTS: dict[str, Any] = {
     # --- release checks (kamiyo/release) ---
     "PUBLIC_URL": None,  # https://payments.example.com: where Stripe reaches us (webhook endpoint)
     "LOG_FILE": None,  # the file the service's log lands in (read by verify-deploy)
+    "BACKUP_KEEP": 14,  # `flask db backup` keeps this many backups in its folder
 }
 
 # Without these the service cannot run safely outside demo mode and tests.

@@ -29,6 +29,8 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v logrotate >/dev/null 2>&1 || [ -x /usr/sbin/logrotate ] || need+=(logrotate)
 command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# pg_dump and pg_restore for `flask db backup|restore` (tests/deploy/test_backup_restore.py).
+command -v pg_restore >/dev/null 2>&1 || need+=(postgresql-client)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0

@@ -9,6 +9,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from .. import service_lock
 from ..observability.logging import log_as_service
 from .runner import _own_jobs, start_scheduler, stop_scheduler
 
@@ -21,6 +22,10 @@ def scheduler_run() -> None:
     enough; more are safe: each job runs once per period)."""
     log_as_service()  # a long-running process: its log is its output, as a server's is
     app = current_app._get_current_object()  # type: ignore[attr-defined]  # the proxy's own method
+    try:
+        service_lock.hold(app, "scheduler")  # `db restore` refuses while it runs
+    except service_lock.RestoreInProgress as exc:
+        raise click.ClickException(str(exc)) from None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     scheduler = start_scheduler(app)

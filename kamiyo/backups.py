@@ -1,0 +1,344 @@
+"""`flask db backup [FOLDER]` and `flask db restore PATH`: backups that restore.
+
+A backup is one file, consistent while the service runs: SQLite's online backup API, or
+`pg_dump -Fc` (Debian's postgresql-client) for PostgreSQL. It is named by its time
+(`kamiyo-<database>-<UTC time>.<sqlite3|dump>`), written under a temporary name and
+renamed when complete, with its SHA-256 beside it (`<file>.sha256`, as `sha256sum`
+writes it). Backups hold customers' emails: the files are 0600 and a folder we make is
+0700. The last BACKUP_KEEP backups in the folder are kept; older ones (named as ours,
+nothing else) are removed.
+
+A restore checks the checksum, the kind of file against the database, asks (or takes
+--yes), and runs only with the database to itself (kamiyo/service_lock.py): SQLite's
+backup API the other way, or `pg_restore --clean --if-exists --single-transaction`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import glob
+import hashlib
+import os
+import re
+import shutil
+import sqlite3
+import stat
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+from flask import Flask, current_app
+from flask.cli import with_appcontext
+from sqlalchemy.engine import make_url
+
+from . import service_lock
+
+DEFAULT_FOLDER = "backups"  # in the instance folder
+NAME = re.compile(r"^kamiyo-(sqlite|postgresql)-(\d{8}T\d{6}-\d{6}Z)\.(sqlite3|dump)$")
+EXTENSIONS = {"sqlite": "sqlite3", "postgresql": "dump"}
+MAGIC = {"sqlite": b"SQLite format 3\x00", "postgresql": b"PGDMP"}
+
+
+class BackupError(click.ClickException):
+    """A backup or restore that cannot go on, said in one line."""
+
+
+@dataclass
+class Backup:
+    path: Path
+    size: int
+    sha256: str
+    removed: list[Path] = field(default_factory=list)
+
+
+def database_kind(uri: str) -> str:
+    for kind in EXTENSIONS:
+        if uri.startswith(kind):
+            return kind
+    raise BackupError(f"backups cover SQLite and PostgreSQL only, not {uri.split(':', 1)[0]}")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def checksum_file(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _private_file(path: Path) -> None:
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def _prepare_folder(folder: Path) -> None:
+    if not folder.exists():
+        folder.mkdir(parents=True, mode=0o700)
+        folder.chmod(0o700)  # mkdir's mode is cut by the umask
+    elif not folder.is_dir():
+        raise BackupError(f"{folder} is not a folder: give the folder the backups go to")
+    mode = stat.S_IMODE(folder.stat().st_mode)
+    if mode & 0o077:
+        click.echo(
+            f"Warning: {folder} can be read by other users (mode {mode:o}); backups hold customers' emails: "
+            f"chmod 700 {folder}",
+            err=True,
+        )
+
+
+def _pg_tool(name: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    versions = glob.glob(f"/usr/lib/postgresql/*/bin/{name}")
+    versions.sort(key=lambda p: [int(n) for n in re.findall(r"\d+", p)], reverse=True)
+    if versions:
+        return versions[0]
+    raise BackupError(
+        f"{name} is not installed: install Debian's postgresql-client (apt-get install postgresql-client)"
+    )
+
+
+def _libpq(uri: str) -> tuple[str, dict[str, str]]:
+    """A libpq connection string without the password, and the environment that carries it
+    (never on a command line, where `ps` shows it)."""
+    url = make_url(uri)
+    env = {**os.environ}
+    if url.password is not None:
+        env["PGPASSWORD"] = str(url.password)
+    conninfo = url.set(drivername="postgresql", password=None).render_as_string(hide_password=False)
+    return conninfo, env
+
+
+def _run(command: list[str], env: dict[str, str], **kwargs) -> None:
+    result = subprocess.run(command, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, **kwargs)
+    if result.returncode != 0:
+        said = result.stderr.decode(errors="replace").strip().splitlines()[-3:]
+        raise BackupError(f"{Path(command[0]).name} failed ({result.returncode}): {' / '.join(said) or 'no message'}")
+
+
+def make_backup(app: Flask, folder: Path, keep: int) -> Backup:
+    uri = app.config["SQLALCHEMY_DATABASE_URI"]
+    kind = database_kind(uri)
+    _prepare_folder(folder)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S-%fZ")
+    path = folder / f"kamiyo-{kind}-{stamp}.{EXTENSIONS[kind]}"
+    partial = path.with_name("." + path.name + ".partial")
+    _private_file(partial)
+    try:
+        if kind == "sqlite":
+            source = service_lock._sqlite_path(uri)
+            if source is None or not source.exists():
+                raise BackupError(f"no SQLite database at {source or uri}: nothing to back up")
+            _sqlite_copy(source, partial)
+        else:
+            conninfo, env = _libpq(uri)
+            with open(partial, "wb") as out:
+                _run([_pg_tool("pg_dump"), "--format=custom", "--no-password", f"--dbname={conninfo}"], env, stdout=out)
+                os.fsync(out.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    digest = sha256_of(path)
+    sums = checksum_file(path)
+    _private_file(sums)
+    sums.write_text(f"{digest}  {path.name}\n")
+    return Backup(path, path.stat().st_size, digest, removed=_prune(folder, keep))
+
+
+def _sqlite_copy(source: Path, target: Path) -> None:
+    """A consistent copy of a live SQLite database (WAL included), as one self-contained file."""
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    dst = sqlite3.connect(target)
+    try:
+        src.backup(dst)
+        dst.execute("PRAGMA journal_mode=DELETE")  # no -wal/-shm beside the backup
+        dst.commit()
+    finally:
+        dst.close()
+        src.close()
+    with open(target, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def backups_in(folder: Path) -> list[Path]:
+    """Our backups in `folder`, oldest first (their names sort by time)."""
+    found = [p for p in folder.iterdir() if NAME.match(p.name) and p.is_file()]
+    return sorted(found, key=lambda p: NAME.match(p.name).group(2))  # type: ignore[union-attr]
+
+
+def _prune(folder: Path, keep: int) -> list[Path]:
+    ours = backups_in(folder)
+    removed = ours[: max(len(ours) - keep, 0)]
+    for path in removed:
+        path.unlink()
+        checksum_file(path).unlink(missing_ok=True)
+    return removed
+
+
+def verify(path: Path, kind: str) -> str:
+    """The backup's checksum, once it matches its .sha256 and the file is a `kind` backup."""
+    if not path.is_file():
+        raise BackupError(f"no backup file at {path}")
+    sums = checksum_file(path)
+    try:
+        expected = sums.read_text().split()[0].lower()
+    except (OSError, IndexError):
+        raise BackupError(
+            f"no checksum beside {path} ({sums.name}): every `db backup` writes one. For a file you trust "
+            f"from elsewhere: sha256sum {path.name} > {sums.name}"
+        ) from None
+    actual = sha256_of(path)
+    if actual != expected:
+        raise BackupError(
+            f"refusing to restore {path}: its content does not match its checksum ({sums.name} says "
+            f"{expected[:16]}..., the file is {actual[:16]}...); it is damaged or was changed: restore another backup"
+        )
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    if not head.startswith(MAGIC[kind]):
+        other = next((k for k, magic in MAGIC.items() if head.startswith(magic)), None)
+        raise BackupError(
+            f"{path} is {'a ' + other if other else 'not a'} backup, and this database is {kind}: "
+            "restore a backup of the same kind of database"
+        )
+    return actual
+
+
+def restore(app: Flask, path: Path) -> list[str]:
+    """Replace the database's content with the backup's; the caller verified it. Returns
+    tables the backup does not have, left as they were (PostgreSQL)."""
+    uri = app.config["SQLALCHEMY_DATABASE_URI"]
+    with service_lock.exclusive(app):
+        if database_kind(uri) == "sqlite":
+            target = service_lock._sqlite_path(uri)
+            assert target is not None
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _private_file(target)
+            src = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            dst = sqlite3.connect(target, timeout=float(app.config["SQLITE_BUSY_TIMEOUT_MS"]) / 1000)
+            try:
+                if src.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                    raise BackupError(f"{path} is not a sound SQLite database (quick_check failed)")
+                src.backup(dst)
+            finally:
+                dst.close()
+                src.close()
+            return []
+        conninfo, env = _libpq(uri)
+        restore_tool = _pg_tool("pg_restore")
+        listing = subprocess.run(
+            [restore_tool, "--list", str(path)], env=env, capture_output=True, stdin=subprocess.DEVNULL, text=True
+        )
+        in_backup = set(re.findall(r"^\d+; \d+ \d+ TABLE (\S+) (\S+) ", listing.stdout, re.MULTILINE))
+        _run(
+            [
+                restore_tool,
+                "--clean",
+                "--if-exists",
+                "--no-owner",
+                "--single-transaction",
+                "--exit-on-error",
+                "--no-password",
+                f"--dbname={conninfo}",
+                str(path),
+            ],
+            env,
+        )
+        from sqlalchemy import inspect
+
+        from .extensions import db
+
+        schema = inspect(db.engine).default_schema_name
+        now = set(inspect(db.engine).get_table_names())
+        return sorted(t for t in now if (schema, t) not in in_backup)
+
+
+def _revision_note(app: Flask) -> str:
+    """Where the restored database stands against the code's migrations, in words."""
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from .extensions import db
+
+    script = ScriptDirectory.from_config(app.extensions["migrate"].migrate.get_config())
+    db.engine.dispose()  # the pool's connections predate the restore
+    with db.engine.connect() as connection:
+        current = set(MigrationContext.configure(connection).get_current_heads())
+    heads = set(script.get_heads())
+    if current == heads:
+        return f"its migrations are at head ({', '.join(sorted(heads))})"
+    return (
+        f"its migrations are at {', '.join(sorted(current)) or 'none'}, the code's at {', '.join(sorted(heads))}: "
+        "run `flask --app wsgi db upgrade` before starting the service (or deploy the code it was taken with)"
+    )
+
+
+def _human(size: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024  # type: ignore[assignment]
+    return str(size)
+
+
+@click.command("backup")
+@click.argument("folder", required=False, type=click.Path(file_okay=False, path_type=Path))
+@with_appcontext
+def backup_command(folder: Path | None) -> None:
+    """Back the database up into FOLDER (default: instance/backups/): a timestamped file with its
+    SHA-256 beside it; the last BACKUP_KEEP backups there are kept."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]  # the proxy's own method
+    keep = int(app.config["BACKUP_KEEP"])
+    if keep < 1:
+        raise BackupError(f"BACKUP_KEEP must be 1 or more, not {keep}")
+    made = make_backup(app, folder or Path(app.instance_path) / DEFAULT_FOLDER, keep)
+    click.echo(f"Backup:  {made.path}")
+    click.echo(f"Size:    {_human(made.size)}" + (f" ({made.size} bytes)" if made.size >= 1024 else ""))
+    click.echo(f"SHA-256: {made.sha256} (in {checksum_file(made.path).name})")
+    kept = len(backups_in(made.path.parent))
+    click.echo(
+        f"Kept:    {kept} of at most {keep}"
+        + (f"; removed {', '.join(p.name for p in made.removed)}" if made.removed else "")
+    )
+
+
+@click.command("restore")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@with_appcontext
+def restore_command(path: Path, yes: bool) -> None:
+    """Replace the database's content with backup PATH, once its checksum matches. Refused while
+    the service (web or scheduler) runs against the database."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]  # the proxy's own method
+    uri = app.config["SQLALCHEMY_DATABASE_URI"]
+    digest = verify(path, database_kind(uri))
+    target = service_lock.describe_database(uri)
+    click.echo(f"Backup {path} ({_human(path.stat().st_size)}, sha256 {digest[:16]}...: checksum matches).")
+    if not yes:
+        click.confirm(f"Replace every row of {target} with this backup?", abort=True)
+    try:
+        extra = restore(app, path)
+    except service_lock.ServiceRunning as exc:
+        raise BackupError(str(exc)) from None
+    click.echo(f"Restored {path.name} into {target}; {_revision_note(app)}.")
+    if extra:
+        click.echo(
+            f"Left as they were, not in the backup: tables {', '.join(extra)} (made after it was taken?); "
+            "drop them if a migration is to create them again.",
+            err=True,
+        )
+
+
+def init_app(app: Flask) -> None:
+    """`backup` and `restore` join Flask-Migrate's `db` group."""
+    group = app.cli.commands["db"]
+    assert isinstance(group, click.Group)
+    group.add_command(backup_command)
+    group.add_command(restore_command)
