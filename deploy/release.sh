@@ -34,7 +34,7 @@ scheduler_unit=${KAMIYO_SCHEDULER_UNIT-kamiyo-scheduler.service}
 reload_timeout=${KAMIYO_RELOAD_TIMEOUT:-60}
 export KAMIYO_ENV_FILE=${KAMIYO_ENV_FILE:-/etc/kamiyo/kamiyo.env}
 
-say() { printf 'release: %s\n' "$*"; }
+say() { printf 'release [%s]: %s\n' "$(date -u +%H:%M:%S)" "$*"; }
 fail() {
     local code=$1
     shift

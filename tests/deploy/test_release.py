@@ -19,6 +19,8 @@ import requests
 
 from tests.support import TEST_SECRETS, free_port
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 RELEASE = ROOT / "deploy" / "release.sh"
 VENV = Path(sys.executable).parent.parent  # the shared venv: KAMIYO_RELEASE_VENV, no pip per release
@@ -76,17 +78,35 @@ def source(tmp: Path, name: str, extra: str = "") -> Path:
     return folder
 
 
+PUBLIC_URL = "https://payments.example.com"
+
+
+def add_webhook_endpoint(stripe_proxy) -> None:
+    """The endpoint preflight looks for, made as on Stripe (the emulator proxy keeps it)."""
+    import stripe
+
+    from kamiyo.webhooks.queries import handled_event_types
+
+    client = stripe.StripeClient(TEST_SECRETS["STRIPE_SECRET_KEY"], base_addresses={"api": stripe_proxy.url},
+                                 max_network_retries=0)
+    client.v1.webhook_endpoints.create(params={"url": PUBLIC_URL + "/api/v1/webhooks/stripe",
+                                               "enabled_events": handled_event_types()})
+
+
 @pytest.fixture(scope="module")
-def site(tmp_path_factory, localstripe_url):
+def site(tmp_path_factory, stripe_proxy):
     """/srv/kamiyo in a temporary folder: its settings file, a first release, and gunicorn
-    serving it as kamiyo-web.service would (pid file, --chdir on the `current` symlink)."""
+    serving it as kamiyo-web.service would (pid file, --chdir on the `current` symlink, its
+    log in LOG_FILE), with Stripe's emulator holding a webhook endpoint for PUBLIC_URL."""
     tmp = tmp_path_factory.mktemp("site")
     root = tmp / "srv"
     (root / "instance").mkdir(parents=True)
     port = free_port()
     settings = {**TEST_SECRETS, "KAMIYO_INSTANCE_PATH": root / "instance",
                 "DATABASE_URL": "sqlite:///" + str(root / "instance" / "kamiyo.db"),
-                "STRIPE_API_BASE": localstripe_url, "PORT": port, "WEB_CONCURRENCY": 2, "LOG_LEVEL": "INFO"}
+                "STRIPE_API_BASE": stripe_proxy.url, "PUBLIC_URL": PUBLIC_URL, "LOG_FILE": tmp / "web.log",
+                "PORT": port, "WEB_CONCURRENCY": 2, "LOG_LEVEL": "INFO"}
+    add_webhook_endpoint(stripe_proxy)
     env_file = tmp / "kamiyo.env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
     standin = tmp / "standin.py"
@@ -107,6 +127,10 @@ def site(tmp_path_factory, localstripe_url):
     first = release(source(tmp, "one"))
     assert first.returncode == 0, first.stdout + first.stderr
     assert "gunicorn is not running" in first.stdout
+    # verify-deploy's idempotency probe calls the API with a key of the service's own.
+    made = subprocess.run([root / "current" / "deploy" / "kamiyo-env", "flask", "--app", "wsgi", "api-keys", "create",
+                           "release-check"], env=env, capture_output=True, text=True, timeout=60, check=True)
+    env["KAMIYO_API_KEY"] = made.stdout.strip().splitlines()[-1]
     log = open(tmp / "web.log", "w")
     current = root / "current"
     server = subprocess.Popen([current / "deploy" / "kamiyo-env", "gunicorn", "-c", "gunicorn.conf.py",
