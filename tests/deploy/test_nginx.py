@@ -157,6 +157,7 @@ def stack(tmp_path_factory, tls):
             proc.wait(timeout=15)
 
 
+@pytest.mark.slow
 def test_a_signed_webhook_verifies_through_the_proxy(stack):
     body, headers = signed(make_event("customer.created", customer("cus_via_nginx", user_id="nginx-1")))
     answer = requests.post(stack["proxied"] + "/api/v1/webhooks/stripe", data=body, headers=headers,
@@ -171,6 +172,7 @@ def test_a_signed_webhook_verifies_through_the_proxy(stack):
     assert refused.status_code == 400
 
 
+@pytest.mark.slow
 def test_a_body_over_the_limit_stops_at_the_proxy(stack):
     answer = requests.post(stack["proxied"] + "/api/v1/webhooks/stripe", data=b"x" * (DEFAULTS["MAX_CONTENT_LENGTH"] + 1),
                            verify=stack["cert"], timeout=10)
@@ -217,6 +219,7 @@ def health_under_trickle(url: str, cert: str | None, seconds: float = 5.0) -> li
     return answers
 
 
+@pytest.mark.slow
 def test_slow_clients_do_not_starve_health_behind_the_proxy(stack):
     """Issue 16, finding 8: 16 connections trickling a body hold every gunicorn thread of
     `make run` (2 workers x 8), and /health times out; through nginx it keeps answering."""
