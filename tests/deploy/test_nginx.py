@@ -135,7 +135,7 @@ def stack(tmp_path_factory, tls):
     """gunicorn (two workers x 8 threads, as `make run`) with nginx in front; both URLs."""
     instance = tmp_path_factory.mktemp("instance")
     database = "sqlite:///" + str(instance / "kamiyo.db")
-    with gunicorn(instance, database, TRUSTED_PROXY_COUNT="1") as direct:
+    with gunicorn(instance, database, TRUSTED_PROXY_COUNT="1", WEBHOOK_RATE_LIMIT="5/minute") as direct:
         upstream_port = int(direct.rsplit(":", 1)[1])
         main, https_port = configure(tmp_path_factory.mktemp("nginx"), tls, upstream_port)
         proc = subprocess.Popen([nginx_binary(), "-p", str(main.parent), "-e", str(main.parent / "error.log"),
@@ -177,6 +177,36 @@ def test_a_body_over_the_limit_stops_at_the_proxy(stack):
     answer = requests.post(stack["proxied"] + "/api/v1/webhooks/stripe", data=b"x" * (DEFAULTS["MAX_CONTENT_LENGTH"] + 1),
                            verify=stack["cert"], timeout=10)
     assert answer.status_code == 413
+
+
+@pytest.mark.slow
+def test_the_client_address_is_the_one_nginx_saw_not_one_the_client_wrote(stack):
+    """X-Forwarded-For as the sample sets it, read by TRUSTED_PROXY_COUNT=1: the rate limit and
+    its record name the address the client connected from (127.0.0.2 here), and a forged
+    X-Forwarded-For, new at each request, neither escapes the limit nor lands in the record."""
+    import http.client
+    import sqlite3
+
+    host, port = stack["proxied"].removeprefix("https://").split(":")
+    context = ssl.create_default_context(cafile=stack["cert"])
+    codes = []
+    for n in range(15):  # 5/minute, counted per worker (2 workers, no Redis): a 429 by the 11th
+        conn = http.client.HTTPSConnection(host, int(port), context=context, source_address=("127.0.0.2", 0),
+                                           timeout=10)
+        conn.request("POST", "/api/v1/webhooks/stripe", body=b"{}",
+                     headers={"X-Forwarded-For": f"203.0.113.{n}", "Stripe-Signature": "t=1,v1=00"})
+        codes.append(conn.getresponse().status)
+        conn.close()
+    assert 429 in codes and set(codes) <= {400, 429}, codes
+
+    def recorded() -> set[str]:
+        with contextlib.closing(sqlite3.connect(stack["instance"] / "kamiyo.db")) as db:
+            return {ip for (ip,) in db.execute("SELECT DISTINCT client_ip FROM rate_limit_violations")}
+
+    deadline = time.monotonic() + 10
+    while not recorded() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert recorded() == {"127.0.0.2"}
 
 
 def trickle(url: str, cert: str | None, stop: threading.Event, opened: list) -> None:
