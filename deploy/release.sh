@@ -96,15 +96,24 @@ point_current_at() {
     mv -T "$root/current.new" "$root/current"
 }
 
+# The scheduler has no graceful reload: it restarts on the release `current` points at.
+# As the kamiyo user this needs the sudoers line of deploy/RUNBOOK.md (first install).
 restart_scheduler() {
+    local -a as_root=()
+    [ "$(id -u)" = 0 ] || as_root=(sudo -n)
     if [ -n "$scheduler_unit" ] && command -v systemctl >/dev/null 2>&1; then
-        systemctl try-restart "$scheduler_unit" || say "could not restart $scheduler_unit: systemctl restart $scheduler_unit"
+        "${as_root[@]}" systemctl try-restart "$scheduler_unit" ||
+            say "could not restart $scheduler_unit: run 'systemctl restart $scheduler_unit'"
     fi
 }
 
 [ $# -eq 1 ] || fail 2 "usage: $0 SOURCE (a checkout folder or a .tar.gz of one)"
 source_path=$1
 [ -e "$source_path" ] || fail 2 "no such source: $source_path"
+# The commands create files in the instance folder (SQLite's -wal and -shm, backups): made
+# by another user, the service could no longer open them.
+owner=$(stat -c %u "$root/instance" 2>/dev/null) || fail 2 "no instance folder $root/instance (deploy/RUNBOOK.md: first install)"
+[ "$owner" = "$(id -u)" ] || fail 2 "run it as the owner of $root/instance: sudo -u $(stat -c %U "$root/instance") $0 $*"
 mkdir -p "$root/releases"
 
 previous=""

@@ -199,3 +199,18 @@ def test_the_scripts_are_shellcheck_clean():
     done = subprocess.run([shellcheck, RELEASE, ROOT / "deploy" / "kamiyo-env"], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stdout
+
+
+def test_it_runs_only_as_the_owner_of_the_instance_folder(tmp_path):
+    """Files the commands make there (SQLite's -wal and -shm, backups) must stay the service's."""
+    root = tmp_path / "srv"
+    root.mkdir()
+    env = {**os.environ, "KAMIYO_ROOT": str(root)}
+    done = subprocess.run(["bash", RELEASE, ROOT], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and f"no instance folder {root}/instance" in done.stderr, done.stderr
+    if os.geteuid() == 0:  # only root can hand the folder to another user
+        (root / "instance").mkdir()
+        os.chown(root / "instance", 65534, 65534)
+        done = subprocess.run(["bash", RELEASE, ROOT], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and "run it as the owner of" in done.stderr, done.stderr
+    assert not (root / "releases").exists()
