@@ -214,3 +214,15 @@ def test_it_runs_only_as_the_owner_of_the_instance_folder(tmp_path):
         done = subprocess.run(["bash", RELEASE, ROOT], env=env, capture_output=True, text=True, timeout=60)
         assert done.returncode == 2 and "run it as the owner of" in done.stderr, done.stderr
     assert not (root / "releases").exists()
+
+
+def test_kamiyo_env_reads_the_settings_file_as_systemd_does(tmp_path):
+    settings = tmp_path / "kamiyo.env"
+    settings.write_text('# a comment\n\nA=1\nB="two words"\nC=\'x;y\'\n  D=5/minute;20/hour\nE=\n')
+    env = {**os.environ, "KAMIYO_ENV_FILE": str(settings)}
+    done = subprocess.run([ROOT / "deploy" / "kamiyo-env", "sh", "-c", 'printf "%s|" "$A" "$B" "$C" "$D" "$E" "$PWD"'],
+                          env=env, capture_output=True, text=True, timeout=30, check=True)
+    assert done.stdout == f"1|two words|x;y|5/minute;20/hour||{ROOT}|"
+    settings.write_text("A=1\nexport B=2\n")
+    done = subprocess.run([ROOT / "deploy" / "kamiyo-env", "true"], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 78 and f"{settings} line 2 is not NAME=value" in done.stderr
