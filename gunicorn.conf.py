@@ -1,6 +1,7 @@
 """gunicorn settings: `gunicorn -c gunicorn.conf.py wsgi:app` (what `make run` starts)."""
 
 import os
+import subprocess
 import sys
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
@@ -21,14 +22,22 @@ errorlog = "-"
 control_socket_disable = True
 
 
-def on_starting(server):
-    from kamiyo import check_config
-    from kamiyo.config import ConfigError
+# The configuration check, run in a child process: a module the master imports stays in every
+# worker it forks, so workers started by a HUP would run the old release's modules (those the
+# check imports: the app factory, the configuration) next to the new release's others.
+CHECK_CONFIG = """
+import sys
+from kamiyo import check_config
+from kamiyo.config import ConfigError
+try:
+    check_config()
+except ConfigError as exc:
+    sys.exit(f"kamiyo: configuration error: {exc}")
+"""
 
-    try:
-        check_config()
-    except ConfigError as exc:
-        print(f"kamiyo: configuration error: {exc}", file=sys.stderr, flush=True)
+
+def on_starting(server):
+    if subprocess.run([sys.executable, "-c", CHECK_CONFIG], cwd=server.cfg.chdir).returncode != 0:
         sys.exit(1)
 
 

@@ -163,5 +163,6 @@ def _startup_checks(app: Flask) -> None:
             "stripe_api_base": app.config["STRIPE_API_BASE"],
             "stripe_api_version": app.config["STRIPE_API_VERSION"],
             "webhook_secrets": len(app.config["STRIPE_WEBHOOK_SECRETS"]),
+            "release": app.config["RELEASE_ID"],
         },
     )

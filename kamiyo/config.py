@@ -81,6 +81,10 @@ DEFAULTS: dict[str, Any] = {
     "PUBLIC_URL": None,  # https://payments.example.com: where Stripe reaches us (webhook endpoint)
     "LOG_FILE": None,  # the file the service's log lands in (read by verify-deploy)
     "BACKUP_KEEP": 14,  # `flask db backup` keeps this many backups in its folder
+    # --- deploys ---
+    # What is running (a commit, a tag): /health and the start-up line report it, so a release
+    # or a reload can be seen to have taken.
+    "RELEASE_ID": None,
 }
 
 # Without these the service cannot run safely outside demo mode and tests.

@@ -43,4 +43,7 @@ def health():
         db.session.rollback()
         database = "unavailable"
     ok = database == "ok"
-    return jsonify(status="ok" if ok else "unavailable", database=database), 200 if ok else 503
+    answer = {"status": "ok" if ok else "unavailable", "database": database}
+    if current_app.config.get("RELEASE_ID"):
+        answer["release"] = current_app.config["RELEASE_ID"]
+    return jsonify(answer), 200 if ok else 503

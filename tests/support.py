@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import socket
@@ -87,6 +88,34 @@ def stripe_customers_for(localstripe, user_id: str) -> list:
 @contextlib.contextmanager
 def gunicorn(instance: Path, database_url: str, **settings: str) -> Iterator[str]:
     """The production server (gunicorn.conf.py, two workers) on `database_url`, migrated; its URL."""
+    with gunicorn_master(instance, database_url, **settings) as master:
+        yield master.url
+
+
+@dataclasses.dataclass
+class GunicornMaster:
+    """A running gunicorn master (`gunicorn_master`): its URL, process, instance folder and log."""
+
+    url: str
+    proc: subprocess.Popen
+    instance: Path
+    log: Path
+
+    def logged(self) -> list[dict]:
+        return logged(self.instance)
+
+    def worker_pids(self) -> set[int]:
+        """The master's live workers (its children), from /proc."""
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        return {int(pid) for pid in children.read_text().split()}
+
+
+@contextlib.contextmanager
+def gunicorn_master(instance: Path, database_url: str, root: Path = ROOT, migrate: bool = True,
+                    args: tuple[str, ...] = (), **settings: str) -> Iterator[GunicornMaster]:
+    """gunicorn as in production (`root`'s gunicorn.conf.py, two workers) on `database_url`,
+    migrated unless told otherwise, in a process group of its own (a host of its own); waits
+    until /health answers."""
     from kamiyo.config import DEFAULTS
 
     env = {k: v for k, v in os.environ.items() if k not in DEFAULTS and not k.startswith("KAMIYO_")}
@@ -94,16 +123,18 @@ def gunicorn(instance: Path, database_url: str, **settings: str) -> Iterator[str
                PORT=str(free_port()), WEB_CONCURRENCY="2", LOG_LEVEL="WARNING")
     env.update(settings)
     flask = Path(sys.executable).with_name("flask")
-    subprocess.run([flask, "--app", "wsgi", "db", "upgrade"], cwd=ROOT, env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    log = open(instance / "gunicorn.log", "w")
-    proc = subprocess.Popen([Path(sys.executable).with_name("gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if migrate:
+        subprocess.run([flask, "--app", "wsgi", "db", "upgrade"], cwd=root, env=env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log_path = instance / "gunicorn.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen([Path(sys.executable).with_name("gunicorn"), *args, "-c", "gunicorn.conf.py", "wsgi:app"],
+                            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{env['PORT']}"
     try:
         deadline = time.monotonic() + 30
         while True:
-            assert proc.poll() is None, (instance / "gunicorn.log").read_text()
+            assert proc.poll() is None, log_path.read_text()
             try:
                 if requests.get(url + "/health", timeout=2).status_code == 200:
                     break
@@ -111,7 +142,7 @@ def gunicorn(instance: Path, database_url: str, **settings: str) -> Iterator[str
                 pass
             assert time.monotonic() < deadline, "gunicorn did not start"
             time.sleep(0.1)
-        yield url
+        yield GunicornMaster(url, proc, instance, log_path)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
