@@ -73,10 +73,9 @@ def test_every_setting_is_listed_with_its_default():
 def test_a_new_setting_is_named_with_the_line_to_add(monkeypatch):
     monkeypatch.setitem(DEFAULTS, "A_SETTING_ADDED_LATER", 7)
     monkeypatch.setitem(DEFAULTS, "ANOTHER_ONE", None)
-    assert problems(EXAMPLE.read_text()) == [
-        "add these lines to deploy/kamiyo.env.example (settings of kamiyo/config.py it lacks):\n"
-        "  #A_SETTING_ADDED_LATER=7\n  #ANOTHER_ONE="
-    ]
+    [found] = problems(EXAMPLE.read_text())
+    assert found.startswith("add these lines to deploy/kamiyo.env.example (settings of kamiyo/config.py it lacks):\n")
+    assert found.endswith("\n  #A_SETTING_ADDED_LATER=7\n  #ANOTHER_ONE=")
 
 
 def test_an_unknown_or_stale_line_is_named():

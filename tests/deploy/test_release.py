@@ -65,7 +65,9 @@ def has_command(*words: str) -> bool:
 
 
 def source(tmp: Path, name: str, extra: str = "") -> Path:
-    """A checkout of this tree (tracked and new files) whose wsgi.py carries a marker."""
+    """A checkout of this tree (tracked and new files) marked as release `name` twice: in its
+    wsgi.py (a header), and in the app's own code (RELEASE_ID's default, which /health reports,
+    in kamiyo/config.py: a module gunicorn's master must not keep from the new workers)."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
                            text=True, check=True).stdout.split("\n")
     folder = tmp / f"source-{name}"
@@ -73,6 +75,9 @@ def source(tmp: Path, name: str, extra: str = "") -> Path:
         if file and (ROOT / file).is_file() and not file.startswith(("tests/", "bench/")):
             (folder / file).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / file, folder / file)
+    config = folder / "kamiyo" / "config.py"
+    assert '"RELEASE_ID": None,' in config.read_text()
+    config.write_text(config.read_text().replace('"RELEASE_ID": None,', f'"RELEASE_ID": "code-{name}",'))
     wsgi = folder / "wsgi.py"
     wsgi.write_text(wsgi.read_text() + MARKER.format(name=name) + extra.format())
     return folder
@@ -154,8 +159,12 @@ def site(tmp_path_factory, stripe_proxy):
 
 
 def served(url: str) -> tuple[int, str | None]:
+    """/health's status and the release that answered (both markers must agree)."""
     answer = requests.get(url + "/health", timeout=5)
-    return answer.status_code, answer.headers.get("X-Test-Release")
+    marker = answer.headers.get("X-Test-Release")
+    if answer.status_code == 200:
+        assert answer.json().get("release") == f"code-{marker}", answer.json()
+    return answer.status_code, marker
 
 
 def test_a_good_release_goes_live_through_a_graceful_reload(site):
