@@ -91,6 +91,21 @@ reload_gunicorn() {
     done
 }
 
+# The release whose venv gunicorn's master was started from: the master keeps that interpreter
+# and its packages across reloads, so that folder must stay, and new packages need a restart.
+master_release() {
+    local master arg
+    master=$(master_pid) || return 1
+    while IFS= read -r -d '' arg; do
+        if [[ $arg == "$root/releases/"* ]]; then
+            arg=${arg#"$root/releases/"}
+            printf 'releases/%s\n' "${arg%%/*}"
+            return 0
+        fi
+    done <"/proc/$master/cmdline"
+    return 1
+}
+
 point_current_at() {
     ln -sfn "$1" "$root/current.new"
     mv -T "$root/current.new" "$root/current"
@@ -139,25 +154,26 @@ name=$(date -u +%Y%m%dT%H%M%SZ)
 while [ -e "$root/releases/$name" ]; do name="$name-1"; done
 new="$root/releases/$name"
 say "installing $source_path into $new"
-mkdir "$new.partial"
+# Built in place: a venv's scripts name its path, so it cannot be moved once made.
+# `current` never points at a folder whose install failed.
+mkdir "$new"
 if [ -d "$source_path" ]; then
     tar -C "$source_path" --exclude=./.git --exclude=./.venv --exclude=./instance \
-        --exclude=__pycache__ -cf - . | tar -C "$new.partial" -xf -
+        --exclude=__pycache__ -cf - . | tar -C "$new" -xf -
 else
-    tar -C "$new.partial" -xzf "$source_path"
+    tar -C "$new" -xzf "$source_path"
 fi
-if [ ! -f "$new.partial/wsgi.py" ] || [ ! -x "$new.partial/deploy/kamiyo-env" ]; then
-    fail 2 "$source_path is not a checkout of the service (no wsgi.py or deploy/kamiyo-env)"
+if [ ! -f "$new/wsgi.py" ] || [ ! -x "$new/deploy/kamiyo-env" ]; then
+    fail 2 "$source_path is not a checkout of the service (no wsgi.py or deploy/kamiyo-env); remove $new"
 fi
 if [ -n "${KAMIYO_RELEASE_VENV:-}" ]; then
     [ -x "$KAMIYO_RELEASE_VENV/bin/python" ] || fail 2 "KAMIYO_RELEASE_VENV=$KAMIYO_RELEASE_VENV is not a venv"
-    ln -s "$KAMIYO_RELEASE_VENV" "$new.partial/.venv"
+    ln -s "$KAMIYO_RELEASE_VENV" "$new/.venv"
 else
-    python3 -m venv "$new.partial/.venv"
-    "$new.partial/.venv/bin/pip" install --quiet --disable-pip-version-check -r "$new.partial/requirements.txt" ||
-        fail 2 "pip could not install requirements.txt into $new.partial/.venv"
+    python3 -m venv "$new/.venv"
+    "$new/.venv/bin/pip" install --quiet --disable-pip-version-check -r "$new/requirements.txt" ||
+        fail 2 "pip could not install requirements.txt into $new/.venv: nothing was changed; remove $new"
 fi
-mv "$new.partial" "$new"
 
 # 3. Preflight: the new code against the live settings, database, Redis and Stripe.
 say "preflight"
@@ -231,12 +247,16 @@ if [ "$status" != 0 ] && [ "$status" != 1 ]; then
         "The database stays migrated: if the migration is the cause, see deploy/RUNBOOK.md (rollback)"
 fi
 [ "$status" = 1 ] && say "verification warned (lines above)"
+if started_from=$(master_release) && ! cmp -s "$root/$started_from/requirements.txt" "$new/requirements.txt"; then
+    say "requirements.txt differs from that of $started_from, whose venv gunicorn's master runs:"
+    say "the workers keep its packages until a restart: systemctl restart kamiyo-web"
+fi
 
 # 7. Keep the newest releases (never the live or the previous one).
 mapfile -t releases < <(find "$root/releases" -mindepth 1 -maxdepth 1 -type d -printf '%f\n' | sort -r)
 for old in "${releases[@]:$keep}"; do
     case "releases/$old" in
-        "releases/$name" | "$previous") continue ;;
+        "releases/$name" | "$previous" | "$(master_release || true)") continue ;;
     esac
     rm -rf "${root:?}/releases/$old"
 done
