@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Debian packages the test suite needs (real Redis and PostgreSQL, Chromium for tests/browser,
-# promtool for the alert rules).
+# promtool for the alert rules, and the checkers of deploy/).
 # Idempotent: installs only what is missing, and does nothing when all is there.
 set -euo pipefail
 
@@ -22,6 +22,13 @@ have_initdb || need+=(postgresql)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 # promtool checks and unit-tests deploy/prometheus/alerts.yml; Debian ships it in prometheus.
 command -v promtool >/dev/null 2>&1 || [ -x /usr/bin/promtool ] || need+=(prometheus)
+# The tools that check deploy/: systemd-analyze (units), nginx -t (proxy sample), logrotate -d,
+# shellcheck (release.sh), openssl (the nginx test's certificate).
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v logrotate >/dev/null 2>&1 || [ -x /usr/sbin/logrotate ] || need+=(logrotate)
+command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # pg_dump and pg_restore for `flask db backup|restore` (tests/deploy/test_backup_restore.py).
 command -v pg_restore >/dev/null 2>&1 || need+=(postgresql-client)
 
