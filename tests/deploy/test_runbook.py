@@ -19,12 +19,6 @@ README = (ROOT / "README.md").read_text()
 if "\n## Deploy\n" in README:
     DOCS["README.md#deploy"] = README.split("\n## Deploy\n", 1)[1].split("\n## ", 1)[0]
 
-# Commands another branch is adding, named by the runbook already. The integrator empties this
-# once they are merged; nothing else belongs here.
-NOT_MERGED_YET = {
-    "report",  # issue 17, item 6 (h/dep-cmds)
-}
-
 COMMAND = re.compile(r"flask --app wsgi ((?:[a-z][a-z-]*)(?: [a-z][a-z-]*)*)([^\n`#|]*)")
 
 
@@ -48,8 +42,7 @@ def problems(cli, named: dict[tuple[str, ...], set[str]]) -> list[str]:
             if usage[1:size + 1] == list(words[:size]):
                 break
         else:
-            if words[0] not in NOT_MERGED_YET:
-                found.append(f"flask --app wsgi {' '.join(words)}: no such command")
+            found.append(f"flask --app wsgi {' '.join(words)}: no such command")
             continue
         for option in sorted(options - {"--help"}):
             if not re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", text):
