@@ -197,8 +197,8 @@ def test_replay_and_revoke_with_their_buttons_then_the_audit_log(page, live_serv
     screenshot(page, "dashboard-audit-after-actions")
     rows = page.locator("tbody tr").all_inner_texts()
     assert len(rows) == 2
-    assert re.match(rf"^\S+ \S+\t{re.escape(ADMIN)}\trevoke-api-key\t\d+\tok\trevoked tests", rows[0])
-    assert re.match(rf"^\S+ \S+\t{re.escape(ADMIN)}\treplay-webhook\t{traffic['outage']}\tok\tprocessed", rows[1])
+    assert re.match(rf"^\S+ \S+\t{re.escape(ADMIN)}\trevoke-api-key\t\d+\tok\t127\.0\.0\.1\trevoked tests", rows[0])
+    assert re.match(rf"^\S+ \S+\t{re.escape(ADMIN)}\treplay-webhook\t{traffic['outage']}\tok\t127\.0\.0\.1\tprocessed", rows[1])
     with app.app_context():
         held = db.session.scalar(select(func.count()).select_from(text("audit_events")))
     assert held == 2
