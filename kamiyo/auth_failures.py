@@ -18,7 +18,6 @@ from flask_limiter.util import get_remote_address
 from limits import RateLimitItem, parse_many
 from prometheus_client import Counter
 
-from .config import ConfigError
 from .http_errors import ApiError
 from .models import utcnow
 from .observability.alerts import send_alert
@@ -63,14 +62,6 @@ def _items(text: str) -> list[RateLimitItem]:
 
 
 def init_app(app: Flask) -> None:
-    value = app.config["AUTH_FAILURE_RATE_LIMIT"]
-    try:
-        if not _items(value):
-            raise ValueError
-    except (ValueError, TypeError):
-        raise ConfigError(
-            f"AUTH_FAILURE_RATE_LIMIT {value!r} is not a rate limit such as '20/minute' or '20 per minute'"
-        ) from None
     app.extensions[ALERTED_KEY] = _Alerted()
     for credential in ("api_key", "metrics_token"):
         for answer in ("401", "429"):

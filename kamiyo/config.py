@@ -178,7 +178,8 @@ def finalise(config: dict[str, Any], instance_path: str) -> None:
     config["STRIPE_WEBHOOK_SECRETS"] = [s.strip() for s in secrets_raw.split(",") if s.strip()]
 
     # Checked here, where gunicorn's master sees them before forking workers that would die.
-    _check_rate_limit(config["WEBHOOK_RATE_LIMIT"])
+    for name in RATE_LIMIT_SETTINGS:
+        _check_rate_limit(name, config[name])
     if config["WEBHOOK_RATE_LIMIT_COUNT"] not in ("failed", "all"):
         raise ConfigError("WEBHOOK_RATE_LIMIT_COUNT must be 'failed' or 'all'")
     if int(config["POSTGRES_LOCK_TIMEOUT_MS"]) < 0:
@@ -210,7 +211,15 @@ def _check_lease(config: Mapping[str, Any]) -> None:
         )
 
 
-def _check_rate_limit(value: Any) -> None:
+RATE_LIMIT_SETTINGS = (
+    "WEBHOOK_RATE_LIMIT",
+    "AUTH_FAILURE_RATE_LIMIT",
+    "LOGIN_RATE_LIMIT_PER_IP",
+    "LOGIN_RATE_LIMIT_PER_ACCOUNT",
+)
+
+
+def _check_rate_limit(name: str, value: Any) -> None:
     # Read per request by Flask-Limiter, which would only log a bad one and limit nothing.
     from limits import parse_many
 
@@ -218,9 +227,7 @@ def _check_rate_limit(value: Any) -> None:
         if not parse_many(value):
             raise ValueError
     except (ValueError, TypeError):
-        raise ConfigError(
-            f"WEBHOOK_RATE_LIMIT {value!r} is not a rate limit such as '30/minute' or '30 per minute'"
-        ) from None
+        raise ConfigError(f"{name} {value!r} is not a rate limit such as '30/minute' or '30 per minute'") from None
 
 
 # stripe-python skips the age check of a signature at a tolerance of 0 (a year-old delivery

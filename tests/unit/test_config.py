@@ -140,7 +140,8 @@ def test_gunicorn_without_secrets_stops_before_serving(tmp_path):
 
 
 @pytest.mark.parametrize("name, value", [("WEBHOOK_RATE_LIMIT", "thirty"), ("WEBHOOK_RATE_LIMIT_COUNT", "some"),
-                                         ("POSTGRES_LOCK_TIMEOUT_MS", "-1")])
+                                         ("POSTGRES_LOCK_TIMEOUT_MS", "-1"), ("AUTH_FAILURE_RATE_LIMIT", "20"),
+                                         ("LOGIN_RATE_LIMIT_PER_ACCOUNT", "5/minute;lots")])
 def test_gunicorn_with_a_bad_setting_stops_before_serving(tmp_path, name, value):
     """Found by the master, not by each worker: workers that die at start are only restarted."""
     env = {**_clean_env(tmp_path), "PORT": "0", "SECRET_KEY": "x", "STRIPE_SECRET_KEY": "sk_test_x",
