@@ -47,9 +47,7 @@ def create_customer(user_id: str, email: str, name: str | None) -> Result[Custom
     if found is not None and found.stripe_customer_id:
         _refuse_other_details(found, email, name)
         return existing(OPERATION, found, customer_id=found.id)
-    params: dict[str, Any] = {"email": email, "metadata": {"kamiyo_user_id": user_id}}
-    if name:
-        params["name"] = name
+    params = create_params(user_id, email, name)
     claim = phases.acquire(OPERATION, f"{OPERATION}:{user_id}", user_id, params, owner_token(), reopen=_unlinked)
     if claim.run is None:
         assert claim.done is not None  # no run: the operation is finished
@@ -58,6 +56,14 @@ def create_customer(user_id: str, email: str, name: str | None) -> Result[Custom
         return existing(OPERATION, customer, customer_id=customer.id)
     run = claim.run
     return run_owned(run, lambda: _run(run), lambda row_id: db.session.get(Customer, row_id))
+
+
+def create_params(user_id: str, email: str, name: str | None) -> dict[str, Any]:
+    """What a create sends to Stripe (and stores on its operation)."""
+    params: dict[str, Any] = {"email": email, "metadata": {"kamiyo_user_id": user_id}}
+    if name:
+        params["name"] = name
+    return params
 
 
 def _refuse_other_details(customer: Customer, email: str, name: str | None) -> None:

@@ -369,11 +369,13 @@ def _take_over(
     return Claim(Run.of(db.session.get_one(PaymentOperation, op.id)))
 
 
-def take_over_idle(scope: str, token: str) -> Run | None:
+def take_over_idle(scope: str, token: str, params: dict[str, Any] | None = None) -> Run | None:
     """An operation no request is running (failed, or its lease ran out), for `reconcile`;
-    None when a request owns it now or it is finished."""
+    None when a request owns it now or it is finished. `params` replace the stored ones of a
+    failed operation (whose own were cleared)."""
     op = db.session.scalar(select(PaymentOperation).where(PaymentOperation.scope == scope))
     if op is None or op.status == "succeeded":
         return None
-    claim = _take_over(op, token, op.params_json, lambda op: False)
+    params_json = canonical_json(params) if params is not None and op.status == "failed" else op.params_json
+    claim = _take_over(op, token, params_json, lambda op: False)
     return claim.run if claim is not None else None

@@ -22,6 +22,7 @@ from ..stripe_objects import subscription_period_end
 from . import customers, phases
 from .idempotency import owner_token
 from .models import PaymentOperation
+from .retention import CLEARED_PARAMS
 from .subscriptions import alert_duplicate, store
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,13 @@ def _adopt_customer(user_id: str, stripe_customer: dict[str, Any]) -> str:
         return "conflicts"
     scope = f"{customers.OPERATION}:{user_id}"
     op = db.session.scalar(select(PaymentOperation).where(PaymentOperation.scope == scope))
-    run = phases.take_over_idle(scope, owner_token()) if op is not None else None
+    resumed_with = None
+    if op is not None and op.params_json == CLEARED_PARAMS:
+        # A failed operation's parameters are cleared after a while (retention.py). Should this
+        # run stop before it finishes, the request that resumes it needs parameters to send:
+        # those a create of this Stripe customer would have sent.
+        resumed_with = customers.create_params(user_id, stripe_customer.get("email") or "", stripe_customer.get("name"))
+    run = phases.take_over_idle(scope, owner_token(), resumed_with) if op is not None else None
     if op is not None and run is None and op.status != "succeeded":
         return "in_progress"  # a request owns it: it finishes the job, with the same key
     try:

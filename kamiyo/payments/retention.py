@@ -2,7 +2,7 @@
 
 Operation claims stay: they are the durable guard against a second customer. What an
 operation sent to Stripe (`params_json`: an email, a name, a card's id) is cleared once
-the operation has finished and its replay window has passed.
+the operation has finished (succeeded, or failed) and its replay window has passed.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import delete, update
+from sqlalchemy import and_, delete, or_, update
 
 from ..extensions import db, rowcount
 from ..models import utcnow
@@ -38,12 +38,15 @@ def params_window(config: Mapping[str, Any]) -> dt.timedelta:
 def clear_finished_params(now: dt.datetime) -> int:
     """Clear the parameters of operations that finished before the window; returns how many.
 
-    Only a finished operation (succeeded, at its last recovery point) is touched: nothing
-    reads its parameters again. A repeated create answers from our row; a create after its
-    result no longer stands (a cancelled subscription) takes the operation over with the new
-    request's parameters. A pending operation (in flight, or resumable after its lease) and
-    a failed one (taken over by reconcile with what it stored) keep theirs: the phase runner
-    derives the Stripe key and the request from them.
+    Finished: succeeded (at its last recovery point), or failed. Nothing reads their
+    parameters again. A repeated create answers a succeeded one from our row; a create after
+    its result no longer stands (a cancelled subscription), or after a failure, takes the
+    operation over with the new request's parameters. `payments reconcile` adopts a customer
+    from Stripe's object, and links it without resuming a failed operation whose parameters
+    are cleared (reconcile.py). A failed one keeps them for the window all the same, for the
+    operator looking into the failure and the next daily reconcile. A pending operation (in
+    flight, or resumable after its lease) keeps its own: the phase runner derives the Stripe
+    key and the request from them.
 
     The condition is in the UPDATE itself, so an operation taken over meanwhile is left
     alone; `updated_at` stays as it was (the dashboard counts operations finished by it).
@@ -53,8 +56,10 @@ def clear_finished_params(now: dt.datetime) -> int:
         db.session.execute(
             update(PaymentOperation)
             .where(
-                PaymentOperation.status == "succeeded",
-                PaymentOperation.recovery_point == FINISHED,
+                or_(
+                    and_(PaymentOperation.status == "succeeded", PaymentOperation.recovery_point == FINISHED),
+                    PaymentOperation.status == "failed",
+                ),
                 PaymentOperation.updated_at < cutoff,
                 PaymentOperation.params_json != CLEARED_PARAMS,
             )

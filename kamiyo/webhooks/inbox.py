@@ -39,7 +39,7 @@ from ..observability.logging import on_behalf_of, redact
 from ..prepared import Prepared
 from ..stripe_objects import fetch_stripe_object, list_stripe_subscriptions, reference_id
 from . import group_commit, handlers, metrics
-from .minimise import stored_form
+from .minimise import ignored_payload, stored_form
 from .models import WebhookEvent
 from .write_gate import write_gate
 
@@ -83,9 +83,16 @@ def _stored_status(result: handlers.Result) -> str:
     return "failed" if isinstance(result.follow_up, handlers.Refresh) else result.status
 
 
-def _set_status(connection, event_id: str, result: handlers.Result, expected: str) -> None:
+def _set_status(connection, event: dict[str, Any], result: handlers.Result, expected: str) -> None:
+    event_id = event["id"]
     status = _stored_status(result)
-    if status == "failed":
+    ignored = ignored_payload(event) if status == handlers.IGNORED else None
+    if ignored is not None:
+        # Its handler used none of it: its contact details are not kept either (minimise.py).
+        db.session.execute(
+            update(WebhookEvent).where(WebhookEvent.event_id == event_id).values(status=status, payload=ignored)
+        )
+    elif status == "failed":
         db.session.execute(
             update(WebhookEvent)
             .where(WebhookEvent.event_id == event_id)
@@ -219,7 +226,7 @@ def _record_failure(event: dict[str, Any], payload: str, exc: BaseException, rep
 def _handle(event: dict[str, Any], payload: str, attempt: int, expected: str, replayed: bool = False) -> Received:
     try:
         result = handlers.dispatch(event)
-        _set_status(db.session.connection(), event["id"], result, expected)
+        _set_status(db.session.connection(), event, result, expected)
         db.session.commit()
     except Exception as exc:
         db.session.rollback()
@@ -319,7 +326,7 @@ def _write_batch(batch: list[group_commit.Pending]) -> list[Received]:
                 result = handlers.dispatch(event)
                 # The next handler's Core statements must see this one's ORM writes.
                 db.session.flush()
-            _set_status(connection, event["id"], result, expected)
+            _set_status(connection, event, result, expected)
             outcome[event["id"]] = Received(result.status, result.note, 1, result.follow_up)
         db.session.commit()
         # pop: the same event twice in one batch is handled once, then answered as a duplicate.
