@@ -227,6 +227,34 @@ def _mask_once(text: str, cards: bool) -> str:
     return mask_card_numbers(text, _MASK_CARD) if cards else text
 
 
+def _decoded_starts(text: str) -> list[int]:
+    """For each character of `text` decoded, where it begins in `text`; then len(text)."""
+    starts: list[int] = []
+    position = 0
+    for escape in _ESCAPE_RE.finditer(text):
+        starts.extend(range(position, escape.start()))
+        starts.append(escape.start())
+        position = escape.end()
+    starts.extend(range(position, len(text) + 1))
+    return starts
+
+
+def _masked_spans(decoded: str, cards: bool) -> list[tuple[int, int, str]]:
+    masked = decoded
+    for _ in range(4):
+        again = _mask_once(masked, cards)
+        if again == masked:
+            break
+        masked = again
+    if masked == decoded:
+        return []
+    return [
+        (run.start(), run.end(), REDACTED_CARD if run.group(0)[0] == _MASK_CARD else REDACTED)
+        for run in _MASKED_RE.finditer(masked)
+        if decoded[run.start() : run.end()] != run.group(0)  # not mask characters the text itself held
+    ]
+
+
 def _redact_url_encoded(text: str) -> str:
     cards = _ESCAPED_SEPARATOR_RE.search(text) is not None
     if "%" not in text and not cards:
@@ -235,34 +263,37 @@ def _redact_url_encoded(text: str) -> str:
         lowered = text.lower()
         if "authorization" not in lowered and "cvc" not in lowered and "cvv" not in lowered:
             return text
-    decoded = _ESCAPE_RE.sub(lambda m: _DECODED[m.group(0)], text)
-    if decoded == text:
-        return text
-    masked = decoded
-    for _ in range(4):
-        again = _mask_once(masked, cards)
-        if again == masked:
+    spans: list[tuple[int, int, str]] = []  # in `text`: [start, end), marker
+    levels = [text]  # the text, then the text decoded once
+    # Two levels: a URL inside a query parameter (a redirect target, a Referer) is encoded twice.
+    for depth in range(2):
+        current = levels[-1]
+        decoded = _ESCAPE_RE.sub(lambda m: _DECODED[m.group(0)], current)
+        if decoded == current:
             break
-        masked = again
-    if masked == decoded:
+        if depth:
+            cards = cards or _ESCAPED_SEPARATOR_RE.search(current) is not None
+        found = _masked_spans(decoded, cards)
+        if found:
+            starts = _decoded_starts(current)
+            for outer in reversed(levels[:-1]):
+                outer_starts = _decoded_starts(outer)
+                starts = [outer_starts[i] for i in starts]
+            spans.extend((starts[begin], starts[end], marker) for begin, end, marker in found)
+        if "%" not in decoded:
+            break
+        levels.append(decoded)
+    if not spans:
         return text
-    # starts[i]: where the i-th decoded character begins in `text`.
-    starts: list[int] = []
-    position = 0
-    for escape in _ESCAPE_RE.finditer(text):
-        starts.extend(range(position, escape.start()))
-        starts.append(escape.start())
-        position = escape.end()
-    starts.extend(range(position, len(text) + 1))
     out: list[str] = []
     done = 0
-    for run in _MASKED_RE.finditer(masked):
-        begin, end = run.span()
-        if decoded[begin:end] == run.group(0):
-            continue  # mask characters that were in the text itself
-        out.append(text[done : starts[begin]])
-        out.append(REDACTED_CARD if run.group(0)[0] == _MASK_CARD else REDACTED)
-        done = starts[end]
+    for begin, end, marker in sorted(spans):
+        if end <= done:
+            continue
+        if begin >= done:
+            out.append(text[done:begin])
+            out.append(marker)
+        done = end
     out.append(text[done:])
     return "".join(out)
 

@@ -34,10 +34,12 @@ def test_redact_removes_keys_and_cards_from_url_encoded_text():
         "an Authorization header in a URL": f"/x?h=Authorization%3A%20Bearer%20{BEARER}",
         "a card number with + for spaces": "/x?card=" + CARD_SPACED.replace(" ", "+"),
         "a card number with %20 for spaces": "/x/" + CARD_SPACED.replace(" ", "%20"),
+        "a key in a URL inside a query (twice encoded)": f"/login?next=%2Fx%3Fq%3D%2522{KMY}%2522",
+        "a card in a URL inside a query (twice encoded)": "/login?next=%2Fx%3Fc%3D" + CARD_SPACED.replace(" ", "%2520"),
     }
     kept = {what: redact(text) for what, text in samples.items()
             if any(s in redact(text) for s in (KMY, SK_LIVE, BEARER, CARD_SPACED.replace(" ", "+"),
-                                              CARD_SPACED.replace(" ", "%20")))}
+                                              CARD_SPACED.replace(" ", "%20"), CARD_SPACED.replace(" ", "%2520")))}
     assert not kept, f"left whole by redact(): {kept}"
 
 
@@ -54,6 +56,10 @@ def test_ordinary_url_encoded_text_is_left_as_it_is():
 def test_the_rest_of_an_encoded_line_is_kept_around_a_redacted_key():
     assert redact(f"/x?a=1&q=%22{SK_LIVE}%22&b=2") == "/x?a=1&q=%22sk_live_[REDACTED]%22&b=2"
     assert redact("/x?card=" + CARD_SPACED.replace(" ", "+") + "&n=3") == "/x?card=[REDACTED CARD]&n=3"
+    assert redact(f"/l?next=%2Fx%3Fq%3D%2522{KMY}%2522%26n%3D3") == (
+        f"/l?next=%2Fx%3Fq%3D%2522{KMY[:12]}[REDACTED]%2522%26n%3D3"
+    )
+    assert redact(redact(f"/x?q=%22{SK_LIVE}%22")) == redact(f"/x?q=%22{SK_LIVE}%22")  # idempotent
 
 
 @pytest.fixture(scope="module")
