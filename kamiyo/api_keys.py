@@ -14,6 +14,7 @@ from sqlalchemy import or_, select
 
 from . import auth_failures, scopes
 from .bearer import bearer_token, unauthorized
+from .control_chars import has_control
 from .extensions import db
 from .models import ApiKey, utcnow
 
@@ -23,6 +24,7 @@ VISIBLE_CHARS = 12  # "kmy_" + 8 random characters: enough to tell keys apart in
 # Writing last_used_at on every request would make each API call a write;
 # once a minute is precise enough for "is this key still in use?".
 LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
+NAME_CONTROL_MESSAGE = "name must not contain control characters (tabs, line breaks, escape sequences)"
 
 
 def hash_key(plaintext: str) -> str:
@@ -37,6 +39,9 @@ def create_api_key(
     name = name.strip()
     if not name or len(name) > 128:
         raise ValueError("name must be 1 to 128 characters")
+    if has_control(name):
+        # A name is printed to operators' terminals (`api-keys list`): no escape sequences.
+        raise ValueError(NAME_CONTROL_MESSAGE)
     stored_scopes = scopes.normalise(scope_list)
     if expires_in is not None and expires_in <= dt.timedelta(0):
         raise ValueError("an expiry must be in the future")

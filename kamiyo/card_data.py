@@ -108,3 +108,27 @@ def redact_card_numbers(text: str, marker: str) -> str:
         return _redact_run(match.group(0), marker)
 
     return _DIGIT_RUN_RE.sub(replace, text)
+
+
+def mask_card_numbers(text: str, char: str) -> str:
+    """`text` with every character of each card number (its separators too) replaced by `char`:
+    the same length as `text`, so a caller can tell where the cards were."""
+    if _CARD_HINT_RE.search(text) is None:
+        return text
+
+    def replace(match: re.Match) -> str:
+        parts = _GROUP_SPLIT_RE.split(match.group(0))
+        groups = parts[0::2]
+        if sum(map(len, groups)) < MIN_DIGITS:
+            return match.group(0)
+        card_of = _card_of_groups(groups)
+        out: list[str] = []
+        for k, group in enumerate(groups):
+            out.append(char * len(group) if card_of[k] >= 0 else group)
+            if k < len(groups) - 1:
+                separator = parts[2 * k + 1]
+                inside = card_of[k] >= 0 and card_of[k] == card_of[k + 1]
+                out.append(char * len(separator) if inside else separator)
+        return "".join(out)
+
+    return _DIGIT_RUN_RE.sub(replace, text)

@@ -13,6 +13,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from . import api_keys, audit, scopes, users
+from .control_chars import replace_control
 from .models import utcnow
 from .observability.logging import log_verbosely
 
@@ -78,11 +79,17 @@ def api_keys_create(name: str, scope_list: tuple[str, ...], expires_in: str | No
         entry.target = f"{key.name} ({key.prefix}...)"
         entry.detail = f"scopes: {scopes.describe(key.scopes)}; expires: {_fmt(key.expires_at)}"
     click.echo(
-        f"Created {'a full' if key.scopes is None else 'a restricted'} API key #{key.id} '{key.name}' "
+        f"Created {'a full' if key.scopes is None else 'a restricted'} API key #{key.id} '{_name(key)}' "
         f"({key.prefix}...), scopes: {scopes.describe(key.scopes)}, expires: {_fmt(key.expires_at)}. "
         "Store it now: it is not shown again."
     )
     click.echo(plaintext)
+
+
+def _name(key) -> str:
+    # Names are refused with control characters, but one stored before that rule (or written
+    # to the database directly) must not reach the operator's terminal as escape sequences.
+    return replace_control(key.name, "?")
 
 
 def _status(key) -> str:
@@ -106,7 +113,7 @@ def api_keys_list() -> None:
     )
     for key in keys:
         click.echo(
-            f"{key.id:>4}  {key.name[:24]:<24} {key.prefix:<14} {_fmt(key.created_at):<20} "
+            f"{key.id:>4}  {_name(key)[:24]:<24} {key.prefix:<14} {_fmt(key.created_at):<20} "
             f"{_fmt(key.last_used_at):<20} {_fmt(key.expires_at) if key.expires_at else 'never':<20} "
             f"{scopes.describe(key.scopes):<44} {_status(key)}"
         )
@@ -124,7 +131,7 @@ def api_keys_revoke(key: str) -> None:
                 entry.target = f"{found.name} ({found.prefix}...)"
                 entry.detail = "already revoked"
                 click.echo(
-                    f"API key #{found.id} '{found.name}' ({found.prefix}...) was already revoked on "
+                    f"API key #{found.id} '{_name(found)}' ({found.prefix}...) was already revoked on "
                     f"{_fmt(found.revoked_at)}; nothing to do."
                 )
                 return
@@ -134,7 +141,7 @@ def api_keys_revoke(key: str) -> None:
         if revoked is None:
             raise click.ClickException(f"no API key with id or prefix {key!r}")
         entry.target = f"{revoked.name} ({revoked.prefix}...)"
-    click.echo(f"Revoked API key #{revoked.id} '{revoked.name}' ({revoked.prefix}...).")
+    click.echo(f"Revoked API key #{revoked.id} '{_name(revoked)}' ({revoked.prefix}...).")
 
 
 users_cli = AppGroup("users", help="Dashboard users.")

@@ -253,11 +253,34 @@ def _check_api_base(url: Any) -> None:
     any other host the secret key would cross the network in clear text."""
     from urllib.parse import urlsplit
 
-    parts = urlsplit(str(url))
+    from urllib3.exceptions import LocationParseError
+    from urllib3.util import parse_url
+
+    from .control_chars import has_control
+
+    text = str(url)
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError(f"STRIPE_API_BASE {url!r} must be an https:// URL (https://api.stripe.com)")
+    # The host checked here must be the host the key is sent to. urllib.parse and urllib3 (which
+    # sends the request) read some URLs differently -- a backslash ends urllib3's authority, not
+    # urllib.parse's -- so anything an API base never needs is refused outright, and the two
+    # readings of the host must agree.
+    if "\\" in text or " " in text or has_control(text, beyond_ascii=True):
+        raise ConfigError(
+            f"STRIPE_API_BASE {url!r} contains a backslash, a space, a control or a non-ASCII "
+            "character: write the plain URL (https://api.stripe.com)"
+        )
+    if "@" in parts.netloc:
+        raise ConfigError(f"STRIPE_API_BASE {url!r} carries a user name or password: remove the part before '@'")
+    try:
+        client_host = (parse_url(text).host or "").strip("[]").lower()
+    except LocationParseError:
+        client_host = ""
+    if not client_host or client_host != (parts.hostname or "").lower():
+        raise ConfigError(f"STRIPE_API_BASE {url!r} has no clear host name: write the plain URL")
     if parts.scheme == "https":
         return
-    if parts.scheme != "http":
-        raise ConfigError(f"STRIPE_API_BASE {url!r} must be an https:// URL (https://api.stripe.com)")
     if not _is_loopback(parts.hostname or ""):
         raise ConfigError(
             f"STRIPE_API_BASE {url!r} is plain http:// to another host: the secret key would be sent "

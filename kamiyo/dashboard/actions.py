@@ -187,6 +187,9 @@ def new_api_key():
     """The create form lands here first: a confirmation page, which creates nothing."""
     form = NewApiKeyForm()
     if not form.validate_on_submit():
+        if set(form.errors) == {"name"}:
+            flash(f"No key created: {form.name.errors[0]}", "error")
+            return redirect(url_for("dashboard.api_keys_page"))
         abort(400)
     # One confirmation makes one key: a resubmitted confirmation (a reload) finds none pending.
     session[PENDING_KEY] = form.name.data

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from wtforms import EmailField, HiddenField, PasswordField, StringField
-from wtforms.validators import DataRequired, Length
+from wtforms.validators import DataRequired, Length, ValidationError
+
+from ..api_keys import NAME_CONTROL_MESSAGE
+from ..control_chars import has_control
 
 
 class LoginForm(FlaskForm):
@@ -21,5 +24,10 @@ class LogoutForm(FlaskForm):
     pass
 
 
+def _no_control_characters(form: FlaskForm, field: StringField) -> None:
+    if field.data and has_control(field.data):
+        raise ValidationError(NAME_CONTROL_MESSAGE)
+
+
 class NewApiKeyForm(FlaskForm):
-    name = StringField("Name", validators=[DataRequired(), Length(min=1, max=128)])
+    name = StringField("Name", validators=[DataRequired(), Length(min=1, max=128), _no_control_characters])

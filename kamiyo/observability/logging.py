@@ -30,7 +30,7 @@ import click
 from flask import g, has_request_context
 from pythonjsonlogger.json import JsonFormatter
 
-from ..card_data import is_card_digits, redact_card_numbers
+from ..card_data import is_card_digits, mask_card_numbers, redact_card_numbers
 
 __all__ = [
     "RedactionFilter",
@@ -125,19 +125,25 @@ _CVC_RE = re.compile(
 )
 
 
-def _keep_key_redact_value(match: re.Match) -> str:
+def _keep_key_redact_value(match: re.Match, mask: bool = False) -> str:
     quote = match.group("vq")
+    raw = match.group(0)[len(match.group("key")) :]
     if quote is not None:
         # keep the quoting style so JSON-ish/repr-ish text stays readable
-        raw = match.group(0)[len(match.group("key")) :]
         opener = raw[: raw.index(quote) + 1]
         closer = "\\" + quote if raw.endswith("\\" + quote) else quote
-        return match.group("key") + opener + REDACTED + closer
-    return match.group("key") + REDACTED
+        hidden = _MASK * (len(raw) - len(opener) - len(closer)) if mask else REDACTED
+        return match.group("key") + opener + hidden + closer
+    return match.group("key") + (_MASK * len(raw) if mask else REDACTED)
 
 
 def _stripe_key_sub(match: re.Match) -> str:
     return (match.group(1) or match.group(2)) + REDACTED
+
+
+def _keep_prefix_mask_rest(match: re.Match) -> str:
+    kept = match.group(1) or match.group(2) or ""
+    return kept + _MASK * (len(match.group(0)) - len(kept))
 
 
 def redact(text: str) -> str:
@@ -155,6 +161,8 @@ def redact(text: str) -> str:
         if cleaned == text:
             break
         text = cleaned
+    if "%" in text or "+" in text:
+        text = _redact_url_encoded(text)
     return text
 
 
@@ -180,6 +188,114 @@ def _redact_once(text: str) -> str:
     if "cvc" in lowered or "cvv" in lowered:
         text = _CVC_RE.sub(_keep_key_redact_value, text)
     return redact_card_numbers(text, REDACTED_CARD)
+
+
+# URL-encoded text (a request line or Referer in gunicorn's access log, a URL in stripe's
+# request log): "%22" before a key or "+" between a card's groups hides what the patterns look
+# for. Such text is decoded (each %XX to one character, "+" to a space, so that every decoded
+# character comes from one known stretch of the original), the decoded view is masked with the
+# same patterns, character for character, and each masked stretch is replaced in the original.
+_MASK = "\ue000"
+_MASK_CARD = "\ue001"
+_ESCAPE_RE = re.compile(r"%[0-9A-Fa-f]{2}|\+")
+_DECODED = {f"%{i:02x}": chr(i) for i in range(256)} | {f"%{i:02X}": chr(i) for i in range(256)} | {"+": " "}
+_MASKED_RE = re.compile(f"{_MASK}+|{_MASK_CARD}+")
+# An escape between two digits: the only way decoding can join a card's groups (a timestamp's
+# " +0000" does not qualify, which spares most access-log lines the card scan).
+_ESCAPED_SEPARATOR_RE = re.compile(r"[0-9](?:\+|%[0-9A-Fa-f]{2})[0-9]")
+
+
+def _mask_once(text: str, cards: bool) -> str:
+    """`_redact_once` on the decoded view, with every removed character replaced by a mask
+    character instead of a marker: the result has the length of `text`."""
+    if "sk_" in text or "rk_" in text:
+        text = _STRIPE_KEY_RE.sub(_keep_prefix_mask_rest, text)
+    if "whsec_" in text:
+        text = _WHSEC_RE.sub(lambda m: "whsec_" + _MASK * (len(m.group(0)) - 6), text)
+    if "kmy_" in text:
+        text = _KMY_KEY_RE.sub(_keep_prefix_mask_rest, text)
+    for secret in _literal_secrets:
+        if secret in text:
+            text = text.replace(secret, _MASK * len(secret))
+    lowered = text.lower()
+    if "authorization" in lowered:
+        text = _AUTH_RE.sub(lambda m: _keep_key_redact_value(m, mask=True), text)
+    if "bearer" in lowered:
+        text = _BEARER_RE.sub(_keep_prefix_mask_rest, text)
+    if "cvc" in lowered or "cvv" in lowered:
+        text = _CVC_RE.sub(lambda m: _keep_key_redact_value(m, mask=True), text)
+    return mask_card_numbers(text, _MASK_CARD) if cards else text
+
+
+def _decoded_starts(text: str) -> list[int]:
+    """For each character of `text` decoded, where it begins in `text`; then len(text)."""
+    starts: list[int] = []
+    position = 0
+    for escape in _ESCAPE_RE.finditer(text):
+        starts.extend(range(position, escape.start()))
+        starts.append(escape.start())
+        position = escape.end()
+    starts.extend(range(position, len(text) + 1))
+    return starts
+
+
+def _masked_spans(decoded: str, cards: bool) -> list[tuple[int, int, str]]:
+    masked = decoded
+    for _ in range(4):
+        again = _mask_once(masked, cards)
+        if again == masked:
+            break
+        masked = again
+    if masked == decoded:
+        return []
+    return [
+        (run.start(), run.end(), REDACTED_CARD if run.group(0)[0] == _MASK_CARD else REDACTED)
+        for run in _MASKED_RE.finditer(masked)
+        if decoded[run.start() : run.end()] != run.group(0)  # not mask characters the text itself held
+    ]
+
+
+def _redact_url_encoded(text: str) -> str:
+    cards = _ESCAPED_SEPARATOR_RE.search(text) is not None
+    if "%" not in text and not cards:
+        # "+" already ends a word for the key patterns; as a space it matters only to cards,
+        # Authorization values and CVCs.
+        lowered = text.lower()
+        if "authorization" not in lowered and "cvc" not in lowered and "cvv" not in lowered:
+            return text
+    spans: list[tuple[int, int, str]] = []  # in `text`: [start, end), marker
+    levels = [text]  # the text, then the text decoded once
+    # Two levels: a URL inside a query parameter (a redirect target, a Referer) is encoded twice.
+    for depth in range(2):
+        current = levels[-1]
+        decoded = _ESCAPE_RE.sub(lambda m: _DECODED[m.group(0)], current)
+        if decoded == current:
+            break
+        if depth:
+            cards = cards or _ESCAPED_SEPARATOR_RE.search(current) is not None
+        found = _masked_spans(decoded, cards)
+        if found:
+            starts = _decoded_starts(current)
+            for outer in reversed(levels[:-1]):
+                outer_starts = _decoded_starts(outer)
+                starts = [outer_starts[i] for i in starts]
+            spans.extend((starts[begin], starts[end], marker) for begin, end, marker in found)
+        if "%" not in decoded:
+            break
+        levels.append(decoded)
+    if not spans:
+        return text
+    out: list[str] = []
+    done = 0
+    for begin, end, marker in sorted(spans):
+        if end <= done:
+            continue
+        if begin >= done:
+            out.append(text[done:begin])
+            out.append(marker)
+        done = end
+    out.append(text[done:])
+    return "".join(out)
 
 
 # --------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from ..control_chars import replace_control
 from ..extensions import db, rowcount
 from ..models import utcnow
 from ..observability.alerts import send_alert
+from ..observability.logging import redact
 from ..rate_limits import hit, too_many_requests
 from . import metrics
 from .models import RateLimitViolation
@@ -43,7 +44,9 @@ _alerted_lock = threading.Lock()
 
 def sanitise_user_agent(value: str | None) -> str:
     # Printable ASCII only: the client chooses it, and it goes into the log, the table and alerts.
-    return replace_control(value or "", "?", beyond_ascii=True)[:256]
+    # Redacted like a log line: the table and the dashboard must not hold a key a client put in
+    # it either. Redacted before it is cut, so that no cut leaves part of a key unrecognised.
+    return redact(replace_control(value or "", "?", beyond_ascii=True))[:256]
 
 
 # The key Flask-Limiter gave this limit: a count in Redis carries over an upgrade.

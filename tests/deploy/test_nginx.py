@@ -114,7 +114,9 @@ def test_the_sample_buffers_times_out_slow_clients_and_sets_hsts():
     assert directive("proxy_request_buffering") == ["on"]
     for name in ("client_header_timeout", "client_body_timeout", "send_timeout"):
         assert len(directive(name)) == 1, name
-    assert directive("add_header") == ['Strict-Transport-Security "max-age=63072000; includeSubDomains" always']
+    assert directive("add_header") == ['Strict-Transport-Security "max-age=63072000; includeSubDomains" always',
+                                       "X-Content-Type-Options nosniff always"]
+    assert directive("proxy_hide_header") == ["X-Content-Type-Options"]  # once per answer, not twice
     # One hop, overwritten: what TRUSTED_PROXY_COUNT=1 reads.
     assert "X-Forwarded-For $remote_addr" in directive("proxy_set_header")
     assert directive("server") == ["127.0.0.1:8000"]  # gunicorn on loopback only
