@@ -45,8 +45,7 @@ fail() {
 # `flask --app wsgi SUBCOMMAND... ARGS...` in a release folder, with the services' settings:
 # run_flask RELEASE HOOK "SUBCOMMAND WORDS" ARGS... A non-empty HOOK (KAMIYO_BACKUP_CMD,
 # KAMIYO_PREFLIGHT_CMD, KAMIYO_VERIFY_CMD) replaces `flask --app wsgi SUBCOMMAND` by another
-# command taking the same ARGS with the same exit codes: a test's stand-in while a command
-# is not there yet.
+# command taking the same ARGS with the same exit codes: how a test makes a step fail.
 run_flask() {
     local release=$1 hook=$2 words=$3
     shift 3

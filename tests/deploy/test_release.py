@@ -25,18 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RELEASE = ROOT / "deploy" / "release.sh"
 VENV = Path(sys.executable).parent.parent  # the shared venv: KAMIYO_RELEASE_VENV, no pip per release
 
-# Stand-ins for commands other branches are adding (same arguments, same exit codes), used
-# only while `flask --app wsgi <command> --help` says the real one is not there.
-STANDIN = '''
-import sys, requests
-command = sys.argv[1]
-if command == "verify-deploy":
-    url = sys.argv[sys.argv.index("--url") + 1]
-    answer = requests.get(url + "/health", timeout=5)
-    print(f"verify-deploy (stand-in): /health {answer.status_code}")
-    sys.exit(0 if answer.status_code == 200 else 2)
-print(f"{command} (stand-in): ok")
-'''
+# release.sh's KAMIYO_PREFLIGHT_CMD hook: a preflight that fails, as one with a bad secret does.
 FAILING_PREFLIGHT = 'import sys; print("preflight (stand-in): STRIPE_SECRET_KEY is ill-formed"); sys.exit(2)\n'
 
 # Added to a release's wsgi.py: what the test sees of which code answered.
@@ -55,13 +44,6 @@ def _test_broken_health():
     if request.path == "/health":
         return {{"status": "broken by the test"}}, 503
 '''
-
-
-def has_command(*words: str) -> bool:
-    env = {**os.environ, **TEST_SECRETS}
-    done = subprocess.run([VENV / "bin" / "flask", "--app", "wsgi", *words, "--help"], cwd=ROOT, env=env,
-                          capture_output=True, timeout=60)
-    return done.returncode == 0
 
 
 def source(tmp: Path, name: str, extra: str = "") -> Path:
@@ -114,16 +96,10 @@ def site(tmp_path_factory, stripe_proxy):
     add_webhook_endpoint(stripe_proxy)
     env_file = tmp / "kamiyo.env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
-    standin = tmp / "standin.py"
-    standin.write_text(STANDIN)
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAMIYO_")}
     env.update(KAMIYO_ROOT=str(root), KAMIYO_ENV_FILE=str(env_file), KAMIYO_PIDFILE=str(tmp / "gunicorn.pid"),
                KAMIYO_RELEASE_VENV=str(VENV), KAMIYO_SCHEDULER_UNIT="", KAMIYO_VERIFY_URL=f"http://127.0.0.1:{port}",
                KAMIYO_BACKUP_DIR=str(tmp / "backups"))
-    for hook, words in (("KAMIYO_BACKUP_CMD", ("db", "backup")), ("KAMIYO_PREFLIGHT_CMD", ("preflight",)),
-                        ("KAMIYO_VERIFY_CMD", ("verify-deploy",))):
-        if not has_command(*words):
-            env[hook] = f"{sys.executable} {standin} {words[-1]}"
 
     def release(folder: Path, **extra_env: str) -> subprocess.CompletedProcess:
         return subprocess.run(["bash", RELEASE, folder], env={**env, **extra_env}, capture_output=True, text=True,
