@@ -187,6 +187,8 @@ def finalise(config: dict[str, Any], instance_path: str) -> None:
     _check_lease(config)
     _check_webhook_tolerance(config["WEBHOOK_TOLERANCE_SECONDS"])
     _check_api_base(config["STRIPE_API_BASE"])
+    if not config.get("TESTING") and not config.get("DEMO_MODE"):
+        _check_metrics_token(config.get("METRICS_TOKEN"))
 
 
 def stripe_step_seconds(config: Mapping[str, Any]) -> float:
@@ -275,3 +277,16 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+METRICS_TOKEN_MIN_LENGTH = 16
+
+
+def _check_metrics_token(token: Any) -> None:
+    """A token an operator types is guessable when short: the per-IP failure limit slows a
+    guesser, it does not stop many IPs."""
+    if token and len(str(token)) < METRICS_TOKEN_MIN_LENGTH:
+        raise ConfigError(
+            f"METRICS_TOKEN is {len(str(token))} characters: use at least {METRICS_TOKEN_MIN_LENGTH} "
+            '(python -c "import secrets; print(secrets.token_urlsafe(32))" makes one)'
+        )
