@@ -99,20 +99,27 @@ def _identifiers(bucket: str) -> list[str]:
     return [prefix, bucket, SCOPE] if prefix else [bucket, SCOPE]
 
 
+def peek(item: RateLimitItem, *identifiers: str) -> tuple[bool, float]:
+    """Whether one more hit would be within `item`, counting nothing: (allowed, reset_at), as
+    rate_limits.hit. A store that fails answers allowed (hit() counts in memory meanwhile)."""
+    fallback = current_app.extensions[FALLBACK_KEY]
+    try:
+        strategy = limiter.limiter if time.monotonic() >= fallback.retry_at else fallback.strategy(limiter.limiter)
+        if strategy.test(item, *identifiers):
+            return True, 0.0
+        return False, strategy.get_window_stats(item, *identifiers).reset_time
+    except Exception as exc:  # noqa: BLE001 -- each store driver (redis, memcached...) has its own errors
+        log.warning("rate limit store unreachable (%s): not checked", type(exc).__name__)
+        return True, 0.0
+
+
 def check_blocked(credential: str) -> None:
     """For a shared secret (the metrics token): raise the 429 before the secret is checked when
     the client's IP is over its limit already. Counts nothing."""
     ip = get_remote_address() or "-"
     identifiers = _identifiers(client_bucket(ip))
-    fallback = current_app.extensions[FALLBACK_KEY]
     for item in _items(current_app.config["AUTH_FAILURE_RATE_LIMIT"]):
-        try:
-            strategy = limiter.limiter if time.monotonic() >= fallback.retry_at else fallback.strategy(limiter.limiter)
-            allowed = strategy.test(item, *identifiers)
-            reset_at = 0.0 if allowed else strategy.get_window_stats(item, *identifiers).reset_time
-        except Exception as exc:  # noqa: BLE001 -- each store driver has its own errors; hit() falls back
-            log.warning("rate limit store unreachable (%s): checking %s unblocked", type(exc).__name__, ip)
-            return
+        allowed, reset_at = peek(item, *identifiers)
         if not allowed:
             log.warning(
                 "authentication refused: %s from %s, over the failure limit",

@@ -78,7 +78,8 @@ DEFAULTS: dict[str, Any] = {
     "DASHBOARD_SESSION_HOURS": 8.0,  # a session ends this long after its login, however busy
     "DASHBOARD_COOKIE_SECURE": "auto",  # auto: Secure except in demo mode and debug; true; false
     "LOGIN_RATE_LIMIT_PER_IP": "20/minute",
-    "LOGIN_RATE_LIMIT_PER_ACCOUNT": "5/minute;20/hour",
+    "LOGIN_RATE_LIMIT_PER_ACCOUNT": "5/minute;20/hour",  # per account and client (IPv4, IPv6 /64)
+    "LOGIN_RATE_LIMIT_PER_ACCOUNT_ALL_IPS": "100/hour",  # past it, only clients with no failures try
     "BACKUP_KEEP": 14,  # `flask db backup` keeps this many backups in its folder
     # --- release checks (kamiyo/release) ---
     "PUBLIC_URL": None,  # https://payments.example.com: where Stripe reaches us (webhook endpoint)
@@ -218,6 +219,7 @@ RATE_LIMIT_SETTINGS = (
     "AUTH_FAILURE_RATE_LIMIT",
     "LOGIN_RATE_LIMIT_PER_IP",
     "LOGIN_RATE_LIMIT_PER_ACCOUNT",
+    "LOGIN_RATE_LIMIT_PER_ACCOUNT_ALL_IPS",
 )
 
 
