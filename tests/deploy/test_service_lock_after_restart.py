@@ -1,15 +1,19 @@
-"""Red team: the service lock on PostgreSQL (kamiyo/service_lock.py) when the database restarts.
+"""The service lock on PostgreSQL (kamiyo/service_lock.py) when the database restarts.
 
-The web process takes its shared advisory lock once, at start-up, on a connection of its own.
-A PostgreSQL restart (or failover, or an idle-session kill) ends that session and with it the
-lock; nothing takes it again. An idle web process then has no session at all, and
-`db restore` runs under it. Fails on the code as it is."""
+A PostgreSQL restart (or failover, or an idle-session kill) ends every session, and the service's
+advisory lock with it. The web process and the scheduler take it again (a watchdog thread); a
+restore waits long enough for them to come back and refuses; and a process that comes back to
+find a restore under way stops rather than serve a database being replaced."""
 
 from __future__ import annotations
 
+import time
+
+import psycopg
 import sqlalchemy as sa
 
-from tests.deploy.test_backup_restore import backup, restore
+from kamiyo import service_lock
+from tests.deploy.test_backup_restore import backup, flask_process, restore
 from tests.support import gunicorn, postgresql_only, wait_until
 
 
@@ -55,4 +59,53 @@ def test_restore_is_refused_while_gunicorn_serves_even_after_postgresql_restarte
                 + result.output
             )
     finally:
+        engine.dispose()
+
+
+def _lock_holders(engine) -> list[str]:
+    with engine.connect() as connection:
+        return list(
+            connection.execute(
+                sa.text(
+                    "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+                    " WHERE l.locktype = 'advisory' AND l.objid = :key AND l.granted"
+                    " AND a.datname = current_database()"
+                ),
+                {"key": service_lock.ADVISORY_KEY},
+            ).scalars()
+        )
+
+
+@postgresql_only
+def test_the_scheduler_takes_its_lock_again_or_stops_when_a_restore_has_it(
+    app, database, database_uri, isolated_environment
+):
+    engine = sa.create_engine(database_uri.replace("postgresql://", "postgresql+psycopg://", 1))
+    scheduler = flask_process(database_uri, isolated_environment, "scheduler", "run")
+    restorer = None
+    try:
+        assert "Scheduler running" in scheduler.stdout.readline()
+        assert any(name.startswith("kamiyo-scheduler") for name in _lock_holders(engine))
+
+        # A restart: the lock is taken again, on a new session.
+        _drop_every_session(engine)
+        wait_until(lambda: any(name.startswith("kamiyo-scheduler") for name in _lock_holders(engine)), timeout=15)
+        assert scheduler.poll() is None
+
+        # A restart, and a restore takes the lock before the scheduler is back: it stops.
+        _drop_every_session(engine)
+        restorer = psycopg.connect(database_uri, autocommit=True)
+        assert restorer.execute("SELECT pg_try_advisory_lock(%s)", (service_lock.ADVISORY_KEY,)).fetchone()[0]
+        started = time.monotonic()
+        output, _ = scheduler.communicate(timeout=30)
+        assert scheduler.returncode == 1, output
+        assert time.monotonic() - started < service_lock.WATCHDOG_SECONDS + service_lock.RETAKE_WAIT_SECONDS + 5
+        assert "CRITICAL" in output and "a database restore is running against" in output, output
+        assert "Traceback" not in output, output
+    finally:
+        if scheduler.poll() is None:
+            scheduler.terminate()
+            scheduler.wait(timeout=30)
+        if restorer is not None:
+            restorer.close()
         engine.dispose()
