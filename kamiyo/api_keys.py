@@ -62,7 +62,10 @@ def list_api_keys() -> list[ApiKey]:
 
 
 def find_api_key(ident: str) -> ApiKey | None:
-    """The key with this numeric id or visible prefix; None when nothing matches."""
+    """The key with this numeric id, visible prefix, or whole plaintext (an operator holding a
+    leaked key pastes it: found by its hash); None when nothing matches."""
+    if ident.startswith(KEY_PREFIX) and len(ident) > VISIBLE_CHARS:
+        return db.session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(ident)))
     conditions = [ApiKey.prefix == ident]
     if ident.isdigit():
         conditions.append(ApiKey.id == int(ident))
@@ -73,7 +76,7 @@ def find_api_key(ident: str) -> ApiKey | None:
 
 
 def revoke_api_key(ident: str) -> ApiKey | None:
-    """Revoke by numeric id or visible prefix; returns None when nothing matches. A key
+    """Revoke by numeric id, visible prefix or whole key; returns None when nothing matches. A key
     revoked already keeps its first revocation date."""
     key = find_api_key(ident)
     if key is None:

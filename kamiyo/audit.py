@@ -2,7 +2,8 @@
 dashboard or the CLI: who, what, on what, the outcome, from where and when.
 
 A dashboard action's actor is the user's email and its IP the client's; a command's actor
-is "cli:<OS user>" and its IP null.
+is "cli:<OS user>" (under sudo "cli:<operator> (as <OS user>)") and its IP null. Target and
+detail go through the log redaction: an operator may paste a key where a name was asked for.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .control_chars import replace_control
 from .extensions import db
 from .listing import Page, paginate, text_filter
 from .models import AuditEntry
+from .observability.logging import redact
 
 log = logging.getLogger("kamiyo.audit")
 
@@ -33,9 +35,9 @@ def record(actor: str, action: str, target: str, outcome: str, detail: str | Non
     entry = AuditEntry(
         actor=actor[:254],
         action=action[:64],
-        target=replace_control(target, "?")[:255],
+        target=replace_control(redact(target), "?")[:255],
         outcome=outcome,
-        detail=replace_control(detail, "?")[:500] if detail else None,
+        detail=replace_control(redact(detail), "?")[:500] if detail else None,
         client_ip=((request.remote_addr or "")[:64] or None) if has_request_context() else None,
     )
     db.session.add(entry)
@@ -44,12 +46,19 @@ def record(actor: str, action: str, target: str, outcome: str, detail: str | Non
 
 
 def cli_actor() -> str:
-    """ "cli:<OS user>", from the process's real uid (not $USER, which anyone sets)."""
+    """ "cli:<OS user>", from the process's real uid (not $USER, which anyone sets).
+
+    Operators run commands as the service's user (`sudo -u kamiyo ...`, the database being
+    theirs alone), so under sudo the operator sudo names comes first: "cli:alice (as kamiyo)".
+    SUDO_USER can be set by hand, which is why the real uid's user is always kept beside it."""
     uid = os.getuid()
     try:
         name = pwd.getpwuid(uid).pw_name
     except KeyError:  # a uid with no passwd entry (a container's, say)
         name = f"uid{uid}"
+    operator = replace_control(os.environ.get("SUDO_USER", "").strip(), "?")[:64]
+    if operator and operator != name:
+        return f"cli:{operator} (as {name})"
     return f"cli:{name}"
 
 

@@ -14,6 +14,11 @@ A restore checks the checksum, the kind of file against the database, that the f
 ours (a SQLite backup: sound, our tables, a migration the code knows), asks (or takes --yes),
 and runs only with the database to itself (kamiyo/service_lock.py): SQLite's backup API the
 other way, or `pg_restore --clean --if-exists --single-transaction`.
+
+A restore does not undo security decisions taken since the backup: API keys revoked and
+dashboard users disabled now stay so (matched by key hash and email), sessions ended now stay
+ended (each user's session version never goes down), and the audit entries written since the
+backup are put back. The restore itself is an audit entry (restore-database).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import datetime as dt
 import errno
 import glob
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -35,13 +41,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
-from . import service_lock
+from . import audit, service_lock
 
 DEFAULT_FOLDER = "backups"  # in the instance folder
 NAME = re.compile(r"^kamiyo-(sqlite|postgresql)-([0-9a-f]{8})-(\d{8}T\d{6}-\d{6}Z)\.(sqlite3|dump)$")
@@ -363,60 +372,215 @@ def check_ours(app: Flask, path: Path, kind: str) -> None:
             )
 
 
-def restore(app: Flask, path: Path) -> list[str]:
-    """Replace the database's content with the backup's; the caller verified it. Returns
-    tables the backup does not have, left as they were (PostgreSQL)."""
-    uri = app.config["SQLALCHEMY_DATABASE_URI"]
+@dataclass
+class CarryOver:
+    """What the database holds now that a restore must not undo."""
+
+    revoked_keys: list[dict[str, Any]] = field(default_factory=list)  # key_hash, revoked_at, id, prefix
+    users: list[dict[str, Any]] = field(default_factory=list)  # email, disabled_at, session_version
+    audit_rows: list[dict[str, Any]] = field(default_factory=list)
+    unreadable: str | None = None  # why nothing could be read (a fresh, empty database, say)
+
+
+AUDIT_COLUMNS = ("occurred_at", "actor", "action", "target", "outcome", "detail", "client_ip")
+
+
+def read_carry_over() -> CarryOver:
+    """The revocations, disabled users, session versions and audit entries of the database as
+    it is, before a restore replaces it."""
+    from .extensions import db
+    from .models import ApiKey, AuditEntry, DashboardUser
+
+    carry = CarryOver()
+    try:
+        carry.revoked_keys = [
+            dict(row._mapping)
+            for row in db.session.execute(
+                select(ApiKey.key_hash, ApiKey.revoked_at, ApiKey.id, ApiKey.prefix).where(
+                    ApiKey.revoked_at.is_not(None)
+                )
+            )
+        ]
+        carry.users = [
+            dict(row._mapping)
+            for row in db.session.execute(
+                select(DashboardUser.email, DashboardUser.disabled_at, DashboardUser.session_version)
+            )
+        ]
+        columns = [getattr(AuditEntry, name) for name in AUDIT_COLUMNS]
+        carry.audit_rows = [dict(row._mapping) for row in db.session.execute(select(*columns).order_by(AuditEntry.id))]
+    except SQLAlchemyError as exc:
+        carry = CarryOver(unreadable=type(exc).__name__)
+    finally:
+        db.session.remove()
+    return carry
+
+
+def apply_carry_over(carry: CarryOver) -> str:
+    """Re-apply `carry` to the restored database, in one transaction; says what it did."""
+    from .extensions import db
+    from .models import ApiKey, DashboardUser
+
+    session = db.session
+
+    def changed(statement) -> int:
+        return int(getattr(session.execute(statement), "rowcount", 0))
+
+    revoked = disabled = sessions = 0
+    for key in carry.revoked_keys:
+        revoked += changed(
+            update(ApiKey)
+            .where(ApiKey.key_hash == key["key_hash"])
+            .where(or_(ApiKey.revoked_at.is_(None), ApiKey.revoked_at > key["revoked_at"]))
+            .values(revoked_at=key["revoked_at"])
+        )
+    for user in carry.users:
+        if user["disabled_at"] is not None:
+            disabled += changed(
+                update(DashboardUser)
+                .where(DashboardUser.email == user["email"], DashboardUser.disabled_at.is_(None))
+                .values(disabled_at=user["disabled_at"])
+            )
+        sessions += changed(
+            update(DashboardUser)
+            .where(DashboardUser.email == user["email"], DashboardUser.session_version < user["session_version"])
+            .values(session_version=user["session_version"])
+        )
+    # Committed apart, first: a revocation holds even if the audit entries cannot be put back.
+    session.commit()
+    done = f"{revoked} key revocation(s), {disabled} disabled user(s), {sessions} ended session version(s)"
+    try:
+        count = _put_back_audit(carry)
+    except SQLAlchemyError as exc:
+        session.rollback()
+        raise AuditNotCarried(done, type(exc).__name__) from None
+    return f"{done} and {count} audit entr{'y' if count == 1 else 'ies'} written since the backup"
+
+
+class AuditNotCarried(Exception):
+    def __init__(self, done: str, why: str) -> None:
+        super().__init__(why)
+        self.done, self.why = done, why
+
+
+def _put_back_audit(carry: CarryOver) -> int:
+    from .extensions import db
+    from .models import AuditEntry
+
+    session = db.session
+    # The restored log's newest entry marks the backup's time: what came after is put back.
+    newest = session.scalar(select(AuditEntry.occurred_at).order_by(AuditEntry.occurred_at.desc()).limit(1))
+    rows = [row for row in carry.audit_rows if newest is None or row["occurred_at"] > newest]
+    if rows:
+        session.execute(insert(AuditEntry), rows)
+    session.commit()
+    return len(rows)
+
+
+def _save_carry_over(app: Flask, carry: CarryOver) -> Path:
+    """Where an operator finds what could not be re-applied (0600: it names keys and users)."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S-%fZ")
+    path = Path(app.instance_path) / f"restore-carry-over-{stamp}.json"
+    _private_file(path)
+    path.write_text(
+        json.dumps(
+            {
+                "revoked_keys": [
+                    {"id": k["id"], "prefix": k["prefix"], "revoked_at": k["revoked_at"]} for k in carry.revoked_keys
+                ],
+                "disabled_users": [u for u in carry.users if u["disabled_at"] is not None],
+                "audit_events": carry.audit_rows,
+            },
+            default=str,
+            indent=1,
+        )
+    )
+    return path
+
+
+def restore(app: Flask, path: Path) -> tuple[list[str], str]:
+    """Replace the database's content with the backup's (the caller verified it), re-applying
+    what must not be undone (read before, applied after, the database ours alone throughout).
+    Returns the tables the backup does not have, left as they were (PostgreSQL), and what was
+    carried over."""
+    from .extensions import db
+
     with service_lock.exclusive(app):
-        if database_kind(uri) == "sqlite":
-            target = service_lock._sqlite_path(uri)
-            assert target is not None
-            if not target.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                _private_file(target)
-            src = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
-            dst = sqlite3.connect(target, timeout=float(app.config["SQLITE_BUSY_TIMEOUT_MS"]) / 1000)
-            try:
-                if src.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-                    raise BackupError(f"{path} is not a sound SQLite database (quick_check failed)")
-                src.backup(dst)
-            except sqlite3.DatabaseError as exc:
-                raise BackupError(f"{path} could not be restored ({exc}); nothing was changed") from None
-            finally:
-                dst.close()
-                src.close()
-            return []
-        conninfo, env = _libpq(uri)
-        # A session holding a table (a psql left in a transaction) fails the restore, all of it
-        # undone, instead of leaving it waiting unseen.
-        timeout_ms = int(app.config["POSTGRES_LOCK_TIMEOUT_MS"])
-        env["PGOPTIONS"] = f"{env.get('PGOPTIONS', '')} -c lock_timeout={timeout_ms}".strip()
-        restore_tool = _pg_tool("pg_restore")
-        listing = subprocess.run(
-            [restore_tool, "--list", str(path)], env=env, capture_output=True, stdin=subprocess.DEVNULL, text=True
-        )
-        in_backup = set(re.findall(r"^\d+; \d+ \d+ TABLE (\S+) (\S+) ", listing.stdout, re.MULTILINE))
-        _run(
-            [
-                restore_tool,
-                "--clean",
-                "--if-exists",
-                "--no-owner",
-                "--single-transaction",
-                "--exit-on-error",
-                "--no-password",
-                f"--dbname={conninfo}",
-                str(path),
-            ],
-            env,
-        )
-        from sqlalchemy import inspect
+        carry = read_carry_over()
+        extra = _restore_content(app, path)
+        if carry.unreadable:
+            return extra, "nothing carried over (the database held nothing readable before)"
+        db.engine.dispose()  # the pool's connections predate the restore
+        try:
+            return extra, apply_carry_over(carry)
+        except AuditNotCarried as exc:
+            saved = _save_carry_over(app, carry)
+            raise BackupError(
+                f"restored {path.name} and re-applied {exc.done}, but the audit entries written since the "
+                f"backup could not be put back ({exc.why}: the backup's schema is older?); they are saved in {saved}"
+            ) from None
+        except SQLAlchemyError as exc:
+            db.session.rollback()
+            saved = _save_carry_over(app, carry)
+            raise BackupError(
+                f"restored {path.name}, but what happened since the backup could not be re-applied "
+                f"({type(exc).__name__}: the backup's schema is older?): keys revoked and users disabled since "
+                f"are active again. They are listed in {saved}: run `flask --app wsgi db upgrade`, then revoke "
+                "and disable them again (`api-keys revoke PREFIX`, `users disable EMAIL`)"
+            ) from None
 
-        from .extensions import db
 
-        schema = inspect(db.engine).default_schema_name
-        now = set(inspect(db.engine).get_table_names())
-        return sorted(t for t in now if (schema, t) not in in_backup)
+def _restore_content(app: Flask, path: Path) -> list[str]:
+    uri = app.config["SQLALCHEMY_DATABASE_URI"]
+    if database_kind(uri) == "sqlite":
+        target = service_lock._sqlite_path(uri)
+        assert target is not None
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _private_file(target)
+        src = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+        dst = sqlite3.connect(target, timeout=float(app.config["SQLITE_BUSY_TIMEOUT_MS"]) / 1000)
+        try:
+            if src.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise BackupError(f"{path} is not a sound SQLite database (quick_check failed)")
+            src.backup(dst)
+        except sqlite3.DatabaseError as exc:
+            raise BackupError(f"{path} could not be restored ({exc}); nothing was changed") from None
+        finally:
+            dst.close()
+            src.close()
+        return []
+    conninfo, env = _libpq(uri)
+    # A session holding a table (a psql left in a transaction) fails the restore, all of it
+    # undone, instead of leaving it waiting unseen.
+    timeout_ms = int(app.config["POSTGRES_LOCK_TIMEOUT_MS"])
+    env["PGOPTIONS"] = f"{env.get('PGOPTIONS', '')} -c lock_timeout={timeout_ms}".strip()
+    restore_tool = _pg_tool("pg_restore")
+    listing = subprocess.run(
+        [restore_tool, "--list", str(path)], env=env, capture_output=True, stdin=subprocess.DEVNULL, text=True
+    )
+    in_backup = set(re.findall(r"^\d+; \d+ \d+ TABLE (\S+) (\S+) ", listing.stdout, re.MULTILINE))
+    _run(
+        [
+            restore_tool,
+            "--clean",
+            "--if-exists",
+            "--no-owner",
+            "--single-transaction",
+            "--exit-on-error",
+            "--no-password",
+            f"--dbname={conninfo}",
+            str(path),
+        ],
+        env,
+    )
+    from sqlalchemy import inspect
+
+    from .extensions import db
+
+    schema = inspect(db.engine).default_schema_name
+    now = set(inspect(db.engine).get_table_names())
+    return sorted(t for t in now if (schema, t) not in in_backup)
 
 
 def _revision_note(app: Flask) -> str:
@@ -482,13 +646,16 @@ def restore_command(path: Path, yes: bool) -> None:
     check_ours(app, path, kind)
     target = service_lock.describe_database(uri)
     click.echo(f"Backup {path} ({_human(path.stat().st_size)}, sha256 {digest[:16]}...: checksum matches).")
-    if not yes:
-        click.confirm(f"Replace every row of {target} with this backup?", abort=True)
-    try:
-        extra = restore(app, path)
-    except service_lock.ServiceRunning as exc:
-        raise BackupError(str(exc)) from None
+    with audit.cli_action("restore-database", path.name[:255]) as entry:
+        if not yes:
+            click.confirm(f"Replace every row of {target} with this backup?", abort=True)
+        try:
+            extra, carried = restore(app, path)
+        except service_lock.ServiceRunning as exc:
+            raise BackupError(str(exc)) from None
+        entry.detail = f"sha256 {digest[:16]}...; carried over: {carried}"
     click.echo(f"Restored {path.name} into {target}; {_revision_note(app)}.")
+    click.echo(f"Carried over: {carried}.")
     if extra:
         click.echo(
             f"Left as they were, not in the backup: tables {', '.join(extra)} (made after it was taken?); "

@@ -14,7 +14,7 @@ from flask.cli import AppGroup
 
 from . import api_keys, audit, scopes, users
 from .models import utcnow
-from .observability.logging import log_verbosely
+from .observability.logging import log_verbosely, redact
 
 DEMO_CREDENTIALS_FILE = "demo-credentials.json"
 DEMO_USER_EMAIL = "demo@kamiyo.local"
@@ -115,7 +115,7 @@ def api_keys_list() -> None:
 @api_keys_cli.command("revoke")
 @click.argument("key")
 def api_keys_revoke(key: str) -> None:
-    """Revoke KEY, given as its numeric id or its prefix."""
+    """Revoke KEY, given as its numeric id, its prefix or the whole key."""
     with audit.cli_action("revoke-api-key", key[:255]) as entry:
         try:
             found = api_keys.find_api_key(key)
@@ -132,7 +132,7 @@ def api_keys_revoke(key: str) -> None:
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
         if revoked is None:
-            raise click.ClickException(f"no API key with id or prefix {key!r}")
+            raise click.ClickException(f"no API key with id, prefix or value {redact(key)!r}")
         entry.target = f"{revoked.name} ({revoked.prefix}...)"
     click.echo(f"Revoked API key #{revoked.id} '{revoked.name}' ({revoked.prefix}...).")
 

@@ -78,7 +78,8 @@ DEFAULTS: dict[str, Any] = {
     "DASHBOARD_SESSION_HOURS": 8.0,  # a session ends this long after its login, however busy
     "DASHBOARD_COOKIE_SECURE": "auto",  # auto: Secure except in demo mode and debug; true; false
     "LOGIN_RATE_LIMIT_PER_IP": "20/minute",
-    "LOGIN_RATE_LIMIT_PER_ACCOUNT": "5/minute;20/hour",
+    "LOGIN_RATE_LIMIT_PER_ACCOUNT": "5/minute;20/hour",  # per account and client (IPv4, IPv6 /64)
+    "LOGIN_RATE_LIMIT_PER_ACCOUNT_ALL_IPS": "100/hour",  # past it, only clients with no failures try
     "BACKUP_KEEP": 14,  # `flask db backup` keeps this many backups in its folder
     # --- release checks (kamiyo/release) ---
     "PUBLIC_URL": None,  # https://payments.example.com: where Stripe reaches us (webhook endpoint)
@@ -187,6 +188,8 @@ def finalise(config: dict[str, Any], instance_path: str) -> None:
     _check_lease(config)
     _check_webhook_tolerance(config["WEBHOOK_TOLERANCE_SECONDS"])
     _check_api_base(config["STRIPE_API_BASE"])
+    if not config.get("TESTING") and not config.get("DEMO_MODE"):
+        _check_metrics_token(config.get("METRICS_TOKEN"))
 
 
 def stripe_step_seconds(config: Mapping[str, Any]) -> float:
@@ -216,6 +219,7 @@ RATE_LIMIT_SETTINGS = (
     "AUTH_FAILURE_RATE_LIMIT",
     "LOGIN_RATE_LIMIT_PER_IP",
     "LOGIN_RATE_LIMIT_PER_ACCOUNT",
+    "LOGIN_RATE_LIMIT_PER_ACCOUNT_ALL_IPS",
 )
 
 
@@ -275,3 +279,16 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+METRICS_TOKEN_MIN_LENGTH = 16
+
+
+def _check_metrics_token(token: Any) -> None:
+    """A token an operator types is guessable when short: the per-IP failure limit slows a
+    guesser, it does not stop many IPs."""
+    if token and len(str(token)) < METRICS_TOKEN_MIN_LENGTH:
+        raise ConfigError(
+            f"METRICS_TOKEN is {len(str(token))} characters: use at least {METRICS_TOKEN_MIN_LENGTH} "
+            '(python -c "import secrets; print(secrets.token_urlsafe(32))" makes one)'
+        )

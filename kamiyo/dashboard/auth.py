@@ -1,5 +1,13 @@
 """Signing in to the dashboard: Flask-Login sessions, roles, the login form's limits.
 
+The login's limits, on refused passwords only: LOGIN_RATE_LIMIT_PER_IP (any account), and
+LOGIN_RATE_LIMIT_PER_ACCOUNT per account *and* client (IPv4 address, IPv6 /64), so that
+wrong passwords sent from elsewhere cannot lock the account's owner out. Across all clients an
+account has a higher ceiling, LOGIN_RATE_LIMIT_PER_ACCOUNT_ALL_IPS: past it, a client that
+has failed on that account within the hour is answered 429 before its password is checked,
+and one with no failures still gets its try (the owner signs in; a guesser spread over many
+networks gets one guess per network and hour).
+
 The session stores "<user id>:<session version>": raising the version (logout, disable)
 ends every session of the user at once. A session also ends a fixed time after its login,
 however busy it is.
@@ -14,11 +22,14 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, current_app, redirect, render_template, request, session, url_for
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
+from limits import parse, parse_many
 
 from .. import audit, users
+from ..auth_failures import client_bucket, peek
 from ..control_chars import has_control
 from ..extensions import db, limiter
 from ..models import DashboardUser
+from ..rate_limits import hit, too_many_requests
 from .forms import LoginForm, LogoutForm
 
 log = logging.getLogger("kamiyo.dashboard")
@@ -97,14 +108,56 @@ def admin_required(view):
     return wrapper
 
 
-def _login_limit_key() -> str:
+def _login_email() -> str:
     """The account a login names, however the body was sent (the view refuses all but a form,
     but only after the limit has counted it)."""
     email = request.form.get("email")
     if email is None and request.is_json:
         body = request.get_json(silent=True)
         email = body.get("email") if isinstance(body, dict) else None
-    return "login-account:" + users.normalise_email(email if isinstance(email, str) else "")[:254]
+    return users.normalise_email(email if isinstance(email, str) else "")[:254]
+
+
+def _client() -> str:
+    return client_bucket(request.remote_addr or "-")
+
+
+def _login_limit_key() -> str:
+    """The account a login names and the client that sends it."""
+    return f"login-account:{_login_email()}:{_client()}"
+
+
+FAILED_FROM = parse("1/hour")  # "this client failed on this account within the hour"
+
+
+def _ceiling_ids(email: str) -> list[str]:
+    prefix = current_app.config.get("RATELIMIT_KEY_PREFIX")
+    return [prefix, "login-account-all", email] if prefix else ["login-account-all", email]
+
+
+def _failed_from_ids(email: str) -> list[str]:
+    return [*_ceiling_ids(email), _client()]
+
+
+def _check_account_ceiling(email: str) -> None:
+    """Past the account's ceiling across clients, 429 for a client that failed on it lately."""
+    no_failure_here, _ = peek(FAILED_FROM, *_failed_from_ids(email))
+    if no_failure_here:
+        return
+    for item in parse_many(current_app.config["LOGIN_RATE_LIMIT_PER_ACCOUNT_ALL_IPS"]):
+        allowed, reset_at = peek(item, *_ceiling_ids(email))
+        if not allowed:
+            log.warning(
+                "dashboard login refused: the account is over its ceiling of failed logins",
+                extra={"client_ip": request.remote_addr, "limit": "LOGIN_RATE_LIMIT_PER_ACCOUNT_ALL_IPS"},
+            )
+            raise too_many_requests(reset_at)
+
+
+def _count_refused_password(email: str) -> None:
+    hit(FAILED_FROM, *_failed_from_ids(email))
+    for item in parse_many(current_app.config["LOGIN_RATE_LIMIT_PER_ACCOUNT_ALL_IPS"]):
+        hit(item, *_ceiling_ids(email))
 
 
 def _password_refused(response) -> bool:
@@ -135,6 +188,8 @@ def login():
     error = None
     status = 200
     if form.validate_on_submit():
+        email = users.normalise_email(form.email.data or "")[:254]
+        _check_account_ceiling(email)
         row = users.authenticate(form.email.data or "", form.password.data or "")
         if row is not None:
             session.clear()  # a session fixed before the login is not carried into it
@@ -144,6 +199,7 @@ def login():
             log.info("dashboard login", extra={"user": row.email, "client_ip": request.remote_addr})
             return redirect(safe_next(form.next.data) or url_for("dashboard.overview"))
         log.warning("dashboard login refused", extra={"client_ip": request.remote_addr})
+        _count_refused_password(email)
         error, status = LOGIN_FAILED, 401
     elif request.method == "POST":
         error, status = "The form expired or was incomplete: please sign in again.", 400

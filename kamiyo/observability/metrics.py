@@ -15,7 +15,7 @@ from collections.abc import Callable
 from flask import Blueprint, Flask, Response, current_app
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
-from ..auth_failures import refuse
+from ..auth_failures import check_blocked, refuse
 from ..bearer import bearer_token, unauthorized
 
 bp = Blueprint("metrics", __name__)
@@ -41,6 +41,7 @@ def _registry():
 def metrics():
     token = current_app.config.get("METRICS_TOKEN")
     if token:
+        check_blocked("metrics_token")
         given = bearer_token()
         if given is None:
             raise refuse("metrics_token", "no token", unauthorized("metrics", "metrics token", "METRICS_TOKEN"))
