@@ -185,7 +185,7 @@ def _signals_unwind() -> Iterator[None]:
 
 
 def _write_failed(folder: Path, exc: BaseException) -> BackupError:
-    """A write that failed (the disk full, say), in one line."""
+    """A file that could not be read or written (the disk full, say), in one line."""
     full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or (
         isinstance(exc, sqlite3.Error) and "full" in str(exc).lower()
     )
@@ -195,7 +195,7 @@ def _write_failed(folder: Path, exc: BaseException) -> BackupError:
             "or back up into another folder: flask --app wsgi db backup FOLDER"
         )
     said = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    return BackupError(f"could not write the backup in {folder}: {said}; nothing was kept")
+    return BackupError(f"the backup failed ({said}); nothing was kept in {folder}")
 
 
 def make_backup(app: Flask, folder: Path, keep: int) -> Backup:
