@@ -1,16 +1,19 @@
 """`flask db backup [FOLDER]` and `flask db restore PATH`: backups that restore.
 
 A backup is one file, consistent while the service runs: SQLite's online backup API, or
-`pg_dump -Fc` (Debian's postgresql-client) for PostgreSQL. It is named by its time
-(`kamiyo-<database>-<UTC time>.<sqlite3|dump>`), written under a temporary name and
-renamed when complete, with its SHA-256 beside it (`<file>.sha256`, as `sha256sum`
-writes it). Backups hold customers' emails: the files are 0600 and a folder we make is
-0700. The last BACKUP_KEEP backups in the folder are kept; older ones (named as ours,
-nothing else) are removed.
+`pg_dump -Fc` (Debian's postgresql-client) for PostgreSQL. It is named by its database and
+time (`kamiyo-<kind>-<database id>-<UTC time>.<sqlite3|dump>`; the id is a short hash of the
+SQLite path or of PostgreSQL's host, port and name, so databases can share a folder), written
+under a temporary name and renamed when complete, with its SHA-256 beside it (`<file>.sha256`,
+as `sha256sum` writes it). Backups hold customers' emails: the files are 0600 and a folder we
+make is 0700. The last BACKUP_KEEP backups of the same database in the folder are kept, the one
+just written always among them; older ones (named as ours, nothing else) and temporary files
+left by a backup that died are removed.
 
-A restore checks the checksum, the kind of file against the database, asks (or takes
---yes), and runs only with the database to itself (kamiyo/service_lock.py): SQLite's
-backup API the other way, or `pg_restore --clean --if-exists --single-transaction`.
+A restore checks the checksum, the kind of file against the database, that the file is one of
+ours (a SQLite backup: sound, our tables, a migration the code knows), asks (or takes --yes),
+and runs only with the database to itself (kamiyo/service_lock.py): SQLite's backup API the
+other way, or `pg_restore --clean --if-exists --single-transaction`.
 
 A restore does not undo security decisions taken since the backup: API keys revoked and
 dashboard users disabled now stay so (matched by key hash and email), sessions ended now stay
@@ -21,15 +24,21 @@ backup are put back. The restore itself is an audit entry (restore-database).
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import glob
 import hashlib
 import json
 import os
 import re
 import shutil
+import signal
 import sqlite3
 import stat
 import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,9 +53,17 @@ from sqlalchemy.exc import SQLAlchemyError
 from . import audit, service_lock
 
 DEFAULT_FOLDER = "backups"  # in the instance folder
-NAME = re.compile(r"^kamiyo-(sqlite|postgresql)-(\d{8}T\d{6}-\d{6}Z)\.(sqlite3|dump)$")
+NAME = re.compile(r"^kamiyo-(sqlite|postgresql)-([0-9a-f]{8})-(\d{8}T\d{6}-\d{6}Z)\.(sqlite3|dump)$")
+PARTIAL = re.compile(r"^\.kamiyo-(sqlite|postgresql)-([0-9a-f]{8})-.*\.partial$")
+STALE_PARTIAL_SECONDS = 3600  # a temporary file this old belongs to a backup that died
+# pg_dump and pg_restore give up on a database that does not answer, instead of waiting for
+# ever (libpq's default); an operator's own PGCONNECT_TIMEOUT wins.
+PG_CONNECT_TIMEOUT_SECONDS = 10
 EXTENSIONS = {"sqlite": "sqlite3", "postgresql": "dump"}
 MAGIC = {"sqlite": b"SQLite format 3\x00", "postgresql": b"PGDMP"}
+# Tables every Kamiyo database has had since its first migration: a file without them is
+# another program's.
+CORE_TABLES = {"alembic_version", "api_keys", "customers", "subscriptions"}
 
 
 class BackupError(click.ClickException):
@@ -66,6 +83,18 @@ def database_kind(uri: str) -> str:
         if uri.startswith(kind):
             return kind
     raise BackupError(f"backups cover SQLite and PostgreSQL only, not {uri.split(':', 1)[0]}")
+
+
+def database_id(uri: str) -> str:
+    """A short, stable name for the database a URI points at (no user, no password): the
+    SQLite file's path, or PostgreSQL's host, port and database."""
+    url = make_url(uri)
+    if uri.startswith("sqlite"):
+        where = str(service_lock._sqlite_path(uri) or url.database or "")
+    else:
+        host = url.host or url.query.get("host") or "localhost"
+        where = f"{host}:{url.port or 5432}/{url.database or ''}"
+    return hashlib.sha256(where.encode()).hexdigest()[:8]
 
 
 def sha256_of(path: Path) -> str:
@@ -117,6 +146,7 @@ def _libpq(uri: str) -> tuple[str, dict[str, str]]:
     (never on a command line, where `ps` shows it)."""
     url = make_url(uri)
     env = {**os.environ}
+    env.setdefault("PGCONNECT_TIMEOUT", str(PG_CONNECT_TIMEOUT_SECONDS))
     if url.password is not None:
         env["PGPASSWORD"] = str(url.password)
     conninfo = url.set(drivername="postgresql", password=None).render_as_string(hide_password=False)
@@ -130,35 +160,87 @@ def _run(command: list[str], env: dict[str, str], **kwargs) -> None:
         raise BackupError(f"{Path(command[0]).name} failed ({result.returncode}): {' / '.join(said) or 'no message'}")
 
 
+class _Stopped(Exception):
+    """SIGTERM or SIGHUP during a backup: unwinds it like Ctrl-C, so its temporary file goes."""
+
+
+@contextmanager
+def _signals_unwind() -> Iterator[None]:
+    """SIGTERM and SIGHUP (systemd stopping a backup that outlived its timeout, a closed
+    terminal) raise inside the backup instead of ending the process where it stands: the
+    `finally` clauses run, a running pg_dump is killed and the temporary file removed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, _frame: object) -> None:
+        raise _Stopped(signal.Signals(signum).name)
+
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _write_failed(folder: Path, exc: BaseException) -> BackupError:
+    """A file that could not be read or written (the disk full, say), in one line."""
+    full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or (
+        isinstance(exc, sqlite3.Error) and "full" in str(exc).lower()
+    )
+    if full:
+        return BackupError(
+            f"no space left on the disk of {folder}: nothing was kept. Free space there (older backups?) "
+            "or back up into another folder: flask --app wsgi db backup FOLDER"
+        )
+    said = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return BackupError(f"the backup failed ({said}); nothing was kept in {folder}")
+
+
 def make_backup(app: Flask, folder: Path, keep: int) -> Backup:
     uri = app.config["SQLALCHEMY_DATABASE_URI"]
     kind = database_kind(uri)
     folder = folder.resolve()
     _prepare_folder(folder)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S-%fZ")
-    path = folder / f"kamiyo-{kind}-{stamp}.{EXTENSIONS[kind]}"
+    path = folder / f"kamiyo-{kind}-{database_id(uri)}-{stamp}.{EXTENSIONS[kind]}"
     partial = path.with_name("." + path.name + ".partial")
-    _private_file(partial)
-    try:
-        if kind == "sqlite":
-            source = service_lock._sqlite_path(uri)
-            if source is None or not source.exists():
-                raise BackupError(f"no SQLite database at {source or uri}: nothing to back up")
-            _sqlite_copy(source, partial)
-        else:
-            conninfo, env = _libpq(uri)
-            with open(partial, "wb") as out:
-                _run([_pg_tool("pg_dump"), "--format=custom", "--no-password", f"--dbname={conninfo}"], env, stdout=out)
-                os.fsync(out.fileno())
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    digest = sha256_of(path)
     sums = checksum_file(path)
-    _private_file(sums)
-    sums.write_text(f"{digest}  {path.name}\n")
-    return Backup(path, path.stat().st_size, digest, removed=_prune(folder, keep))
+    with _signals_unwind():
+        try:
+            _private_file(partial)
+            if kind == "sqlite":
+                source = service_lock._sqlite_path(uri)
+                if source is None or not source.exists():
+                    raise BackupError(f"no SQLite database at {source or uri}: nothing to back up")
+                _sqlite_copy(source, partial)
+            else:
+                conninfo, env = _libpq(uri)
+                with open(partial, "wb") as out:
+                    _run(
+                        [_pg_tool("pg_dump"), "--format=custom", "--no-password", f"--dbname={conninfo}"],
+                        env,
+                        stdout=out,
+                    )
+                    os.fsync(out.fileno())
+            digest = sha256_of(partial)
+            _private_file(sums)
+            with open(sums, "w") as fh:
+                fh.write(f"{digest}  {path.name}\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(partial, path)
+        except BaseException as exc:
+            partial.unlink(missing_ok=True)
+            if not path.exists():
+                sums.unlink(missing_ok=True)
+            if isinstance(exc, (OSError, sqlite3.Error)):
+                raise _write_failed(folder, exc) from None
+            if isinstance(exc, _Stopped):
+                raise BackupError(f"stopped by {exc}: nothing was kept") from None
+            raise
+    return Backup(path, path.stat().st_size, digest, removed=_prune(folder, keep, path))
 
 
 def _sqlite_copy(source: Path, target: Path) -> None:
@@ -176,18 +258,32 @@ def _sqlite_copy(source: Path, target: Path) -> None:
         os.fsync(fh.fileno())
 
 
-def backups_in(folder: Path) -> list[Path]:
-    """Our backups in `folder`, oldest first (their names sort by time)."""
-    found = [p for p in folder.iterdir() if NAME.match(p.name) and p.is_file()]
-    return sorted(found, key=lambda p: NAME.match(p.name).group(2))  # type: ignore[union-attr]
+def backups_in(folder: Path, database: str | None = None) -> list[Path]:
+    """Our backups in `folder` (of one database, given its id), oldest first (their names sort
+    by time)."""
+    found = []
+    for p in folder.iterdir():
+        match = NAME.match(p.name)
+        if match and (database is None or match.group(2) == database) and p.is_file():
+            found.append((match.group(3), p))
+    return [p for _, p in sorted(found)]
 
 
-def _prune(folder: Path, keep: int) -> list[Path]:
-    ours = backups_in(folder)
-    removed = ours[: max(len(ours) - keep, 0)]
+def _prune(folder: Path, keep: int, made: Path) -> list[Path]:
+    """Keep `made` and the newest keep - 1 other backups of its database; remove the rest, and
+    that database's temporary files left by a backup that died."""
+    database = NAME.match(made.name).group(2)  # type: ignore[union-attr]
+    others = [p for p in backups_in(folder, database) if p != made]
+    removed = others[: max(len(others) - (keep - 1), 0)]
     for path in removed:
-        path.unlink()
+        path.unlink(missing_ok=True)
         checksum_file(path).unlink(missing_ok=True)
+    stale = time.time() - STALE_PARTIAL_SECONDS
+    for path in folder.iterdir():
+        match = PARTIAL.match(path.name)
+        if match and match.group(2) == database and path.is_file() and path.stat().st_mtime < stale:
+            path.unlink(missing_ok=True)
+            removed.append(path)
     return removed
 
 
@@ -218,6 +314,62 @@ def verify(path: Path, kind: str) -> str:
             "restore a backup of the same kind of database"
         )
     return actual
+
+
+def known_revisions(app: Flask) -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(app.extensions["migrate"].migrate.get_config())
+    return {revision.revision for revision in script.walk_revisions()}
+
+
+def check_ours(app: Flask, path: Path, kind: str) -> None:
+    """Refuse a file that passed its checksum yet is not a sound backup of a Kamiyo database:
+    one cut short (with a checksum made again for the copy), or another program's."""
+    if kind == "sqlite":
+        try:
+            source = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+            try:
+                sound = source.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+                tables = {row[0] for row in source.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                revisions = (
+                    {row[0] for row in source.execute("SELECT version_num FROM alembic_version")}
+                    if sound and "alembic_version" in tables
+                    else set()
+                )
+            finally:
+                source.close()
+        except sqlite3.DatabaseError as exc:
+            sound, reason = False, str(exc)
+        else:
+            reason = "quick_check failed"
+        if not sound:
+            raise BackupError(
+                f"refusing to restore {path}: it is not a sound SQLite database ({reason}); cut short or "
+                "damaged: restore another backup"
+            )
+    else:
+        listing = subprocess.run(
+            [_pg_tool("pg_restore"), "--list", str(path)], capture_output=True, stdin=subprocess.DEVNULL, text=True
+        )
+        if listing.returncode != 0:
+            said = " / ".join(listing.stderr.strip().splitlines()[-2:]) or "no message"
+            raise BackupError(f"refusing to restore {path}: pg_restore cannot read it ({said}); restore another backup")
+        tables = {name for _, name in re.findall(r"^\d+; \d+ \d+ TABLE (\S+) (\S+) ", listing.stdout, re.MULTILINE)}
+        revisions = None  # the rows are inside the dump: the table names must do
+    missing = sorted(CORE_TABLES - tables)
+    if missing:
+        raise BackupError(
+            f"refusing to restore {path}: it is not a backup of a Kamiyo database (no {', '.join(missing)} "
+            "table); pick the right file"
+        )
+    if revisions is not None:
+        unknown = sorted(revisions - known_revisions(app))
+        if not revisions or unknown:
+            raise BackupError(
+                f"refusing to restore {path}: its migration {', '.join(unknown) or 'is not recorded'} is not one "
+                "this release knows; restore it with the release that made it"
+            )
 
 
 @dataclass
@@ -392,6 +544,8 @@ def _restore_content(app: Flask, path: Path) -> list[str]:
             if src.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                 raise BackupError(f"{path} is not a sound SQLite database (quick_check failed)")
             src.backup(dst)
+        except sqlite3.DatabaseError as exc:
+            raise BackupError(f"{path} could not be restored ({exc}); nothing was changed") from None
         finally:
             dst.close()
             src.close()
@@ -471,7 +625,7 @@ def backup_command(folder: Path | None) -> None:
     click.echo(f"Backup:  {made.path}")
     click.echo(f"Size:    {_human(made.size)}" + (f" ({made.size} bytes)" if made.size >= 1024 else ""))
     click.echo(f"SHA-256: {made.sha256} (in {checksum_file(made.path).name})")
-    kept = len(backups_in(made.path.parent))
+    kept = len(backups_in(made.path.parent, database_id(app.config["SQLALCHEMY_DATABASE_URI"])))
     click.echo(
         f"Kept:    {kept} of at most {keep}"
         + (f"; removed {', '.join(p.name for p in made.removed)}" if made.removed else "")
@@ -487,7 +641,9 @@ def restore_command(path: Path, yes: bool) -> None:
     the service (web or scheduler) runs against the database."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]  # the proxy's own method
     uri = app.config["SQLALCHEMY_DATABASE_URI"]
-    digest = verify(path, database_kind(uri))
+    kind = database_kind(uri)
+    digest = verify(path, kind)
+    check_ours(app, path, kind)
     target = service_lock.describe_database(uri)
     click.echo(f"Backup {path} ({_human(path.stat().st_size)}, sha256 {digest[:16]}...: checksum matches).")
     with audit.cli_action("restore-database", path.name[:255]) as entry:

@@ -12,6 +12,13 @@ its work (a service that starts during a restore is refused, and says why).
   process's life and named by `application_name` (`kamiyo-web <host> pid <N>`); a web
   process's pooled connections are named the same. A restore also refuses while
   such named sessions are connected (a holder whose lock connection was cut, say).
+  A PostgreSQL restart, a failover or an idle-session kill ends that session and the
+  lock with it: a watchdog thread checks the connection every WATCHDOG_SECONDS and
+  takes the lock again on a new one. A restore, once it has the lock, waits SETTLE_SECONDS
+  for such a holder to come back (and refuses when one does). A holder that comes back
+  to find a restore under way stops the process (CRITICAL, exit 1): it must not serve a
+  database being replaced; systemd or gunicorn starts it again, refused until the
+  restore has finished.
 """
 
 from __future__ import annotations
@@ -44,7 +51,21 @@ HOW_TO_STOP = (
 )
 
 CONNECT_TIMEOUT_SECONDS = 3
-RETRY_SECONDS = 10.0
+WATCHDOG_SECONDS = 2.0  # how often a holder checks its lock's connection (and retries one lost)
+# A restore waits this long with the lock before it begins: a holder whose connection was cut
+# is back within one check and a connection.
+SETTLE_SECONDS = WATCHDOG_SECONDS + CONNECT_TIMEOUT_SECONDS
+# A holder back on a new connection that finds the lock taken waits this long for it: a restore
+# still settling sees the holder and gives up within a fraction of a second.
+RETAKE_WAIT_SECONDS = 2.0
+# Keepalives and a send timeout: a connection to a host gone silent is found dead, not waited on.
+KEEPALIVES: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 2,
+    "tcp_user_timeout": 10_000,
+}
 _held: list[Any] = []  # file descriptors and connections kept for the life of the process
 
 
@@ -112,46 +133,109 @@ def hold(app: Flask, role: str) -> None:
     elif uri.startswith("postgresql"):
         import psycopg
 
+        connection = None
         try:
-            _hold_postgresql(uri, role, refused)
+            connection = _hold_postgresql(uri, role)
         except psycopg.OperationalError as exc:
             # Start-up does not wait for the database (a web process answers /health with 503
             # meanwhile): the lock is taken as soon as the database answers.
             log.warning(
                 "service lock not taken yet, the database does not answer; retrying in the background",
-                extra={"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__},
+                extra={"error": _first_line(exc)},
             )
-            threading.Thread(target=_retry_postgresql, args=(uri, role, refused), daemon=True).start()
+        else:
+            if connection is None:
+                raise refused
+        threading.Thread(
+            target=_watch_postgresql, args=(uri, role, connection), name="kamiyo-service-lock", daemon=True
+        ).start()
 
 
-def _hold_postgresql(uri: str, role: str, refused: RestoreInProgress) -> None:
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _hold_postgresql(uri: str, role: str, wait: float = 0.0) -> Any:
+    """A new connection holding the shared lock, or None when a restore holds it (after waiting
+    up to `wait` seconds for it). OperationalError when the database does not answer."""
     import psycopg
 
     conninfo = make_url(uri).set(drivername="postgresql").render_as_string(hide_password=False)
     connection = psycopg.connect(
-        conninfo, connect_timeout=CONNECT_TIMEOUT_SECONDS, application_name=application_name(role), autocommit=True
+        conninfo,
+        connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        application_name=application_name(role),
+        autocommit=True,
+        **KEEPALIVES,
     )
-    row = connection.execute("SELECT pg_try_advisory_lock_shared(%s)", (ADVISORY_KEY,)).fetchone()
-    if not (row and row[0]):
+    deadline = time.monotonic() + wait
+    try:
+        while True:
+            row = connection.execute("SELECT pg_try_advisory_lock_shared(%s)", (ADVISORY_KEY,)).fetchone()
+            if row and row[0]:
+                _held.append(connection)
+                return connection
+            if time.monotonic() >= deadline:
+                connection.close()
+                return None
+            time.sleep(0.1)
+    except BaseException:
         connection.close()
-        raise refused
-    _held.append(connection)
+        raise
 
 
-def _retry_postgresql(uri: str, role: str, refused: RestoreInProgress) -> None:
+def _alive(connection: Any) -> bool:
+    import psycopg
+
+    try:
+        connection.execute("SELECT 1")
+        return True
+    except psycopg.Error:
+        return False
+
+
+def _watch_postgresql(uri: str, role: str, connection: Any) -> None:
+    """For the process's life: take the lock again whenever its connection is lost."""
     import psycopg
 
     while True:
-        time.sleep(RETRY_SECONDS)
+        time.sleep(WATCHDOG_SECONDS)
+        if connection is not None:
+            if _alive(connection):
+                continue
+            log.warning("service lock lost with its database connection (a PostgreSQL restart?); taking it again")
+            if connection in _held:
+                _held.remove(connection)
+            try:
+                connection.close()
+            except psycopg.Error:
+                pass
+            connection = None
         try:
-            _hold_postgresql(uri, role, refused)
+            connection = _hold_postgresql(uri, role, wait=RETAKE_WAIT_SECONDS)
         except psycopg.OperationalError:
-            continue
-        except RestoreInProgress as exc:
-            log.error("%s", exc)
-            continue
-        log.info("service lock taken")
-        return
+            continue  # the database is not back yet: the next check tries again
+        if connection is None:
+            _stop_serving(uri, role)
+            return
+        log.warning("service lock taken")
+
+
+def _stop_serving(uri: str, role: str) -> None:
+    """A restore has the database while this process was without its lock: it must not serve
+    a database being replaced. Exit now; systemd or gunicorn starts it again, and it is refused
+    until the restore has finished."""
+    log.critical(
+        "a database restore is running against %s and this %s lost its service lock: stopping",
+        describe_database(uri),
+        role,
+    )
+    for handler in logging.getLogger().handlers + log.handlers:
+        try:
+            handler.flush()
+        except Exception:  # noqa: BLE001  # exiting regardless
+            pass
+    os._exit(1)
 
 
 def describe_database(uri: str) -> str:
@@ -163,7 +247,9 @@ def describe_database(uri: str) -> str:
 
 @contextmanager
 def exclusive(app: Flask) -> Iterator[None]:
-    """The database to ourselves while the block runs, or ServiceRunning naming who has it."""
+    """The database to ourselves while the block runs, or ServiceRunning naming who has it.
+    PostgreSQL: it first waits SETTLE_SECONDS for a holder whose connection was cut to come
+    back."""
     uri = app.config["SQLALCHEMY_DATABASE_URI"]
     if uri.startswith("sqlite"):
         path = lock_file(uri)
@@ -190,14 +276,14 @@ def exclusive(app: Flask) -> Iterator[None]:
         connection = connection.execution_options(isolation_level="AUTOCOMMIT")
         locked = connection.exec_driver_sql("SELECT pg_try_advisory_lock(%(key)s)", {"key": ADVISORY_KEY}).scalar()
         try:
-            sessions = connection.exec_driver_sql(
-                "SELECT application_name, client_addr::text, count(*), min(backend_start) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid() AND (application_name LIKE"
-                " %(prefix)s OR pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = 0"
-                " AND objid = %(key)s AND objsubid = 1 AND database = (SELECT oid FROM pg_database"
-                " WHERE datname = current_database()))) GROUP BY 1, 2 ORDER BY 1, 2",
-                {"prefix": APPLICATION_PREFIX + "%", "key": ADVISORY_KEY},
-            ).all()
+            sessions = _service_sessions(connection)
+            if locked and not sessions:
+                # A holder whose connection was cut (a PostgreSQL restart) is still serving and is
+                # back within one watchdog check: give it that time to show itself.
+                deadline = time.monotonic() + SETTLE_SECONDS
+                while not sessions and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    sessions = _service_sessions(connection)
             if not locked or sessions:
                 holders = [
                     f"{name or 'an unnamed session'} ({count} connection{'s' if count > 1 else ''} from "
@@ -210,6 +296,20 @@ def exclusive(app: Flask) -> Iterator[None]:
         finally:
             if locked:
                 connection.exec_driver_sql("SELECT pg_advisory_unlock(%(key)s)", {"key": ADVISORY_KEY})
+
+
+def _service_sessions(connection: Any) -> list[Any]:
+    """The service's sessions on the database: named as ours, or holding the lock."""
+    return list(
+        connection.exec_driver_sql(
+            "SELECT application_name, client_addr::text, count(*), min(backend_start) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid() AND (application_name LIKE"
+            " %(prefix)s OR pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = 0"
+            " AND objid = %(key)s AND objsubid = 1 AND database = (SELECT oid FROM pg_database"
+            " WHERE datname = current_database()))) GROUP BY 1, 2 ORDER BY 1, 2",
+            {"prefix": APPLICATION_PREFIX + "%", "key": ADVISORY_KEY},
+        ).all()
+    )
 
 
 def _refusal(uri: str, holders: list[str]) -> str:
