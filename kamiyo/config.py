@@ -187,6 +187,9 @@ def finalise(config: dict[str, Any], instance_path: str) -> None:
     _check_lease(config)
     _check_webhook_tolerance(config["WEBHOOK_TOLERANCE_SECONDS"])
     _check_api_base(config["STRIPE_API_BASE"])
+    from .config_checks import check_service_settings  # a module of its own: see there
+
+    check_service_settings(config, os.environ)
 
 
 def stripe_step_seconds(config: Mapping[str, Any]) -> float:
