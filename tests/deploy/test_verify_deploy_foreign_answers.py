@@ -1,9 +1,8 @@
-"""Red team: `flask --app wsgi verify-deploy` asked about one service, answered by another.
+"""`flask --app wsgi verify-deploy` asked about one service, answered by something else.
 
-The health checks follow redirects wherever they lead: a --url whose proxy redirects (a
-canonical-host rule, an http->https rule pointing at the load balancer, a maintenance
-redirect) is reported healthy from another host's answer, and the release that was
-meant to be verified is never asked. Fails on the code as it is."""
+A --url whose proxy redirects (a canonical-host rule, an http->https rule pointing at the load
+balancer, a maintenance redirect) must not be reported healthy from another host's answer; an
+HTML page or an empty JSON answer is not a customer; a raw traceback in the log is an error."""
 
 from __future__ import annotations
 
