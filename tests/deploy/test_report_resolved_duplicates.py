@@ -1,9 +1,9 @@
-"""Red team: `report`'s duplicate-subscription target once the duplicate is resolved.
+"""`report`'s duplicate-subscription target once the duplicate is resolved.
 
 The runbook's fix for a flagged duplicate is to cancel it on Stripe (the command reconcile
-prints). After that cancellation's webhook, the duplicate is cancelled in our database too,
-yet it is still counted as flagged: the report misses its target (exit 2) for ever, and a
-pipeline gating on it blocks every release. Fails on the code as it is."""
+prints). After that cancellation's webhook the duplicate is cancelled in our database too, and
+no longer misses the target: a pipeline gating on the report would otherwise block every
+release after it."""
 
 from __future__ import annotations
 

@@ -1,10 +1,9 @@
-"""Red team: `flask --app wsgi report` on the window's boundary.
+"""`flask --app wsgi report` on the window's boundary, and without the service's metrics folder.
 
 The window starts at now - 1h to the second (06:00:30 -> 05:00:30). The Stripe-call counts
-come from per-minute rollups: once `rollup-minutes` has run, the minute holding the window's
-start (05:00:00) is left out whole, so rows stamped in the window's first seconds are not
-counted, and the same report over the same rows says something else before and after the
-job ran. A missed target can so report exit 0. Fails on the code as it is."""
+come from per-minute rollups: the minute holding the window's start (05:00:00) holds rows on
+both sides of it, so the same report over the same rows must say the same before and after the
+`rollup-minutes` job ran."""
 
 from __future__ import annotations
 
