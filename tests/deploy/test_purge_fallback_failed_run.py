@@ -1,11 +1,10 @@
-"""Red team: the web process's purge fallback (kamiyo/scheduler/fallback.py) when the
+"""The web process's purge fallback (kamiyo/scheduler/fallback.py) when the
 scheduler runs, but the purge fails there.
 
 A scheduler that runs every job, and whose webhook-purge failed last night (a lock timeout on
-a big table, say): the fallback finds no successful run for a day and runs the purge in the web
-worker, during the day, with a WARNING telling on-call that "the scheduler isn't running the
-purges (start `flask --app wsgi scheduler run` ...)". The scheduler is running; the message
-sends the engineer after the wrong thing. Fails on the code as it is."""
+a big table, say): the fallback finds no successful run for a day and runs the purge again in
+the web worker. Its WARNING must say that the run failed in the scheduler, not that "the
+scheduler isn't running the purges", which would send on-call after the wrong thing."""
 
 from __future__ import annotations
 
