@@ -1,7 +1,6 @@
-"""Red team: the emulator proxy's webhook endpoints. An endpoint moved from a loopback URL to
-another URL (`POST /v1/webhook_endpoints/we_...` with a new `url`) stays registered with
-localstripe at its old URL: the old receiver keeps getting every event, as Stripe would
-never do. Fails on the code as it is."""
+"""The emulator proxy's webhook endpoints. An endpoint moved from a loopback URL to another
+URL (`POST /v1/webhook_endpoints/we_...` with a new `url`) must no longer be delivered to at its
+old URL through localstripe, as Stripe would never do."""
 
 from __future__ import annotations
 
