@@ -481,6 +481,7 @@ class StripeProxy(LoopbackServer):
                 mine[found["id"]] = found
             await self._register_upstream(found)
             return 200, json.dumps(found).encode()  # the secret is shown at creation only
+        before = dict(found)
         for name in ("url", "description"):
             if isinstance(form.get(name), str):
                 found[name] = form[name]
@@ -488,6 +489,10 @@ class StripeProxy(LoopbackServer):
             found["enabled_events"] = events
         if "disabled" in form:
             found["status"] = "disabled" if str(form["disabled"]).lower() == "true" else "enabled"
+        if found["url"] != before["url"]:
+            # Moved: the old URL hears nothing more (a new one off loopback is not registered,
+            # so the registration under this id would otherwise keep the old URL).
+            await self._register_upstream(before, deleted=True)
         await self._register_upstream(found)
         return 200, json.dumps(_shown_endpoint(found)).encode()
 

@@ -190,6 +190,9 @@ def finalise(config: dict[str, Any], instance_path: str) -> None:
     _check_api_base(config["STRIPE_API_BASE"])
     if not config.get("TESTING") and not config.get("DEMO_MODE"):
         _check_metrics_token(config.get("METRICS_TOKEN"))
+    from .config_checks import check_service_settings  # a module of its own: see there
+
+    check_service_settings(config, os.environ)
 
 
 def stripe_step_seconds(config: Mapping[str, Any]) -> float:

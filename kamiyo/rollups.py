@@ -135,33 +135,48 @@ def _grouped(by_key: dict[str, list[int]], group: Callable[[str], str | None]) -
     return found
 
 
+def _ceil_minute(moment: dt.datetime) -> dt.datetime:
+    floor = _floor_minute(moment)
+    return floor if floor == moment else floor + MINUTE
+
+
 def _counts(name: str, window: TimeRange) -> dict[str, list[int]]:
+    """The whole minutes inside the window that the job counted, from minute_counts; the rest
+    from the table: the tail since the job's mark, and the parts of minutes the window cuts
+    (a window that starts or ends mid-minute, as `report`'s does: a counted minute holds rows
+    on both sides of the edge)."""
     source = _source(name)
     mark = db.session.get(RollupMark, name)
     rolled_until = mark.rolled_until if mark else window.start
-    split = min(max(rolled_until, window.start), window.end)
+    counted_from = _ceil_minute(window.start)
+    counted_until = max(counted_from, min(rolled_until, _floor_minute(window.end)))
     found: dict[str, list[int]] = {}
 
     def add(key: str, bucket: int, n: int) -> None:
         if 0 <= bucket < window.buckets:
             found.setdefault(key, [0] * window.buckets)[bucket] += n
 
-    if split > window.start:
+    raw = [(window.start, window.end)]
+    if counted_until > counted_from:
         bucket = bucket_index(MinuteCount.minute, window.start, window.bucket).label("b")
         for b, key, n in db.session.execute(
             select(bucket, MinuteCount.key, func.sum(MinuteCount.count))
-            .where(MinuteCount.source == name, MinuteCount.minute >= window.start, MinuteCount.minute < split)
+            .where(MinuteCount.source == name, MinuteCount.minute >= counted_from, MinuteCount.minute < counted_until)
             .group_by(bucket, MinuteCount.key)
         ):
             add(str(key), int(b), int(n))
+        raw = [(window.start, counted_from), (counted_until, window.end)]
     bucket = bucket_index(source.time_column, window.start, window.bucket).label("b")
     key = source.key().label("key")
-    for b, k, n in db.session.execute(
-        select(bucket, key, _tally(source))
-        .where(source.time_column >= split, source.time_column < window.end, *source.where())
-        .group_by(bucket, key)
-    ):
-        add(str(k), int(b), int(n))
+    for start, end in raw:
+        if end <= start:
+            continue
+        for b, k, n in db.session.execute(
+            select(bucket, key, _tally(source))
+            .where(source.time_column >= start, source.time_column < end, *source.where())
+            .group_by(bucket, key)
+        ):
+            add(str(k), int(b), int(n))
     return found
 
 

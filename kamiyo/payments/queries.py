@@ -13,7 +13,7 @@ from sqlalchemy import Select, func, select
 
 from ..extensions import db
 from ..listing import MAX_PAGE_SIZE, Page, paginate, text_filter
-from ..models import Customer, Subscription
+from ..models import LIVE_SUBSCRIPTION_STATUSES, Customer, Subscription
 from ..observability.counters import counter_total
 from ..scheduler.models import JobRun
 from .models import PaymentOperation
@@ -74,6 +74,18 @@ def duplicate_flags() -> list[Subscription]:
 
 def duplicate_flag_count() -> int:
     return int(db.session.scalar(select(func.count()).where(Subscription.duplicate_of.is_not(None))) or 0)
+
+
+def live_duplicate_count() -> int:
+    """Flagged duplicates still live (billing): a cancelled one is resolved."""
+    return int(
+        db.session.scalar(
+            select(func.count()).where(
+                Subscription.duplicate_of.is_not(None), Subscription.status.in_(LIVE_SUBSCRIPTION_STATUSES)
+            )
+        )
+        or 0
+    )
 
 
 def unlinked_customer_count() -> int:

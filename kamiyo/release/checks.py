@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 EXIT_CODES = {OK: 0, WARN: 1, FAIL: 2}
@@ -271,7 +272,11 @@ def check_redis(url: str | None, reachable: bool | None, error: str | None, work
 
 
 def _without_password(url: str) -> str:
-    return re.sub(r"//[^@/]*@", "//***@", url)
+    """The URL as redis-py reads it (urllib: the user part ends at the last @ before the host),
+    with the user part and the query (`?password=`) left out."""
+    parts = urlsplit(url)
+    _, at, host = parts.netloc.rpartition("@")
+    return f"{parts.scheme}://{'***@' if at else ''}{host}{parts.path}"
 
 
 # --- Stripe --------------------------------------------------------------------------
@@ -376,6 +381,8 @@ def check_clock(date_header: str | None, now: dt.datetime, tolerance_seconds: fl
         theirs = email.utils.parsedate_to_datetime(date_header)
     except (TypeError, ValueError):
         return Check("clock", WARN, "Stripe's Date header did not parse", "check NTP: timedatectl status")
+    if theirs.tzinfo is None:  # `-0000` (RFC 5322's "zone unknown") or none: HTTP dates are GMT
+        theirs = theirs.replace(tzinfo=dt.UTC)
     skew = (now - theirs).total_seconds()
     shown = f"{abs(skew):.0f} s {'ahead of' if skew > 0 else 'behind'} Stripe's"
     if abs(skew) > tolerance_seconds:

@@ -98,9 +98,24 @@ def verify_deploy_command(
 def report_command(since: str, json_output: bool) -> None:
     """The first hour, day or week after a release in numbers, from the database, against the
     checklist's targets. Exit 0 on target, 1 something to look at, 2 a target missed."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ..extensions import db
     from .report import build_report
 
-    checks, numbers = build_report(since)
+    try:
+        checks, numbers = build_report(since)
+    except SQLAlchemyError as exc:
+        # Unreachable, or not migrated: a failure with the release commands' exit code.
+        url = db.engine.url.render_as_string(hide_password=True)
+        failed = Check(
+            "database",
+            FAIL,
+            f"cannot read the numbers from {url}: {type(exc).__name__}",
+            "flask --app wsgi preflight says why (unreachable, or its migrations)",
+        )
+        _print("report", [failed], json_output, numbers={})
+        return
     _print("report", checks, json_output, numbers=numbers)
 
 
@@ -111,6 +126,23 @@ def init_app(app: Flask) -> None:
 
 
 RELEASE_COMMANDS = ("preflight", "verify-deploy", "report")
+METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+# The service's metrics folder when it was named but does not exist here (set aside before the
+# app is made: every metric would open a file in it at import and die).
+absent_metrics_dir: str | None = None
+
+
+def set_aside_absent_metrics_dir() -> None:
+    """Before create_app, for the release commands only: a PROMETHEUS_MULTIPROC_DIR that does
+    not exist (another host, the service not started since a reboot cleared /run) is dropped
+    from this process's environment, and `report` says so in its dedup line."""
+    global absent_metrics_dir
+    folder = os.environ.get(METRICS_DIR)
+    if folder and not os.path.isdir(folder):
+        absent_metrics_dir = folder
+        del os.environ[METRICS_DIR]
+
+
 _FLASK_OPTIONS_WITH_VALUES = ("--app", "-A", "--env-file", "-e")
 
 
@@ -139,9 +171,15 @@ def config_error_app(error: Exception) -> Flask:
     try:
         app.config.from_pyfile("config.py", silent=True)
         raw.update({k: v for k, v in app.config.items() if k in raw})
-        raw.update(config_module.from_environment(os.environ))
     except Exception:  # noqa: BLE001 -- the error below says what is wrong
         pass
+    # Setting by setting: the one that stopped the configuration must not hide the others
+    # (every secret that is set would be reported "not set").
+    for name, value in sorted(os.environ.items(), key=lambda item: item[0].startswith("KAMIYO_")):  # KAMIYO_ wins
+        try:
+            raw.update(config_module.from_environment({name: value}))
+        except config_module.ConfigError:
+            pass
 
     @click.command("preflight")
     @click.option("--json", "json_output", is_flag=True)

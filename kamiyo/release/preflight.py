@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import func, select, text
+from sqlalchemy import Connection, Engine, create_engine, func, select, text
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
 
 from ..extensions import db
 from ..models import utcnow
@@ -43,19 +47,52 @@ def migration_chain() -> list[str]:
     return [rev.revision for rev in reversed(list(script.walk_revisions()))]
 
 
-def database_revision() -> str | None:
+def database_revision(connection: Connection) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
-    with db.engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+# A database that accepts the connection and never answers (a firewall that drops, a hung
+# server) would hold the release pipeline for ever: libpq waits without a limit by default.
+CONNECT_TIMEOUT_SECONDS = 5
+
+
+def _check_engine(url: URL) -> Engine:
+    """An engine of the check's own, that changes nothing: PostgreSQL with a connect timeout,
+    SQLite read-only (a mistyped path must not become a new, empty database)."""
+    if url.get_backend_name() == "sqlite":
+        path = url.database or ""
+        if path and path != ":memory:" and not path.startswith("file:"):
+            target = Path(path).resolve().as_uri() + "?mode=ro"
+            return create_engine("sqlite://", creator=lambda: sqlite3.connect(target, uri=True), poolclass=NullPool)
+        return create_engine(url, poolclass=NullPool)
+    connect_args = {} if "connect_timeout" in url.query else {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+    return create_engine(url, connect_args=connect_args, poolclass=NullPool)
 
 
 def check_database() -> list[Check]:
     url = db.engine.url
     shown = url.render_as_string(hide_password=True)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        if not url.database.startswith("file:") and not Path(url.database).is_file():
+            return [
+                Check(
+                    "database",
+                    FAIL,
+                    f"no SQLite database at {Path(url.database).resolve()}",
+                    "fix DATABASE_URL (sqlite:////absolute/path), or restore the database there",
+                )
+            ]
+    engine = _check_engine(url)
     try:
-        with db.engine.connect() as connection:
+        with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
+            found = [Check("database", "ok", f"reachable ({url.get_backend_name()})")]
+            try:
+                found.append(check_migrations(database_revision(connection), migration_chain()))
+            except SQLAlchemyError as exc:
+                found.append(Check("migrations", FAIL, f"could not read alembic_version: {type(exc).__name__}"))
     except SQLAlchemyError as exc:
         return [
             Check(
@@ -65,11 +102,8 @@ def check_database() -> list[Check]:
                 "start the database or fix DATABASE_URL",
             )
         ]
-    found = [Check("database", "ok", f"reachable ({url.get_backend_name()})")]
-    try:
-        found.append(check_migrations(database_revision(), migration_chain()))
-    except SQLAlchemyError as exc:
-        found.append(Check("migrations", FAIL, f"could not read alembic_version: {type(exc).__name__}"))
+    finally:
+        engine.dispose()
     return found
 
 
@@ -113,8 +147,11 @@ def web_concurrency() -> int:
 def run_preflight(hosts: int = 0) -> tuple[list[Check], dict[str, Any]]:
     config = current_app.config
     checks = check_secrets(config)
-    checks += check_database()
-    checks.append(check_redis_setup(web_concurrency(), max(hosts, hosts_seen())))
+    database = check_database()
+    checks += database
+    # The rest reads the database through the app's engine: only once it is known to answer.
+    reachable = database[0].status == "ok"
+    checks.append(check_redis_setup(web_concurrency(), max(hosts, hosts_seen() if reachable else 0)))
 
     probe = get_gateway().read_only_probe()
     checks.append(check_stripe(probe, config["STRIPE_API_BASE"]))
@@ -128,7 +165,7 @@ def run_preflight(hosts: int = 0) -> tuple[list[Check], dict[str, Any]]:
                 probe.get("endpoints_error"),
             )
         )
-    checks.append(check_version_health(versioning.current(), _last_check()))
+    checks.append(check_version_health(versioning.current(), _last_check() if reachable else None))
     if probe["reachable"]:
         checks.append(check_clock(probe["date"], utcnow(), float(config["WEBHOOK_TOLERANCE_SECONDS"])))
     facts = {

@@ -110,21 +110,32 @@ def build_report(since: str, now: dt.datetime | None = None) -> tuple[list[Check
             Check("rate-limit violations", FAIL, line, "see who: /dashboard/rate-limits (top IPs and user agents)")
         )
 
-    duplicates = payments.duplicate_flag_count()
+    # Only the live ones miss the target: a flagged duplicate cancelled on Stripe (the runbook's
+    # fix) stays flagged in the table, and would block every release after it.
+    duplicates = payments.live_duplicate_count()
+    resolved = payments.duplicate_flag_count() - duplicates
     unlinked = payments.unlinked_customer_count()
     numbers["duplicate_subscriptions"] = duplicates
+    numbers["duplicate_subscriptions_resolved"] = resolved
     numbers["customers_without_stripe_link"] = unlinked
     if duplicates:
         found.append(
             Check(
                 "duplicate subscriptions",
                 FAIL,
-                f"{duplicates} flagged (target 0)",
+                f"{duplicates} flagged (target 0)"
+                + (f"; {resolved} more no longer live: resolved" if resolved else ""),
                 "flask --app wsgi payments reconcile --subscriptions prints each with the command that cancels it",
             )
         )
     else:
-        found.append(Check("duplicate subscriptions", OK, "none flagged"))
+        found.append(
+            Check(
+                "duplicate subscriptions",
+                OK,
+                f"none live ({resolved} flagged, no longer live: resolved)" if resolved else "none flagged",
+            )
+        )
     found.append(
         Check(
             "customers without a Stripe link",
@@ -142,6 +153,18 @@ def build_report(since: str, now: dt.datetime | None = None) -> tuple[list[Check
 def _dedup_hits(numbers: dict[str, Any]) -> Check:
     # A counter, kept by the service's processes: readable here when they share their
     # multiprocess metrics folder with this command.
+    from . import cli
+
+    if cli.absent_metrics_dir:
+        numbers["dedup_hits"] = None
+        return Check(
+            "dedup hits",
+            WARN,
+            f"not readable: PROMETHEUS_MULTIPROC_DIR {cli.absent_metrics_dir} does not exist on this host (the "
+            "service creates it when it starts)",
+            "run report where the service runs, with its PROMETHEUS_MULTIPROC_DIR, or read "
+            "stripe_idempotency_dedup_total on /metrics",
+        )
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         numbers["dedup_hits"] = None
         return Check(

@@ -20,27 +20,30 @@ from .checks import FAIL, OK, WARN, WEBHOOK_PATH, Check
 TIMEOUT = 10.0
 STARTUP_MARK = "[STRIPE VERSION]"
 ERROR_LEVELS = ("ERROR", "CRITICAL")
+TRACEBACK_MARK = "Traceback (most recent call last)"
 RELEASE_SPREAD = dt.timedelta(seconds=120)  # start-up lines this close together are one release
 # gunicorn's own lines: [2026-12-06 05:00:00 +0000] [123] [ERROR] ...
 _GUNICORN_LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4})\] \[\d+\] \[([A-Z]+)\]")
 
 
-def _get(session: requests.Session, url: str) -> tuple[int | None, Any, str | None]:
+def _get(session: requests.Session, url: str) -> tuple[int | None, Any, str | None, str | None]:
+    """(status, JSON body or None, error, Location). Redirects are not followed: the answer
+    of whatever they lead to (another host, the previous release) is not this release's."""
     try:
-        response = session.get(url, timeout=TIMEOUT)
+        response = session.get(url, timeout=TIMEOUT, allow_redirects=False)
     except requests.RequestException as exc:
-        return None, None, type(exc).__name__
+        return None, None, type(exc).__name__, None
     try:
         body = response.json()
     except ValueError:
         body = None
-    return response.status_code, body, None
+    return response.status_code, body, None, response.headers.get("Location")
 
 
 def check_health(session: requests.Session, base: str) -> list[Check]:
     found = []
     for name, path in (("health", "/health"), ("payments health", "/api/v1/payments/health")):
-        status, body, error = _get(session, base + path)
+        status, body, error, location = _get(session, base + path)
         if status is None:
             found.append(
                 Check(
@@ -48,6 +51,17 @@ def check_health(session: requests.Session, base: str) -> list[Check]:
                     FAIL,
                     f"no answer from {base}{path} ({error})",
                     "is the service running? systemctl status kamiyo-web; journalctl -u kamiyo-web",
+                )
+            )
+            continue
+        if status is not None and 300 <= status < 400:
+            found.append(
+                Check(
+                    name,
+                    FAIL,
+                    f"{path} answers {status}, a redirect to {(location or 'nowhere')[:200]} (not followed)",
+                    "pass --url as the service answers it itself (scheme, host and port, e.g. "
+                    "http://127.0.0.1:8000), or fix the proxy's redirect",
                 )
             )
             continue
@@ -97,7 +111,9 @@ def check_idempotency(session: requests.Session, base: str, api_key: str | None,
     answers = []
     for _ in range(2):
         try:
-            response = session.post(base + "/api/v1/payments/customers", json=body, headers=headers, timeout=60)
+            response = session.post(
+                base + "/api/v1/payments/customers", json=body, headers=headers, timeout=60, allow_redirects=False
+            )
         except requests.RequestException as exc:
             return Check(name, FAIL, f"create failed: {type(exc).__name__}", "read the service's log")
         answers.append(response)
@@ -110,7 +126,24 @@ def check_idempotency(session: requests.Session, base: str, api_key: str | None,
             f"answers {first.status_code} then {second.status_code}{f' ({code})' if code else ''}",
             "check the API key (it needs to create customers) and the log",
         )
-    a, b = first.json(), second.json()
+    a, b = _json_object(first), _json_object(second)
+    if a is None or b is None:
+        odd = first if a is None else second
+        return Check(
+            name,
+            FAIL,
+            f"answers {first.status_code} then {second.status_code}, not JSON "
+            f"({odd.headers.get('Content-Type') or 'no Content-Type'}): something else answers at {base}",
+            "check --url (a maintenance page, another service or a proxy's page answered)",
+        )
+    if not a.get("id") or not a.get("stripe_customer_id") or not b.get("id"):
+        return Check(
+            name,
+            FAIL,
+            f"answers {first.status_code} then {second.status_code} without a customer (no id and "
+            "stripe_customer_id in the answer)",
+            "check --url (something else answers there) and the log",
+        )
     if a.get("id") != b.get("id") or a.get("stripe_customer_id") != b.get("stripe_customer_id"):
         return Check(
             name,
@@ -126,6 +159,14 @@ def check_idempotency(session: requests.Session, base: str, api_key: str | None,
     )
 
 
+def _json_object(response: requests.Response) -> dict[str, Any] | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
 def _error_code(response: requests.Response) -> str | None:
     try:
         return response.json()["error"]["code"]
@@ -139,7 +180,7 @@ def check_rate_limit(session: requests.Session, base: str, limit: int) -> Check:
     statuses: list[int] = []
     for _ in range(limit + 1):
         try:
-            response = session.post(base + WEBHOOK_PATH, data=b"{}", timeout=TIMEOUT)
+            response = session.post(base + WEBHOOK_PATH, data=b"{}", timeout=TIMEOUT, allow_redirects=False)
         except requests.RequestException as exc:
             return Check(name, FAIL, f"post {len(statuses) + 1} failed: {type(exc).__name__}")
         statuses.append(response.status_code)
@@ -250,24 +291,41 @@ def check_log(path: Path | None, since: dt.datetime | None) -> list[Check]:
         found.append(Check("log errors", WARN, "skipped: no release time (--since) and no start-up line"))
         return found
     errors = []
+    tracebacks = 0
     in_window = False
-    for when, level, message in parsed:
+    for n, (when, level, message) in enumerate(parsed):
         if when is not None:
             in_window = when >= since
-        if in_window and level in ERROR_LEVELS and STARTUP_MARK not in message:
+        if not in_window:
+            continue
+        if level in ERROR_LEVELS and STARTUP_MARK not in message:
             errors.append(message[:200])
+        elif level is None and message.startswith(TRACEBACK_MARK):
+            # Python's own report of an uncaught exception (a thread's, a crash): no time, no
+            # level, so it counts where it stands; the exception is its first unindented line.
+            errors.append(_exception_line(lines, n)[:200])
+            tracebacks += 1
     if errors:
         found.append(
             Check(
                 "log errors",
                 FAIL,
-                f"{len(errors)} ERROR/CRITICAL line(s) since {since.isoformat()}; last: {errors[-1]}",
-                f'read them: grep -E \'"level": "(ERROR|CRITICAL)"\' {path}',
+                f"{len(errors)} ERROR/CRITICAL line(s) since {since.isoformat()}"
+                + (f" ({tracebacks} of them Python tracebacks)" if tracebacks else "")
+                + f"; last: {errors[-1]}",
+                f'read them: grep -E \'"level": "(ERROR|CRITICAL)"|^Traceback\' {path}',
             )
         )
     else:
-        found.append(Check("log errors", OK, f"no ERROR or CRITICAL line since {since.isoformat()}"))
+        found.append(Check("log errors", OK, f"no ERROR or CRITICAL line (nor traceback) since {since.isoformat()}"))
     return found
+
+
+def _exception_line(lines: list[str], start: int) -> str:
+    for line in lines[start + 1 :]:
+        if line and not line[0].isspace():
+            return line
+    return lines[start]
 
 
 def run_verify(

@@ -95,6 +95,19 @@ def _last_run(name: str, fallback_jobs: list[str]) -> dt.datetime | None:
     return found
 
 
+def _failed_lately(name: str) -> JobRun | None:
+    """The job's latest run, when it ran within a day and failed: a scheduler is running it
+    (the fallback's reason to run is not that), and its run failed."""
+    run = db.session.scalar(
+        select(JobRun)
+        .where(JobRun.job == name, JobRun.started_at > utcnow() - OVERDUE, JobRun.status != "running")
+        .order_by(JobRun.started_at.desc())
+        .limit(1)
+    )
+    db.session.rollback()
+    return run if run is not None and run.status == "failed" else None
+
+
 def run_overdue(app: Flask) -> list[str]:
     """Run every fallback job that has not run for a day; returns those this process ran."""
     if os.getpid() in _started:
@@ -104,14 +117,39 @@ def run_overdue(app: Flask) -> list[str]:
     for name in jobs:
         with app.app_context():
             last = _last_run(name, jobs)
+            failed = _failed_lately(name)
+            failed_at, failed_on = (failed.finished_at or failed.started_at, failed.host) if failed else (None, None)
         if last is not None and last > utcnow() - OVERDUE:
             continue
         if run_once(app, name):  # False: another worker or host claimed this period's run
             ran.append(name)
-            log.warning(
-                "job %s had not run for a day: the scheduler isn't running the purges (start `flask --app wsgi "
-                "scheduler run`, or set SCHEDULER_ENABLED); this web process ran it",
-                name,
-                extra={"job": name},
-            )
+            with app.app_context():
+                now_status = _latest_status(name)
+            if failed_at is not None:
+                log.warning(
+                    "job %s failed in the scheduler at %s on %s (its error is in that scheduler's log; "
+                    "`flask --app wsgi scheduler status`), and had not succeeded for a day: this web process "
+                    "ran it again: %s",
+                    name,
+                    failed_at.isoformat(timespec="seconds"),
+                    failed_on,
+                    now_status,
+                    extra={"job": name},
+                )
+            else:
+                log.warning(
+                    "job %s had not run for a day: the scheduler isn't running the purges (start `flask --app "
+                    "wsgi scheduler run`, or set SCHEDULER_ENABLED); this web process ran it: %s",
+                    name,
+                    now_status,
+                    extra={"job": name},
+                )
     return ran
+
+
+def _latest_status(name: str) -> str:
+    status = db.session.scalar(
+        select(JobRun.status).where(JobRun.job == name).order_by(JobRun.started_at.desc()).limit(1)
+    )
+    db.session.rollback()
+    return status or "unknown"
