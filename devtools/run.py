@@ -215,7 +215,7 @@ def _instance() -> Path:
 # What a demo leaves in the instance folder; `make demo-reset` removes them all (and nothing
 # else: instance/config.py stays).
 DEMO_FILES = ("kamiyo.db", "kamiyo.db-wal", "kamiyo.db-shm", "kamiyo.db-journal", "demo-localstripe.pickle",
-              "demo-localstripe.pickle.tmp", "demo-credentials.json", "demo-secrets.json")
+              "demo-localstripe.pickle.tmp", "demo-credentials.json", "demo-secrets.json", "demo-endpoints.json")
 
 
 def _lock_demo(instance: Path):
@@ -438,6 +438,11 @@ def main(argv: list[str] | None = None) -> int:
             # Through the proxy, which then lists it as the account's webhook endpoint (preflight).
             _register_webhook(proxy.url, port, webhook_secret)
             os.environ.setdefault("PUBLIC_URL", f"http://127.0.0.1:{port}")
+            # The ports may be free ones rather than the defaults: a `KAMIYO_DEMO_MODE=1 flask ...`
+            # command reads where this demo's Stripe and service are from here.
+            from kamiyo.config import write_demo_endpoints
+
+            write_demo_endpoints(str(_instance()), os.environ["STRIPE_API_BASE"], os.environ["PUBLIC_URL"])
         env = dict(os.environ)
         env.setdefault("PROMETHEUS_MULTIPROC_DIR", _metrics_dir())
         env["SCHEDULER_ENABLED"] = "false"  # for the workers: the scheduler runs in its own process

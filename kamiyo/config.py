@@ -149,14 +149,38 @@ def load_demo_secrets(instance_path: str) -> dict[str, str]:
     return values
 
 
+DEMO_ENDPOINTS_FILE = "demo-endpoints.json"
+
+
+def write_demo_endpoints(instance_path: str, stripe_api_base: str, public_url: str) -> None:
+    """Where the running demo's Stripe (the emulator proxy) and service answer."""
+    path = Path(instance_path) / DEMO_ENDPOINTS_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"STRIPE_API_BASE": stripe_api_base, "PUBLIC_URL": public_url}, fh)
+
+
+def _read_demo_endpoints(instance_path: str) -> dict[str, str]:
+    try:
+        values = json.loads((Path(instance_path) / DEMO_ENDPOINTS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in values.items() if k in ("STRIPE_API_BASE", "PUBLIC_URL") and isinstance(v, str)}
+
+
 def finalise(config: dict[str, Any], instance_path: str) -> None:
     """Derive dependent settings and validate; raises ConfigError with one line."""
     if config.get("DEMO_MODE"):
         for name, value in load_demo_secrets(instance_path).items():
             if not config.get(name):
                 config[name] = value
+        endpoints = _read_demo_endpoints(instance_path)
         if config.get("STRIPE_API_BASE") == DEFAULTS["STRIPE_API_BASE"]:
-            config["STRIPE_API_BASE"] = f"http://127.0.0.1:{config['DEMO_STRIPE_PORT']}"
+            config["STRIPE_API_BASE"] = endpoints.get(
+                "STRIPE_API_BASE", f"http://127.0.0.1:{config['DEMO_STRIPE_PORT']}"
+            )
+        if not config.get("PUBLIC_URL") and endpoints.get("PUBLIC_URL"):
+            config["PUBLIC_URL"] = endpoints["PUBLIC_URL"]
 
     if not config.get("TESTING") and not config.get("DEMO_MODE"):
         for name in REQUIRED_SECRETS:

@@ -77,6 +77,15 @@ def test_the_emulators_events_reach_the_service_and_a_printed_command_sends_one(
                                "--app", "wsgi", "stripe-version", "check", "--local", "--json"])
         report = checked.stdout[checked.stdout.index("{"):]
         assert '"webhook_events"' in report and "2017-08-15" not in report, checked.stdout
+
+        # A demo command finds this demo's Stripe (the proxy, on its free port) and URL: preflight
+        # sees the webhook endpoint the runner registered, pointing at the service.
+        checked = run_printed(["KAMIYO_DEMO_MODE=1", f"KAMIYO_INSTANCE_PATH={instance}", ".venv/bin/flask",
+                               "--app", "wsgi", "preflight"])
+        assert checked.returncode in (0, 1), checked.stdout + checked.stderr
+        assert re.search(rf"\[ok  \] webhook endpoint: .*http://127\.0\.0\.1:{ports[0]}/api/v1/webhooks/stripe",
+                         checked.stdout), checked.stdout
+        assert f"answers at http://127.0.0.1:{ports[2]}" in checked.stdout, checked.stdout
     finally:
         stop_and_time(proc, proc.pid, signal.SIGTERM)
     assert session_processes(proc.pid) == [] and listening(*ports) == []
