@@ -176,8 +176,11 @@ fi
 
 # 3. Preflight: the new code against the live settings, database, Redis and Stripe.
 say "preflight"
+preflight_args=()
+# A first install has no database yet: its migration (step 4) makes it.
+[ -n "$previous" ] || preflight_args+=(--new-database)
 set +e
-run_flask "$new" "${KAMIYO_PREFLIGHT_CMD:-}" preflight
+run_flask "$new" "${KAMIYO_PREFLIGHT_CMD:-}" preflight "${preflight_args[@]}"
 status=$?
 set -e
 case $status in

@@ -35,12 +35,17 @@ def _print(command: str, checks: Sequence[Check], json_output: bool, **extra: An
     default=0,
     help="How many hosts will serve this database (Redis is required for more than one).",
 )
-def preflight_command(json_output: bool, hosts: int) -> None:
+@click.option(
+    "--new-database",
+    is_flag=True,
+    help="A first install: a missing SQLite database is a warning (the migration creates it), not a failure.",
+)
+def preflight_command(json_output: bool, hosts: int, new_database: bool) -> None:
     """Check secrets, database, Redis, Stripe, the webhook endpoint, the API version and the
     clock before a release; one line each, with what to do. Exit 0 ok, 1 warnings, 2 failures."""
     from .preflight import run_preflight
 
-    checks, facts = run_preflight(hosts)
+    checks, facts = run_preflight(hosts, new_database)
     _print("preflight", checks, json_output, facts=facts)
 
 
@@ -184,7 +189,8 @@ def config_error_app(error: Exception) -> Flask:
     @click.command("preflight")
     @click.option("--json", "json_output", is_flag=True)
     @click.option("--hosts", type=int, default=0)
-    def preflight_without_app(json_output: bool, hosts: int) -> None:
+    @click.option("--new-database", is_flag=True)
+    def preflight_without_app(json_output: bool, hosts: int, new_database: bool) -> None:
         checks = [
             Check("configuration", FAIL, f"does not load: {error}", "fix it, then run preflight again"),
             *check_secrets(raw),

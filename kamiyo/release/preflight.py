@@ -24,6 +24,7 @@ from ..versioning import queries as versioning
 from ..webhooks import queries as webhooks
 from .checks import (
     FAIL,
+    WARN,
     Check,
     check_clock,
     check_migrations,
@@ -71,11 +72,22 @@ def _check_engine(url: URL) -> Engine:
     return create_engine(url, connect_args=connect_args, poolclass=NullPool)
 
 
-def check_database() -> list[Check]:
+def check_database(new_database: bool = False) -> list[Check]:
+    """`new_database`: a first install, whose migration makes the SQLite file; otherwise a
+    missing file is a mistyped path, and fails."""
     url = db.engine.url
     shown = url.render_as_string(hide_password=True)
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
         if not url.database.startswith("file:") and not Path(url.database).is_file():
+            if new_database:
+                return [
+                    Check(
+                        "database",
+                        WARN,
+                        f"no SQLite database yet at {Path(url.database).resolve()} (--new-database)",
+                        "a first install: the release's flask --app wsgi db upgrade creates it",
+                    )
+                ]
             return [
                 Check(
                     "database",
@@ -144,10 +156,10 @@ def web_concurrency() -> int:
         return 2
 
 
-def run_preflight(hosts: int = 0) -> tuple[list[Check], dict[str, Any]]:
+def run_preflight(hosts: int = 0, new_database: bool = False) -> tuple[list[Check], dict[str, Any]]:
     config = current_app.config
     checks = check_secrets(config)
-    database = check_database()
+    database = check_database(new_database)
     checks += database
     # The rest reads the database through the app's engine: only once it is known to answer.
     reachable = database[0].status == "ok"
