@@ -68,6 +68,9 @@ def test_customer_gone_from_stripe_is_customer_missing_on_stripe(api, plan_id, l
     for payment_method in ("pm_card_visa", None):
         error = error_of(subscribe(api, customer, plan_id, payment_method), 409)
         assert (error["code"], error["param"]) == ("customer_missing_on_stripe", "customer_id"), payment_method
+        assert error["message"] == "This customer is no longer on the Stripe account this service uses."
+        assert error["user_action"] == (
+            "Contact support and quote the support id: the customer must be created again on Stripe.")
 
 
 def test_idempotency_key_must_be_1_to_255_printable_ascii(api):
