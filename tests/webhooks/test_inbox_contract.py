@@ -21,7 +21,7 @@ from kamiyo.models import Customer, Subscription
 from kamiyo.webhooks import handlers, inbox
 from kamiyo.webhooks.models import WebhookEvent
 from tests.support import FAST_RETRIES
-from tests.webhooks.stripe_signing import customer, make_event, post, subscription
+from tests.webhooks.stripe_signing import customer, make_event, post
 
 T0 = 1_800_000_000
 OUTCOMES = ("processed", "ignored", "duplicate", "failed")
@@ -150,7 +150,7 @@ def test_a_tie_stripe_cannot_answer_keeps_the_error_and_answers_not_settled(make
 
 
 def test_a_tie_whose_storing_fails_stays_failed_with_its_error(tie, monkeypatch, caplog):
-    app, on_stripe, first, stale = tie
+    app, _, first, stale = tie
     other = stored_failure(app)
 
     def broken(refresh, obj):
@@ -173,7 +173,7 @@ def test_a_tie_whose_storing_fails_stays_failed_with_its_error(tie, monkeypatch,
 
 
 def test_a_tie_that_a_newer_event_overtook_is_settled_without_a_change(tie):
-    app, on_stripe, first, stale = tie
+    app, on_stripe, _, stale = tie
     received = deliver(app, stale)
     assert received.note == f"customer {on_stripe['id']} settled from Stripe"
     # A second delivery of the settled tie is a duplicate, not settled again.
@@ -185,7 +185,7 @@ def test_a_tie_that_a_newer_event_overtook_is_settled_without_a_change(tie):
 def test_settling_leaves_alone_a_row_that_is_no_longer_failed(tie, monkeypatch):
     """Between the commit and Stripe's answer the row may change (a replay of it failed, say):
     settling touches a row only while it is still stored failed."""
-    app, on_stripe, first, stale = tie
+    app, _, _, stale = tie
     real = inbox.fetch_stripe_object
 
     def meanwhile(kind, stripe_id):
