@@ -19,9 +19,10 @@ from sqlalchemy import select
 from kamiyo.extensions import db
 from kamiyo.models import Customer, Subscription
 from kamiyo.webhooks import handlers, inbox
+from kamiyo.webhooks.group_commit import Pending
 from kamiyo.webhooks.models import WebhookEvent
 from tests.support import FAST_RETRIES
-from tests.webhooks.stripe_signing import customer, make_event, post
+from tests.webhooks.stripe_signing import customer, make_event, post, subscription
 
 T0 = 1_800_000_000
 OUTCOMES = ("processed", "ignored", "duplicate", "failed")
@@ -392,6 +393,7 @@ def test_subscriptions_of_a_linked_customer_are_stored_each_on_its_own(make_app,
         db.session.add(Subscription(customer_id=ours.id, stripe_subscription_id=held, price_id=plan_id, tier="pro",
                                     status="active"))
         db.session.commit()
+        ours_id = ours.id
     real = handlers.store_listed_subscription
 
     def failing_for_one(obj):
@@ -401,7 +403,7 @@ def test_subscriptions_of_a_linked_customer_are_stored_each_on_its_own(make_app,
 
     monkeypatch.setattr(handlers, "store_listed_subscription", failing_for_one)
     alerts = REGISTRY.get_sample_value("duplicate_subscriptions_detected_total") or 0.0
-    with caplog.at_level(logging.INFO, logger="kamiyo.webhooks"):
+    with caplog.at_level(logging.INFO):
         received = deliver(app, event("customer.created", on_stripe.to_dict()))
     assert received.status == "processed" and received.attempts == 1
     with app.app_context():
@@ -413,3 +415,100 @@ def test_subscriptions_of_a_linked_customer_are_stored_each_on_its_own(make_app,
     assert sorted(infos) == sorted(f"subscription {s} stored from its newly linked customer" for s in subs[2:])
     # Two more live ones of one price: each alerted once committed.
     assert (REGISTRY.get_sample_value("duplicate_subscriptions_detected_total") or 0.0) - alerts == 2
+    alerted = sorted(r.getMessage() for r in caplog.records if r.getMessage().startswith("ALERT duplicate_"))
+    assert [m.split(": the customer")[0] for m in alerted] == sorted(
+        f"ALERT duplicate_subscription_detected: Stripe subscription {s} duplicates {held} "
+        f"(customer {ours_id}, price {plan_id})" for s in subs[2:])
+
+
+# --------------------------------------------------------------------------- the batch path
+
+
+def test_a_batch_answers_each_event_in_turn_and_a_second_copy_as_a_duplicate(app, monkeypatch):
+    linked_customer(app, "cus_b")
+    linked_customer(app, "cus_a", email="grace@example.com")
+    other = stored_failure(app)
+    handled = []
+    real = handlers.HANDLERS["customer.updated"]
+
+    def recording(e):
+        handled.append(e["data"]["object"]["id"])
+        return real(e)
+
+    monkeypatch.setitem(handlers.HANDLERS, "customer.updated", recording)
+    to_b = event("customer.updated", customer("cus_b", email="b@example.com"))
+    to_a = event("customer.updated", customer("cus_a", email="a@example.com"))
+    unknown = event("coupon.created", {"id": "co_1"})
+    before = counts()
+    with app.test_request_context():
+        received = inbox._apply_batch([Pending(e, json.dumps(e)) for e in (to_b, unknown, to_b, to_a)])
+    assert received == [inbox.Received("processed", "customer cus_b saved", 1, None),
+                        inbox.Received("ignored", "event type not handled", 1, None),
+                        inbox.Received("duplicate", "already handled"),
+                        inbox.Received("processed", "customer cus_a saved", 1, None)]
+    assert handled == ["cus_a", "cus_b"]  # in the order of the rows they lock
+    assert counted_since(before) == {"processed": 2, "ignored": 1, "duplicate": 1}
+    assert [state(app, e["id"]) for e in (to_b, unknown, to_a)] == [
+        ("processed", 1, None), ("ignored", 1, None), ("processed", 1, None)]
+    assert state(app, other) == ("failed", 3, "RuntimeError: earlier")
+
+
+def test_the_claim_keeps_bounded_event_fields(one_app):
+    app = one_app
+    long = event("coupon.created", {"id": "co_" + "x" * 300})
+    long.update(api_version="v" * 100, livemode=True)
+    bare = event("coupon.created", {"id": 12345})
+    bare.update(api_version=None)
+    del bare["livemode"]
+    deliver(app, long)
+    deliver(app, bare)
+    stored = row(app, long["id"])
+    assert (stored.api_version, stored.livemode, stored.object_id) == ("v" * 64, True, ("co_" + "x" * 300)[:255])
+    stored = row(app, bare["id"])
+    assert (stored.api_version, stored.livemode, stored.object_id) == (None, False, None)
+
+
+def test_the_object_an_event_locks_first():
+    def of(event_type, obj):
+        return inbox.lock_order({"type": event_type, "data": {"object": obj}})
+
+    assert of("invoice.paid", {"id": "in_1", "payment_intent": "pi_1"}) == "pi_1"
+    assert of("invoice.paid", {"id": "in_1", "payment_intent": {"id": "pi_2", "object": "payment_intent"}}) == "pi_2"
+    assert of("invoice.payment_failed", {"id": "in_1", "payment_intent": None}) == "in_1"
+    assert of("invoice.paid", {}) == ""
+    assert of("payment_intent.succeeded", {"id": "pi_1", "invoice": "in_1"}) == "pi_1"
+    assert of("customer.updated", {}) == ""
+
+
+def test_an_error_is_stored_on_one_bounded_line_without_secrets():
+    text = inbox.sanitise_error(RuntimeError("line one\nline two\tkey sk_test_abcdefgh12345678 " + "y" * 600))
+    assert text.startswith("RuntimeError: line one line two key ") and len(text) == 500
+    assert "sk_test_abcdefgh12345678" not in text and "\n" not in text and "\t" not in text
+
+
+def test_failed_event_ids_are_the_failed_ones_oldest_first(app):
+    with app.app_context():
+        for name, status, created in (("late", "failed", T0 + 2), ("done", "processed", T0),
+                                      ("early", "failed", T0 + 1)):
+            at = dt.datetime.fromtimestamp(created, dt.UTC)
+            db.session.add(WebhookEvent(event_id=f"evt_{name}", type="customer.updated", api_version=None,
+                                        livemode=False, object_id=None, created=at, received_at=at,
+                                        processed_at=at, status=status, attempts=1, last_error=None, payload="{}"))
+        db.session.commit()
+        assert inbox.failed_event_ids() == ["evt_early", "evt_late"]
+
+
+def test_a_second_live_subscription_is_alerted_with_its_customer(app, caplog):
+    """A first-news subscription row has no customer_id before the flush: the alert must name the customer."""
+    linked_customer(app, "cus_1")
+    with app.app_context():
+        ours = db.session.scalar(select(Customer.id))
+    deliver(app, event("customer.subscription.created", subscription("sub_1", "cus_1"), created=T0))
+    with caplog.at_level(logging.INFO):
+        received = deliver(app, event("customer.subscription.created", subscription("sub_2", "cus_1"), created=T0))
+    assert received.follow_up == handlers.DuplicateFound("sub_2", "sub_1", ours, "price_pro")
+    assert f"subscription sub_2 duplicates sub_1 (customer {ours}, price price_pro): stored flagged" in \
+        inbox_log(caplog, logging.CRITICAL)
+    assert any(r.getMessage().startswith(
+        f"ALERT duplicate_subscription_detected: Stripe subscription sub_2 duplicates sub_1 (customer {ours}, ")
+        for r in caplog.records)
