@@ -313,7 +313,7 @@ def test_replay_of_a_handled_event_and_its_failure(one_app, monkeypatch, caplog)
         assert inbox.replay(handled["id"]) == inbox.Received("processed", "customer cus_1 saved", 2, None)
         with pytest.raises(inbox.NoLongerFailed) as refused:
             inbox.replay(handled["id"], only_failed=True)
-        assert refused.value.status == "processed"
+        assert refused.value.status == "processed" and str(refused.value) == "processed"
         with pytest.raises(LookupError) as unknown:
             inbox.replay("evt_unknown")
         assert unknown.value.args == ("evt_unknown",)
@@ -512,3 +512,36 @@ def test_a_second_live_subscription_is_alerted_with_its_customer(app, caplog):
     assert any(r.getMessage().startswith(
         f"ALERT duplicate_subscription_detected: Stripe subscription sub_2 duplicates sub_1 (customer {ours}, ")
         for r in caplog.records)
+
+
+def test_a_handled_type_its_handler_ignores_is_stored_ignored_on_a_retry_too(one_app, monkeypatch):
+    app = one_app
+    not_ours = event("customer.created", {"id": "cus_not_ours", "object": "customer", "metadata": {}})
+    first_time = event("customer.created", {"id": "cus_not_ours_2", "object": "customer", "metadata": {}})
+    assert deliver(app, first_time) == inbox.Received("ignored", "customer not created by Kamiyo", 1, None)
+    assert state(app, first_time["id"]) == ("ignored", 1, None)
+
+    def broken(e):
+        raise RuntimeError("not now")
+
+    monkeypatch.setitem(handlers.HANDLERS, "customer.created", broken)
+    with pytest.raises(inbox.HandlerFailed):
+        deliver(app, not_ours)
+    monkeypatch.undo()
+    before = counts()
+    assert deliver(app, not_ours) == inbox.Received("ignored", "customer not created by Kamiyo", 2, None)
+    assert counted_since(before) == {"ignored": 1}
+    assert state(app, not_ours["id"])[:2] == ("ignored", 2)
+
+
+def test_a_copy_stored_meanwhile_by_another_worker_is_a_duplicate(one_app):
+    """The one-at-a-time path after a failed batch: a concurrent copy claimed and handled the
+    event first, so this one is answered as a duplicate and takes nothing again."""
+    app = one_app
+    update = event("customer.updated", customer("cus_1", email="new@example.com"))
+    deliver(app, update)
+    before = counts()
+    with app.test_request_context():
+        assert inbox._apply_one(Pending(update, json.dumps(update))) == inbox.Received("duplicate", "already handled")
+    assert counted_since(before) == {"duplicate": 1}
+    assert state(app, update["id"]) == ("processed", 1, None)
