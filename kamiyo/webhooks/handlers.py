@@ -433,18 +433,19 @@ def _stored(row: Subscription, other: Subscription | None) -> Result:
     note = f"subscription {row.stripe_subscription_id} is {row.status}"
     if other is None:
         return Result(PROCESSED, note)
+    # A row just added has no customer_id until the flush; `other` is of the same customer, stored.
     log.critical(
         "subscription %s duplicates %s (customer %s, price %s): stored flagged",
         row.stripe_subscription_id,
         other.stripe_subscription_id,
-        row.customer_id,
+        other.customer_id,
         row.price_id,
     )
     return Result(
         PROCESSED,
         note + ", flagged as a duplicate",
         DuplicateFound(
-            row.stripe_subscription_id or "", other.stripe_subscription_id or "", row.customer_id, row.price_id
+            row.stripe_subscription_id or "", other.stripe_subscription_id or "", other.customer_id, row.price_id
         ),
     )
 
