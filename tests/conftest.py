@@ -403,3 +403,18 @@ def api(payments_app, auth):
             return client.get(f"/api/v1/payments{path}", headers={**auth, **(headers or {})})
 
     return Api()
+
+
+MID_MINUTE = "2026-12-10T12:00:05+00:00"
+
+
+@pytest.fixture
+def mid_minute():
+    """A test that counts in calendar windows (alerts once per hour, blocked requests one row
+    per minute, job periods per day) runs on a clock that starts 5 s into a minute, an hour and a
+    day, and ticks: all it does falls in one window. `pytestmark =
+    pytest.mark.usefixtures("mid_minute")` puts a module on it."""
+    import time_machine
+
+    with time_machine.travel(MID_MINUTE, tick=True):
+        yield
