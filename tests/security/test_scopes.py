@@ -138,7 +138,12 @@ def test_expires_in_is_validated(runner):
 
 
 def test_anonymous_payments_health_says_only_ok_or_degraded_and_the_version_status(client):
-    answer = client.get(f"{PAYMENTS}/health")  # Stripe is a closed port in tests: degraded
+    from kamiyo.versioning.monitor import LIBRARY_API_VERSION, parse_version
+
+    # The library's pinned version is healthy a month after its release, whatever today is.
+    released = dt.datetime.combine(parse_version(LIBRARY_API_VERSION).date, dt.time(12), tzinfo=dt.UTC)
+    with time_machine.travel(released + dt.timedelta(days=30), tick=True):
+        answer = client.get(f"{PAYMENTS}/health")  # Stripe is a closed port in tests: degraded
     assert answer.status_code == 503
     assert answer.get_json() == {"status": "degraded", "api_version": {"status": "healthy"}}
 

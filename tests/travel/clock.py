@@ -76,6 +76,7 @@ def each_test_at(instant: float) -> Iterator[None]:
     os.environ[ENV] = repr(offset)
     try:
         with time_machine.travel(instant, tick=True):
+            time.time()  # ticking from now, not from the first read
             yield
     finally:
         if before is None:
@@ -88,6 +89,7 @@ def _travel_by(seconds: float) -> float:
     os.environ[ENV] = repr(seconds)
     _with_children_path(os.environ)  # type: ignore[arg-type]
     time_machine.travel(time.time() + seconds, tick=True).start()
+    time.time()  # a ticking travel starts ticking at its first read (see sitecustomize.py)
     return seconds
 
 
@@ -111,5 +113,8 @@ class Timeline:
     def child_env(self, env: Mapping[str, str] | None = None) -> dict[str, str]:
         return child_env(self.now(), env)
 
-    def travel(self) -> time_machine.travel:
-        return time_machine.travel(self.now(), tick=True)
+    @contextmanager
+    def travel(self) -> Iterator[None]:
+        with time_machine.travel(self.now(), tick=True):
+            time.time()  # ticking from now, not from the first read
+            yield

@@ -18,3 +18,7 @@ if _start_at or _seconds:
     # A test's own fixed instant wins over the suite-wide offset: the test wrote its expectations for it.
     _destination = float(_start_at) if _start_at else time.time() + float(_seconds or 0)
     time_machine.travel(_destination, tick=True).start()
+    # A ticking travel starts ticking at its first read, not at start(): read now, or the clock
+    # stands still until then (in gunicorn, until each forked worker's first read) and two
+    # processes moved by the same offset disagree.
+    time.time()
