@@ -40,7 +40,7 @@ def service(tmp_path_factory, stripe_proxy, redis_url, timeline):
     database = f"sqlite:///{instance}/kamiyo.db"
     settings = {"STRIPE_API_BASE": stripe_proxy.url, "REDIS_URL": redis_url, "LOG_LEVEL": "INFO",
                 "STRIPE_API_VERSION": VERSION}
-    clock = {k: v for k, v in timeline.child_env().items() if k in ("TEST_CLOCK_START_AT", "PYTHONPATH")}
+    clock = {k: v for k, v in timeline.child_env().items() if k in ("TEST_CLOCK_TRAVEL_SECONDS", "PYTHONPATH")}
     with gunicorn(instance, database, **settings, **clock) as url:
         app = create_app({"TESTING": True, **TEST_SECRETS, "SQLALCHEMY_DATABASE_URI": database, **settings})
         key = make_key(app)["Authorization"].removeprefix("Bearer ")

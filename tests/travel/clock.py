@@ -111,7 +111,11 @@ class Timeline:
         return real_time() + self.offset
 
     def child_env(self, env: Mapping[str, str] | None = None) -> dict[str, str]:
-        return child_env(self.now(), env)
+        """Every process started with it, however late, reads the timeline's time."""
+        out = dict(os.environ if env is None else env)
+        out.pop(START_AT, None)
+        out[ENV] = repr(self.offset)
+        return _with_children_path(out)
 
     @contextmanager
     def travel(self) -> Iterator[None]:

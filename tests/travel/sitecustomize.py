@@ -22,3 +22,6 @@ if _start_at or _seconds:
     # stands still until then (in gunicorn, until each forked worker's first read) and two
     # processes moved by the same offset disagree.
     time.time()
+    if _start_at:  # this process's own children go on from its clock, not back to the instant
+        os.environ["TEST_CLOCK_TRAVEL_SECONDS"] = repr(_destination - time_machine.escape_hatch.time.time())
+        del os.environ["TEST_CLOCK_START_AT"]
