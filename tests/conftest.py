@@ -32,6 +32,8 @@ DATABASES = ("sqlite", "postgresql")
 def pytest_addoption(parser):
     parser.addoption("--travel", default=None, metavar="730d",
                      help="run every test (and the processes tests start) with the clock moved ahead")
+    parser.addoption("--clock-at", default=None, metavar="2027-01-01T23:59:59.5",
+                     help="start every test's clock (and its children's) at this UTC instant, ticking")
 
 
 def pytest_configure(config):
@@ -41,6 +43,25 @@ def pytest_configure(config):
 
         seconds = clock.start(travel)
         print(f"clock moved ahead by {seconds / 86400:g} days: now {time.strftime('%Y-%m-%d %H:%M:%S')}")
+    clock_at = config.getoption("--clock-at")
+    if clock_at:
+        from tests.travel import clock
+
+        clock.start_at(clock_at)
+        print(f"every test's clock starts at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC")
+
+
+@pytest.fixture(autouse=True)
+def clock_at_each_test(request):
+    """`--clock-at=INSTANT`: each test starts on that instant, so one run shows every boundary racer."""
+    clock_at = request.config.getoption("--clock-at")
+    if not clock_at:
+        yield
+        return
+    from tests.travel import clock
+
+    with clock.each_test_at(clock.parse_instant(clock_at)):
+        yield
 
 
 def pytest_generate_tests(metafunc):
@@ -382,3 +403,18 @@ def api(payments_app, auth):
             return client.get(f"/api/v1/payments{path}", headers={**auth, **(headers or {})})
 
     return Api()
+
+
+MID_MINUTE = "2026-12-10T12:00:05+00:00"
+
+
+@pytest.fixture
+def mid_minute():
+    """A test that counts in calendar windows (alerts once per hour, blocked requests one row
+    per minute, job periods per day) runs on a clock that starts 5 s into a minute, an hour and a
+    day, and ticks: all it does falls in one window. `pytestmark =
+    pytest.mark.usefixtures("mid_minute")` puts a module on it."""
+    import time_machine
+
+    with time_machine.travel(MID_MINUTE, tick=True):
+        yield

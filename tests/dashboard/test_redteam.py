@@ -27,6 +27,9 @@ from kamiyo.versioning.models import VersionCheck
 from kamiyo.webhooks.models import RateLimitViolation, WebhookEvent
 from tests.support import DASHBOARD_PASSWORD, csrf_token, login, make_key, make_user, postgresql_only
 
+# Alerts go out once per calendar hour, blocks are counted per minute: each test stays in one of each.
+pytestmark = pytest.mark.usefixtures("mid_minute")
+
 ADMIN = "admin@example.com"
 VIEWER = "viewer@example.com"
 EVIL = "<svg/onload=alert(1)>"

@@ -232,7 +232,10 @@ def test_retention_removes_temporary_files_a_dead_backup_left_an_hour_ago(make_a
     others = folder / f".kamiyo-sqlite-{other}-20261201T000000-000000Z.sqlite3.partial"
     for path in (old, running, others):
         path.write_bytes(b"SQLite format 3\x00")
-    two_hours_ago = time.time() - 7200
+    # Times on the service's clock (the files' own are the machine's, which a moved test clock is not).
+    now = time.time()
+    two_hours_ago = now - 7200
+    os.utime(running, (now, now))
     for path in (old, others):
         os.utime(path, (two_hours_ago, two_hours_ago))
 

@@ -11,16 +11,23 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
+import time_machine
+
 from kamiyo.extensions import db
 from kamiyo.models import utcnow
 from kamiyo.scheduler.fallback import run_overdue
 from kamiyo.scheduler.models import JobRun
 from kamiyo.scheduler.runner import timezone_of
 
+# Mid-morning: "tonight" (2 hours ago) and the fallback's run fall on the same day.
+NOW = dt.datetime(2026, 12, 10, 4, 0, tzinfo=dt.UTC)
 
+
+@time_machine.travel(NOW, tick=True)
 def test_a_purge_the_scheduler_ran_and_failed_is_not_reported_as_no_scheduler(app, caplog):
     now = utcnow()
     today = now.astimezone(timezone_of(app)).date().isoformat()
+    assert today == "2026-12-10"
     with app.app_context():
         rows = [
             # The scheduler is alive: its minute jobs ran a moment ago, every day for weeks.

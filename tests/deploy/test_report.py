@@ -7,6 +7,7 @@ import datetime as dt
 import json
 
 import pytest
+import time_machine
 
 from kamiyo.extensions import db
 from kamiyo.models import Customer, Subscription, utcnow
@@ -65,12 +66,16 @@ def report(app, since: str, *more: str):
     return app.test_cli_runner().invoke(args=["report", "--since", since, *more])
 
 
+# Mid-minute and mid-day: the runs 2 and 9 days back print as the minutes written below.
+NOW = dt.datetime(2026, 12, 10, 12, 0, 20, tzinfo=dt.UTC)
+
+
+@time_machine.travel(NOW, tick=True)
 def test_the_first_hour_day_and_week_in_numbers(app):
     now = utcnow()
+    assert now - NOW < dt.timedelta(seconds=20)
     seed(app, now)
-    two_days = (now - dt.timedelta(days=2)).strftime("%Y-%m-%d %H:%M")
-    nine_days = (now - dt.timedelta(days=9)).strftime("%Y-%m-%d %H:%M")
-    version_line = f"[ok  ] weekly version check: last runs: ok {two_days}, ok {nine_days}"
+    version_line = "[ok  ] weekly version check: last runs: ok 2026-12-08 12:00, ok 2026-12-01 12:00"
     dedup = ("[ok  ] dedup hits: not readable from this process (a counter of the service's: set "
              "PROMETHEUS_MULTIPROC_DIR as the service has it, or read stripe_idempotency_dedup_total on /metrics)")
     unlinked = "[ok  ] customers without a Stripe link: 1 (deleted on Stripe, or their creation still under way)"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 import os
 import signal
 import subprocess
@@ -38,7 +37,7 @@ from tests.support import (
     make_key,
     make_user,
 )
-from tests.travel.clock import ENV as CLOCK_TRAVEL_ENV
+from tests.travel.clock import child_env
 from tests.webhooks.stripe_signing import URL, customer, make_event, signed
 
 pytestmark = pytest.mark.slow
@@ -198,21 +197,21 @@ def test_a_dashboard_session_made_on_one_host_is_good_on_the_other(hosts, contro
 
 
 LEADS = (8.0, 30.0)  # seconds from the schedulers' start to the mark; the second if start-up was slower
+# The five-minute marks the schedulers meet (one per attempt: a slow first attempt may have fired at
+# its own), mid-day and far from an hour, so no hourly or daily job fires with them.
+MARKS = (dt.datetime(2026, 12, 10, 12, 25, tzinfo=dt.UTC), dt.datetime(2026, 12, 10, 12, 40, tzinfo=dt.UTC))
 
 
-def start_schedulers(shared, folder, lead: float):
-    """`flask scheduler run` for hosts a and b, their clocks moved to `lead` seconds before the
-    next five-minute mark; the processes, the mark, and whether both will fire at it."""
+def start_schedulers(shared, folder, lead: float, mark: dt.datetime):
+    """`flask scheduler run` for hosts a and b, their clocks started `lead` seconds before the
+    five-minute `mark`; the processes, the mark, and whether both will fire at it."""
     database_url, store_url = shared
-    slot = ALERT_EVALUATION_MINUTES * 60
-    now = time.time()
-    due = math.ceil((now + lead) / slot) * slot
-    travel = float(os.environ.get(CLOCK_TRAVEL_ENV) or 0) + (due - lead - now)
+    due = mark.timestamp()
+    assert due % (ALERT_EVALUATION_MINUTES * 60) == 0
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "KAMIYO_", "SCHEDULER"))}
     env.update(TEST_SECRETS, DATABASE_URL=database_url, REDIS_URL=store_url, STRIPE_API_BASE=closed_port_url(),
-               LOG_LEVEL="DEBUG", PYTHONPATH=os.pathsep.join([str(ROOT / "tests" / "travel"),
-                                                             env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-               **{CLOCK_TRAVEL_ENV: repr(travel)})
+               LOG_LEVEL="DEBUG")
+    env = child_env(due - lead, env)
     procs = []
     for host in ("a", "b"):
         instance = folder / host
@@ -245,12 +244,12 @@ def test_a_job_due_on_both_hosts_runs_once(hosts, shared, tmp_path):
     database_url = shared[0]
     for attempt, lead in enumerate(LEADS):
         folder = tmp_path / str(attempt)
-        procs, due, on_time = start_schedulers(shared, folder, lead)
+        procs, _, on_time = start_schedulers(shared, folder, lead, MARKS[attempt])
         if on_time:
             break
         stop_schedulers(procs, folder)
     assert on_time, f"the schedulers did not start within {LEADS[-1]:g} s:\n" + "\n".join(stop_schedulers(procs, folder))
-    period = time.strftime("%Y-%m-%dT%H:%M", time.gmtime(due))
+    period = MARKS[attempt].strftime("%Y-%m-%dT%H:%M")
     try:
         deadline = time.monotonic() + lead + 20
         while all(proc.poll() is None for proc in procs) and time.monotonic() < deadline:

@@ -11,22 +11,37 @@ import pytest
 from kamiyo import create_app
 from kamiyo.extensions import db
 from tests.support import TEST_SECRETS, closed_port_url, gunicorn, make_key
+from tests.travel.clock import Timeline
 
 pytestmark = pytest.mark.slow
 
-# A version 10 days old whatever today is: its start-up line is at INFO.
-VERSION = (dt.date.today() - dt.timedelta(days=10)).isoformat()
+# The module's clock (gunicorn's and the tests') starts at noon 10 days after VERSION, far from
+# midnight: the start-up line says "10 days old" however long the module takes.
+START = dt.datetime(2026, 12, 10, 12, 0, tzinfo=dt.UTC)
+VERSION = "2026-11-30"
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory, stripe_proxy, redis_url):
+def timeline():
+    return Timeline(START)
+
+
+@pytest.fixture(autouse=True)
+def on_the_timeline(timeline):
+    with timeline.travel():
+        yield
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, stripe_proxy, redis_url, timeline):
     """One gunicorn for the module: (its URL, its log file, the CLI's app on the same database)."""
     instance = tmp_path_factory.mktemp("verify") / "instance"
     instance.mkdir()
     database = f"sqlite:///{instance}/kamiyo.db"
     settings = {"STRIPE_API_BASE": stripe_proxy.url, "REDIS_URL": redis_url, "LOG_LEVEL": "INFO",
                 "STRIPE_API_VERSION": VERSION}
-    with gunicorn(instance, database, **settings) as url:
+    clock = {k: v for k, v in timeline.child_env().items() if k in ("TEST_CLOCK_TRAVEL_SECONDS", "PYTHONPATH")}
+    with gunicorn(instance, database, **settings, **clock) as url:
         app = create_app({"TESTING": True, **TEST_SECRETS, "SQLALCHEMY_DATABASE_URI": database, **settings})
         key = make_key(app)["Authorization"].removeprefix("Bearer ")
         yield url, instance / "gunicorn.log", app, key

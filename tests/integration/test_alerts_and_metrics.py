@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import time_machine
 from prometheus_client import Counter
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -29,7 +31,9 @@ ALERT_TEST_COUNTER = Counter("kamiyo_test_alerts_metric_total", "A counter only 
 def test_alert_is_logged_posted_and_deduplicated_per_key_and_hour(make_app, slack, caplog):
     url, received = slack
     app = make_app(ALERT_WEBHOOK_URL=url)
-    with app.app_context(), caplog.at_level(logging.WARNING, logger="kamiyo.alerts"):
+    # Mid-hour: the three alerts fall in one de-duplication hour.
+    with time_machine.travel(dt.datetime(2026, 12, 10, 12, 30, tzinfo=dt.UTC), tick=True), app.app_context(), \
+            caplog.at_level(logging.WARNING, logger="kamiyo.alerts"):
         assert send_alert("Rate limit", "203.0.113.9 sent 150 bad webhooks (sk_test_abcdefgh123)",
                           dedup_key="rate-limit:203.0.113.9", fields={"client_ip": "203.0.113.9"})
         assert not send_alert("Rate limit", "again", dedup_key="rate-limit:203.0.113.9")

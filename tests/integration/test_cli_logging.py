@@ -17,9 +17,12 @@ from flask.cli import run_command
 
 from kamiyo.observability import logging as kamiyo_logging
 from tests.support import ROOT
+from tests.travel.clock import child_env
 
 FLASK = [sys.executable, "-m", "flask", "--app", "wsgi"]
-VERSION = (dt.date.today() - dt.timedelta(days=30)).isoformat()
+# Each command's clock starts at noon 30 days after VERSION: its start-up line says "30 days old".
+START = dt.datetime(2026, 12, 10, 12, 0, tzinfo=dt.UTC)
+VERSION = "2026-11-10"
 MIGRATION_0001 = "Running upgrade  -> 0001, core tables: customers, subscriptions, api keys, dashboard users"
 
 
@@ -27,7 +30,8 @@ MIGRATION_0001 = "Running upgrade  -> 0001, core tables: customers, subscription
 def demo_env(tmp_path):
     """The environment of an operator's shell next to a demo database (migrated)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "KAMIYO_", "SECRET_KEY", "LOG_"))}
-    # A version 30 days old by the clock (moved ahead under --travel too): healthy, an INFO line.
+    # A version 30 days old by the commands' clock: healthy, an INFO line.
+    env = child_env(START, env)
     env.update(KAMIYO_INSTANCE_PATH=str(tmp_path / "instance"), KAMIYO_DEMO_MODE="1",
                STRIPE_API_VERSION=VERSION)
     subprocess.run([*FLASK, "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)

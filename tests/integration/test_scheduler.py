@@ -23,6 +23,7 @@ from kamiyo import scheduler
 from kamiyo.extensions import db
 from kamiyo.versioning.jobs import VERSION_CHECK_JOB
 from tests.support import both_databases
+from tests.travel.clock import child_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -95,7 +96,10 @@ print(json.dumps(ran))
 def test_two_processes_firing_the_same_period_run_the_job_once(app_config, tmp_path):
     config = {**app_config, "SCHEDULER_ENABLED": True}
     ready = [str(tmp_path / f"ready-{n}") for n in range(2)]
-    env = {**os.environ, "ROOT": str(ROOT), "APP_CONFIG": json.dumps(config), "ALL_READY": ",".join(ready)}
+    # Their schedulers run for real: started on a Wednesday's mid-morning, no weekly, daily or
+    # five-minute mark falls inside, so no job of theirs adds a row of its own.
+    env = {**child_env(dt.datetime(2026, 12, 9, 10, 1, 20, tzinfo=dt.UTC)), "ROOT": str(ROOT),
+           "APP_CONFIG": json.dumps(config), "ALL_READY": ",".join(ready)}
     procs = [subprocess.Popen([sys.executable, "-c", CHILD], env={**env, "READY": path}, cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for path in ready]
     results = []
@@ -142,7 +146,8 @@ def test_a_daily_job_registered_by_another_feature_runs_once_a_day(app):
     purged = []
     scheduler.register_job(app, "webhook-purge", scheduler.daily_trigger(app.config["SCHEDULER_TIMEZONE"]),
                            lambda: purged.append(1), scheduler.day)
-    assert [scheduler.run_once(app, "webhook-purge") for _ in range(3)] == [True, False, False]
+    with time_machine.travel(dt.datetime(2026, 12, 9, 12, tzinfo=dt.UTC), tick=True):  # one day for all three
+        assert [scheduler.run_once(app, "webhook-purge") for _ in range(3)] == [True, False, False]
     assert purged == [1]
 
 

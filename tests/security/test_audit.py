@@ -21,6 +21,9 @@ from kamiyo.extensions import db
 from kamiyo.models import AlertSent, AuditEntry
 from tests.support import both_databases, csrf_token, login, make_key, make_user
 
+# Alerts go out once per calendar hour, blocks are counted per minute: each test stays in one of each.
+pytestmark = pytest.mark.usefixtures("mid_minute")
+
 PAYMENTS = "/api/v1/payments"
 BAD_KEY = {"Authorization": "Bearer kmy_guessed-0123456789"}
 OS_USER = pwd.getpwuid(os.getuid()).pw_name

@@ -16,6 +16,9 @@ from sqlalchemy import func, select
 from kamiyo.extensions import db
 from kamiyo.models import AlertSent
 
+# Alerts go out once per calendar hour, blocks are counted per minute: each test stays in one of each.
+pytestmark = pytest.mark.usefixtures("mid_minute")
+
 PAYMENTS = "/api/v1/payments"
 BAD_KEY = {"Authorization": "Bearer kmy_guessed-0123456789"}
 NETWORK = ipaddress.ip_network("2001:db8:77:1::/64")

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import secrets
 
+import pytest
 from sqlalchemy import select
 
 from kamiyo.extensions import db
 from kamiyo.webhooks.models import RateLimitViolation
+
+# Alerts go out once per calendar hour, blocks are counted per minute: each test stays in one of each.
+pytestmark = pytest.mark.usefixtures("mid_minute")
 
 SK_LIVE = "sk_live_" + secrets.token_hex(12)
 KMY = "kmy_" + secrets.token_urlsafe(32)

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import ipaddress
 
+import pytest
+
 from tests.support import DASHBOARD_PASSWORD, csrf_token, make_user
+
+# Alerts go out once per calendar hour, blocks are counted per minute: each test stays in one of each.
+pytestmark = pytest.mark.usefixtures("mid_minute")
 
 ADMIN = "admin@example.com"
 

@@ -15,6 +15,8 @@ from kamiyo.models import ApiKey
 from kamiyo.scopes import parse_duration
 
 PAYMENTS = "/api/v1/payments"
+# Far from a day boundary: a key made at NOW for 90 days expires on a date the test can write down.
+NOW = dt.datetime(2026, 12, 10, 12, 0, tzinfo=dt.UTC)
 
 
 def key_for(app, *scopes: str, expires_in: dt.timedelta | None = None) -> dict[str, str]:
@@ -84,13 +86,14 @@ def test_cli_scopes_are_repeatable_validated_and_listed(app, runner):
 def test_the_dashboard_lists_scopes_and_expiry(app):
     from tests.support import login, make_user
 
-    key_for(app, "ops:read", expires_in=dt.timedelta(days=90))
-    make_user(app, "viewer@example.com")
-    client = app.test_client()
-    login(client, "viewer@example.com")
-    page = client.get("/dashboard/api-keys").get_data(as_text=True)
+    with time_machine.travel(NOW, tick=True):
+        key_for(app, "ops:read", expires_in=dt.timedelta(days=90))
+        make_user(app, "viewer@example.com")
+        client = app.test_client()
+        login(client, "viewer@example.com")
+        page = client.get("/dashboard/api-keys").get_data(as_text=True)
     assert "<th scope=\"col\">Scopes</th>" in page and "ops:read" in page
-    assert (dt.datetime.now(dt.UTC) + dt.timedelta(days=90)).strftime("%Y-%m-%d") in page
+    assert "2027-03-10" in page
 
 
 @pytest.mark.parametrize(
@@ -108,12 +111,13 @@ def test_durations_refused(text_):
 
 
 def test_an_expired_key_answers_401_with_the_reason(app, client, runner):
-    key = create_key(runner, "quarterly", "--expires-in", "90d")
-    headers = {"Authorization": f"Bearer {key}"}
-    assert client.get(f"{PAYMENTS}/customers", headers=headers).status_code == 200
-    listed = runner.invoke(args=["api-keys", "list"]).output
-    assert (dt.datetime.now(dt.UTC) + dt.timedelta(days=90)).strftime("%Y-%m-%d") in listed
-    with time_machine.travel(dt.datetime.now(dt.UTC) + dt.timedelta(days=90, minutes=1), tick=False):
+    with time_machine.travel(NOW, tick=True):
+        key = create_key(runner, "quarterly", "--expires-in", "90d")
+        headers = {"Authorization": f"Bearer {key}"}
+        assert client.get(f"{PAYMENTS}/customers", headers=headers).status_code == 200
+        listed = runner.invoke(args=["api-keys", "list"]).output
+    assert "2027-03-10" in listed
+    with time_machine.travel(NOW + dt.timedelta(days=90, minutes=1), tick=False):
         answer = client.get(f"{PAYMENTS}/customers", headers=headers)
         listed = runner.invoke(args=["api-keys", "list"]).output
     assert answer.status_code == 401
@@ -134,7 +138,12 @@ def test_expires_in_is_validated(runner):
 
 
 def test_anonymous_payments_health_says_only_ok_or_degraded_and_the_version_status(client):
-    answer = client.get(f"{PAYMENTS}/health")  # Stripe is a closed port in tests: degraded
+    from kamiyo.versioning.monitor import LIBRARY_API_VERSION, parse_version
+
+    # The library's pinned version is healthy a month after its release, whatever today is.
+    released = dt.datetime.combine(parse_version(LIBRARY_API_VERSION).date, dt.time(12), tzinfo=dt.UTC)
+    with time_machine.travel(released + dt.timedelta(days=30), tick=True):
+        answer = client.get(f"{PAYMENTS}/health")  # Stripe is a closed port in tests: degraded
     assert answer.status_code == 503
     assert answer.get_json() == {"status": "degraded", "api_version": {"status": "healthy"}}
 

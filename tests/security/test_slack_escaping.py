@@ -6,8 +6,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from kamiyo.observability.alerts import send_alert
 from tests.support import wait_until
+
+# Alerts go out once per calendar hour, blocks are counted per minute: each test stays in one of each.
+pytestmark = pytest.mark.usefixtures("mid_minute")
 
 HOSTILE = "<!channel> <https://evil.example/reset|click> & <@U123> <!here>"
 

@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 
 import pytest
+import time_machine
 
 from tests.support import both_databases, wait_until
 from tests.webhooks.stripe_signing import URL, customer, make_event, post
@@ -13,6 +14,14 @@ from kamiyo.extensions import db
 from kamiyo.webhooks import metrics
 from kamiyo.webhooks.models import RateLimitViolation
 from kamiyo.models import AlertSent
+
+
+@pytest.fixture(autouse=True)
+def mid_minute():
+    """The limits count per calendar minute (a fixed window), blocks are written one row per IP
+    and minute: each test starts 5 s into a minute, so all its requests share one."""
+    with time_machine.travel(dt.datetime(2026, 12, 10, 12, 0, 5, tzinfo=dt.UTC), tick=True):
+        yield
 
 
 def unsigned(client, ip="203.0.113.7", **headers):
