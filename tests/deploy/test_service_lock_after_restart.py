@@ -13,7 +13,7 @@ import psycopg
 import sqlalchemy as sa
 
 from kamiyo import service_lock
-from tests.deploy.test_backup_restore import backup, flask_process, restore
+from tests.deploy.test_backup_restore import backup, flask_process, restore, wait_for_line
 from tests.support import gunicorn, postgresql_only, wait_until
 
 
@@ -84,7 +84,7 @@ def test_the_scheduler_takes_its_lock_again_or_stops_when_a_restore_has_it(
     scheduler = flask_process(database_uri, isolated_environment, "scheduler", "run")
     restorer = None
     try:
-        assert "Scheduler running" in scheduler.stdout.readline()
+        wait_for_line(scheduler, "Scheduler running")
         assert any(name.startswith("kamiyo-scheduler") for name in _lock_holders(engine))
 
         # A restart: the lock is taken again, on a new session.
