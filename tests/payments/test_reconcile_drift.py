@@ -155,3 +155,28 @@ def test_the_duplicate_alert_names_both_subscriptions(make_app, slack):
     wait_until(lambda: alerts)
     text = alerts[0]["attachments"][0]["text"]
     assert f"Stripe subscription sub_second duplicates sub_kept (customer {customer_id}, price price_a)" in text
+
+
+def test_the_report_keeps_the_subscription_we_hold_whatever_stripe_lists_first(make_app, proxy, localstripe,
+                                                                                plan_id):
+    app = make_app(STRIPE_API_BASE=proxy.url, **FAST_RETRIES)
+    customer = new_customer(app.test_client(), make_key(app), _user())
+    card = localstripe.v1.payment_methods.attach("pm_card_visa", params={"customer": customer["stripe_customer_id"]})
+    localstripe.v1.customers.update(customer["stripe_customer_id"],
+                                    params={"invoice_settings": {"default_payment_method": card.id}})
+    metadata = {"kamiyo_customer_id": str(customer["id"]), "kamiyo_tier": "pro"}
+    # The older one is the one we never stored: adopted, it is flagged, and listed first.
+    older, held = (localstripe.v1.subscriptions.create(params={
+        "customer": customer["stripe_customer_id"], "items": [{"plan": plan_id}], "metadata": metadata})
+        for _ in range(2))
+    with app.app_context():
+        row = Subscription(customer_id=customer["id"], price_id=plan_id, tier="pro", status="active",
+                           stripe_subscription_id=held.id)
+        db.session.add(row)
+        db.session.commit()
+        row_id = row.id
+        report = reconcile_subscriptions()
+        assert _row(older.id).duplicate_of == row_id
+        assert [(d["subscription"], d["duplicate_of"], d["command"]) for d in report.duplicates
+                if d["customer_id"] == customer["id"]] == [
+            (older.id, held.id, f"flask --app wsgi payments cancel-subscription {older.id}")]
