@@ -180,3 +180,22 @@ def test_the_report_keeps_the_subscription_we_hold_whatever_stripe_lists_first(m
         assert [(d["subscription"], d["duplicate_of"], d["command"]) for d in report.duplicates
                 if d["customer_id"] == customer["id"]] == [
             (older.id, held.id, f"flask --app wsgi payments cancel-subscription {older.id}")]
+
+
+def test_an_adopted_customer_is_stored_as_stripe_holds_it_not_as_the_failed_request_asked(
+        make_app, proxy, localstripe):
+    app = make_app(STRIPE_API_BASE=proxy.url, **FAST_RETRIES)
+    user = _user()
+    asked = customers.create_params(user, f"{user}@old.example.com", "Old Name")
+    with app.app_context():
+        db.session.add(PaymentOperation(operation=customers.OPERATION, scope=f"{customers.OPERATION}:{user}",
+                                        user_id=user, params_json=json.dumps(asked), status="failed"))
+        db.session.commit()
+    # Changed on Stripe since (the dashboard, a support agent).
+    made = localstripe.v1.customers.create(params={"email": f"{user}@new.example.com", "name": "New Name",
+                                                   "metadata": {"kamiyo_user_id": user}})
+    with app.app_context():
+        reconcile_customers()
+        linked = db.session.scalar(select(Customer).where(Customer.user_id == user))
+        assert (linked.stripe_customer_id, linked.email, linked.name) == (
+            made.id, f"{user}@new.example.com", "New Name")
