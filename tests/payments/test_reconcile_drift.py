@@ -1,5 +1,6 @@
 """What reconcile takes from Stripe's objects (the tier, our customer, the status and period,
-the parameters a resumed create would send) and what its daily summary and alerts say."""
+the parameters a resumed create would send), what its daily summary and alerts say, and what a
+client is told of a customer Stripe no longer holds."""
 
 from __future__ import annotations
 
@@ -199,3 +200,19 @@ def test_an_adopted_customer_is_stored_as_stripe_holds_it_not_as_the_failed_requ
         linked = db.session.scalar(select(Customer).where(Customer.user_id == user))
         assert (linked.stripe_customer_id, linked.email, linked.name) == (
             made.id, f"{user}@new.example.com", "New Name")
+
+
+def test_a_customer_gone_from_stripe_is_told_what_happened_and_what_to_do(make_app, proxy, localstripe, plan_id):
+    app = make_app(STRIPE_API_BASE=proxy.url, **FAST_RETRIES)
+    headers, client = make_key(app), app.test_client()
+    customer = new_customer(client, headers, _user())
+    localstripe.v1.customers.delete(customer["stripe_customer_id"])  # no webhook reaches us
+    answer = client.post(f"{API}/subscriptions", headers=headers, json={
+        "customer_id": customer["id"], "price_id": plan_id, "tier": "pro", "payment_method": "pm_card_visa"})
+    assert answer.status_code == 409
+    error = answer.get_json()["error"]
+    assert (error["code"], error["message"], error["user_action"]) == (
+        "customer_missing_on_stripe",
+        "This customer is no longer on the Stripe account this service uses.",
+        "Contact support and quote the support id: the customer must be created again on Stripe.",
+    )
