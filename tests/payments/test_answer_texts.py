@@ -1,0 +1,64 @@
+"""What a client and an operator are told, word for word: a price Stripe does not hold, an
+Idempotency-Key reused for another request, a customer adopted instead of made again."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from devtools.stripe_proxy import Fault
+from tests.payments.workers import API, new_customer
+from tests.support import FAST_RETRIES, make_key
+
+
+def _user() -> str:
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+def test_an_unknown_price_is_explained(make_app, proxy):
+    app = make_app(STRIPE_API_BASE=proxy.url, **FAST_RETRIES)
+    headers, client = make_key(app), app.test_client()
+    customer = new_customer(client, headers, _user())
+    answer = client.post(f"{API}/subscriptions", headers=headers, json={
+        "customer_id": customer["id"], "price_id": f"price_none_{uuid.uuid4().hex[:8]}", "tier": "pro",
+        "payment_method": "pm_card_visa"})
+    assert answer.status_code == 400, answer.get_json()
+    error = answer.get_json()["error"]
+    assert (error["code"], error["message"], error["user_action"], error["param"]) == (
+        "price_not_found",
+        "There is no active price with this id.",
+        "Check price_id: it must be an active price of the Stripe account this service uses.",
+        "price_id",
+    )
+
+
+def test_an_idempotency_key_reused_for_another_request_is_explained(make_app, proxy):
+    app = make_app(STRIPE_API_BASE=proxy.url, **FAST_RETRIES)
+    headers, client = make_key(app), app.test_client()
+    headers = {**headers, "Idempotency-Key": str(uuid.uuid4())}
+    user = _user()
+    first = client.post(f"{API}/customers", headers=headers, json={"user_id": user, "email": f"{user}@example.com"})
+    assert first.status_code == 201, first.get_json()
+    other = client.post(f"{API}/customers", headers=headers, json={"user_id": user, "email": f"{user}@other.example"})
+    assert other.status_code == 422
+    error = other.get_json()["error"]
+    assert (error["code"], error["message"], error["user_action"]) == (
+        "idempotency_key_reused",
+        "This Idempotency-Key was used with a different request.",
+        "Use a new Idempotency-Key for a different request.",
+    )
+
+
+def test_the_adopted_stripe_customer_is_named_in_the_log(make_app, proxy, localstripe, caplog):
+    app = make_app(STRIPE_API_BASE=proxy.url, **FAST_RETRIES)
+    headers, client = make_key(app), app.test_client()
+    user = _user()
+    body = {"user_id": user, "email": f"{user}@example.com"}
+    proxy.add_faults(Fault("status", 400, error_type="invalid_request_error", path=r"^/v1/customers$"))
+    assert client.post(f"{API}/customers", json=body, headers=headers).status_code == 400
+    made = localstripe.v1.customers.create(params={"email": body["email"], "metadata": {"kamiyo_user_id": user}})
+    with caplog.at_level(logging.INFO, logger="kamiyo.payments.customers"):
+        answer = client.post(f"{API}/customers", json=body, headers=headers)
+    assert answer.status_code == 201 and answer.get_json()["stripe_customer_id"] == made.id
+    assert any(r.name == "kamiyo.payments.customers" and r.getMessage().endswith(f"adopts Stripe customer {made.id}")
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
