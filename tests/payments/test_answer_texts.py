@@ -1,12 +1,19 @@
 """What a client and an operator are told, word for word: a price Stripe does not hold, an
-Idempotency-Key reused for another request, a customer adopted instead of made again."""
+Idempotency-Key reused for another request, a customer adopted instead of made again,
+an expired key used again."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import uuid
 
+from sqlalchemy import update
+
 from devtools.stripe_proxy import Fault
+from kamiyo.extensions import db
+from kamiyo.models import utcnow
+from kamiyo.payments.models import ClientIdempotencyKey
 from tests.payments.workers import API, new_customer
 from tests.support import FAST_RETRIES, make_key
 
@@ -62,3 +69,18 @@ def test_the_adopted_stripe_customer_is_named_in_the_log(make_app, proxy, locals
     assert answer.status_code == 201 and answer.get_json()["stripe_customer_id"] == made.id
     assert any(r.name == "kamiyo.payments.customers" and r.getMessage().endswith(f"adopts Stripe customer {made.id}")
                for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
+def test_an_expired_idempotency_key_not_yet_purged_takes_a_new_request(make_app, proxy):
+    app = make_app(STRIPE_API_BASE=proxy.url, **FAST_RETRIES)
+    headers, client = make_key(app), app.test_client()
+    headers = {**headers, "Idempotency-Key": str(uuid.uuid4())}
+    first, second = _user(), _user()
+    assert client.post(f"{API}/customers", headers=headers,
+                       json={"user_id": first, "email": f"{first}@example.com"}).status_code == 201
+    with app.app_context():
+        db.session.execute(update(ClientIdempotencyKey).values(expires_at=utcnow() - dt.timedelta(seconds=1)))
+        db.session.commit()
+    answer = client.post(f"{API}/customers", headers=headers, json={"user_id": second, "email": f"{second}@example.com"})
+    assert answer.status_code == 201, answer.get_json()
+    assert answer.get_json()["user_id"] == second
