@@ -1,6 +1,6 @@
 """What a client and an operator are told, word for word: a price Stripe does not hold, an
 Idempotency-Key reused for another request, a customer adopted instead of made again,
-an expired key used again."""
+an expired key used again, a repeated create answered from our row."""
 
 from __future__ import annotations
 
@@ -84,3 +84,15 @@ def test_an_expired_idempotency_key_not_yet_purged_takes_a_new_request(make_app,
     answer = client.post(f"{API}/customers", headers=headers, json={"user_id": second, "email": f"{second}@example.com"})
     assert answer.status_code == 201, answer.get_json()
     assert answer.get_json()["user_id"] == second
+
+
+def test_a_repeated_create_is_logged_with_its_operation(make_app, proxy, caplog):
+    app = make_app(STRIPE_API_BASE=proxy.url, **FAST_RETRIES)
+    headers, client = make_key(app), app.test_client()
+    customer = new_customer(client, headers, _user())
+    with caplog.at_level(logging.INFO, logger="kamiyo.payments.idempotency"):
+        again = client.post(f"{API}/customers", headers=headers,
+                            json={"user_id": customer["user_id"], "email": customer["email"]})
+    assert again.status_code == 200, again.get_json()
+    assert f"IDEMPOTENCY customer.create: returning existing customer_id={customer['id']}" in [
+        r.getMessage() for r in caplog.records]
