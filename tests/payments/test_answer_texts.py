@@ -1,6 +1,6 @@
 """What a client and an operator are told, word for word: a price Stripe does not hold, an
 Idempotency-Key reused for another request, a customer adopted instead of made again,
-an expired key used again, a repeated create answered from our row."""
+an expired key used again, a repeated create answered from our row, an unknown customer."""
 
 from __future__ import annotations
 
@@ -96,3 +96,13 @@ def test_a_repeated_create_is_logged_with_its_operation(make_app, proxy, caplog)
     assert again.status_code == 200, again.get_json()
     assert f"IDEMPOTENCY customer.create: returning existing customer_id={customer['id']}" in [
         r.getMessage() for r in caplog.records]
+
+
+def test_an_unknown_customer_is_explained(make_app):
+    app = make_app()
+    answer = app.test_client().get(f"{API}/customers/999999", headers=make_key(app))
+    assert answer.status_code == 404
+    error = answer.get_json()["error"]
+    assert (error["code"], error["message"], error["user_action"]) == (
+        "customer_not_found", "No customer with this id.", "Check the customer id.")
+
