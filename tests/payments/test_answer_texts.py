@@ -1,6 +1,7 @@
 """What a client and an operator are told, word for word: a price Stripe does not hold, an
 Idempotency-Key reused for another request, a customer adopted instead of made again,
-an expired key used again, a repeated create answered from our row, an unknown customer."""
+an expired key used again, a repeated create answered from our row, an unknown customer,
+a subscription create that lost the race to an identical one."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from devtools.stripe_proxy import Fault
 from kamiyo.extensions import db
 from kamiyo.models import utcnow
 from kamiyo.payments.models import ClientIdempotencyKey
-from tests.payments.workers import API, new_customer
+from tests.payments.workers import API, Stall, in_thread, new_customer
 from tests.support import FAST_RETRIES, make_key
 
 
@@ -106,3 +107,21 @@ def test_an_unknown_customer_is_explained(make_app):
     assert (error["code"], error["message"], error["user_action"]) == (
         "customer_not_found", "No customer with this id.", "Check the customer id.")
 
+
+
+def test_a_create_that_lost_the_race_answers_the_winners_subscription(make_app, proxy, plan_id):
+    app = make_app(STRIPE_API_BASE=proxy.url, **FAST_RETRIES)
+    headers, client = make_key(app), app.test_client()
+    customer = new_customer(client, headers, _user())
+    body = {"customer_id": customer["id"], "price_id": plan_id, "tier": "pro", "payment_method": "pm_card_visa"}
+    # The first request stalls after its price lookup, before it claims the operation.
+    stall = Stall(app, "retrieve_price")
+    thread, out = in_thread(lambda: app.test_client().post(f"{API}/subscriptions", headers=headers, json=body))
+    assert stall.reached.wait(30)
+    winner = client.post(f"{API}/subscriptions", headers=headers, json=body)
+    assert winner.status_code == 201, winner.get_json()
+    stall.resume()
+    thread.join(30)
+    [late] = out
+    assert late.status_code == 200, late.get_json()
+    assert late.get_json()["id"] == winner.get_json()["id"]
