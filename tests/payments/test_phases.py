@@ -131,3 +131,19 @@ def test_a_lease_shorter_than_one_stripe_step_is_refused(make_app):
     with pytest.raises(ConfigError, match=r"OPERATION_LEASE_SECONDS \(60\) is shorter than one Stripe step"):
         make_app(OPERATION_LEASE_SECONDS=60)
     assert make_app(OPERATION_LEASE_SECONDS=93).config["OPERATION_LEASE_SECONDS"] == 93
+
+
+def test_a_new_generation_is_stored_as_its_run_holds_it(fenced_app):
+    """A worker that dies right after a new key leaves the row a later worker resumes from: it
+    must say what the run said (its recovery point, and since when), so that a key sent long
+    ago is looked up on Stripe first."""
+    with fenced_app.app_context():
+        _, current = _superseded_pair()
+        phases.atomic_phase(current, "created", stripe_object_id="cus_made")
+        phases.next_generation(current, phases.CLAIMED)
+        db.session.expire_all()
+        resumed = phases.Run.of(db.session.get_one(PaymentOperation, current.op_id))
+        db.session.rollback()
+    assert current.recovery_point_at is not None
+    assert (resumed.generation, resumed.recovery_point, resumed.recovery_point_at, resumed.stripe_object_id) == (
+        current.generation, phases.CLAIMED, current.recovery_point_at, None)

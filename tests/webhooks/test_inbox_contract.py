@@ -545,3 +545,106 @@ def test_a_copy_stored_meanwhile_by_another_worker_is_a_duplicate(one_app):
         assert inbox._apply_one(Pending(update, json.dumps(update))) == inbox.Received("duplicate", "already handled")
     assert counted_since(before) == {"duplicate": 1}
     assert state(app, update["id"]) == ("processed", 1, None)
+
+
+# --------------------------------------------------------------------------- a tie that settles into a duplicate
+
+
+@pytest.fixture
+def second_live(make_app, localstripe_url, localstripe, plan_id):
+    """Two active subscriptions of one customer and price on localstripe; ours holds the first.
+    The second's first news named another price; an update of the same second names ours."""
+
+    def make(group_commit: bool):
+        app = make_app(STRIPE_API_BASE=localstripe_url, WEBHOOK_GROUP_COMMIT=group_commit, **FAST_RETRIES)
+        on_stripe = localstripe.v1.customers.create(params={"email": "two@example.com"})
+        localstripe.v1.payment_methods.attach("pm_card_visa", params={"customer": on_stripe.id})
+        localstripe.v1.customers.update(on_stripe.id,
+                                        params={"invoice_settings": {"default_payment_method": "pm_card_visa"}})
+        held, second = (localstripe.v1.subscriptions.create(
+            params={"customer": on_stripe.id, "items": [{"plan": plan_id}]}).id for _ in range(2))
+        linked_customer(app, on_stripe.id)
+        with app.app_context():
+            ours = db.session.scalar(select(Customer.id).where(Customer.stripe_customer_id == on_stripe.id))
+            db.session.add(Subscription(customer_id=ours, stripe_subscription_id=held, price_id=plan_id, tier="pro",
+                                        status="active"))
+            db.session.commit()
+        first = event("customer.subscription.updated",
+                      subscription(second, on_stripe.id, price="price_other"))
+        assert deliver(app, first).note == f"subscription {second} is active"
+        tie = event("customer.subscription.updated", subscription(second, on_stripe.id, price=plan_id))
+        return app, tie, handlers.DuplicateFound(second, held, ours, plan_id)
+
+    return make
+
+
+def alerts_sent() -> float:
+    return REGISTRY.get_sample_value("duplicate_subscriptions_detected_total") or 0.0
+
+
+def test_a_tie_settled_into_a_second_live_subscription_is_alerted(second_live, group_commit, caplog):
+    app, tie, duplicate = second_live(group_commit)
+    alerts = alerts_sent()
+    with caplog.at_level(logging.INFO):
+        received = deliver(app, tie)
+    assert received == inbox.Received(
+        "processed", f"subscription {duplicate.stripe_id} is active, flagged as a duplicate", 1, duplicate)
+    assert state(app, tie["id"]) == ("processed", 1, None)
+    assert alerts_sent() - alerts == 1
+    assert any(r.getMessage().startswith(
+        f"ALERT duplicate_subscription_detected: Stripe subscription {duplicate.stripe_id} duplicates "
+        f"{duplicate.duplicate_of} (customer {duplicate.customer_id}, ") for r in caplog.records)
+
+
+def test_a_tie_left_failed_is_settled_by_its_replay_and_alerted(second_live, monkeypatch):
+    """Stripe did not answer when the tie came; the operator's replay settles it (and sends the
+    alert the settled object calls for)."""
+    app, tie, duplicate = second_live(True)
+
+    def unreachable(kind, stripe_id):
+        raise RuntimeError("Stripe is down")
+
+    monkeypatch.setattr(inbox, "fetch_stripe_object", unreachable)
+    with pytest.raises(inbox.NotSettled):
+        deliver(app, tie)
+    assert state(app, tie["id"]) == ("failed", 1, "RuntimeError: Stripe is down")
+    monkeypatch.undo()
+    alerts = alerts_sent()
+    with app.app_context():
+        received = inbox.replay(tie["id"], only_failed=True)
+    assert received == inbox.Received(
+        "processed", f"subscription {duplicate.stripe_id} is active, flagged as a duplicate", 2, duplicate)
+    assert state(app, tie["id"]) == ("processed", 2, None)
+    assert alerts_sent() - alerts == 1
+
+
+# --------------------------------------------------------------------------- replay: the row it leaves
+
+
+def test_a_replay_stores_when_it_handled_the_event(one_app):
+    app = one_app
+    handled = event("customer.updated", customer("cus_1", email="a@example.com"))
+    deliver(app, handled)
+    first = row(app, handled["id"]).processed_at
+    with app.app_context():
+        assert inbox.replay(handled["id"]).attempts == 2
+    replayed = row(app, handled["id"]).processed_at
+    assert first is not None and replayed is not None and replayed >= first
+
+
+def test_a_replay_of_an_event_purged_meanwhile_names_it(one_app, monkeypatch):
+    """Read, then purged by `webhooks purge` in another process before the replay takes it."""
+    app = one_app
+    handled = event("customer.updated", customer("cus_1", email="a@example.com"))
+    deliver(app, handled)
+    real = inbox._reclaim
+
+    def purged_first(event_id, now, only_failed):
+        assert inbox.purge_expired_events(now=now + dt.timedelta(days=365)) >= 1
+        return real(event_id, now, only_failed)
+
+    monkeypatch.setattr(inbox, "_reclaim", purged_first)
+    with app.app_context(), pytest.raises(LookupError) as purged:
+        inbox.replay(handled["id"])
+    assert purged.value.args == (handled["id"],)
+    assert row(app, handled["id"]) is None
