@@ -119,3 +119,11 @@ def test_the_readme_documents_every_fields_rule():
     missing = [f"{where} {name}" for where, rules in ALL.items() for name, field in rules.items()
                if f"| `{where}` | `{name}` | {field.described} |" not in readme]
     assert missing == []
+
+
+def test_a_body_with_fields_the_endpoint_does_not_take_is_refused_naming_them(api):
+    body = {"user_id": f"uf-{uuid.uuid4().hex[:8]}", "email": "uf@example.com", "colour": "red", "plan": "x"}
+    error = error_of(api.post("/customers", json=body), 400)
+    assert (error["code"], error["fields"]) == ("unknown_fields", ["colour", "plan"])
+    assert error["message"] == "The request has fields this endpoint does not take."
+    assert error["user_action"] == "Remove them; allowed: email, name, user_id."
