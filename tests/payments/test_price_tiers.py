@@ -94,10 +94,22 @@ def test_price_tiers_from_the_environment(monkeypatch, app_config):
     monkeypatch.setenv("PRICE_TIERS", " price_a=pro, price_b = team ")
     app = create_app(app_config)
     assert app.extensions["payments_price_tiers"] == {"price_a": "pro", "price_b": "team"}
-    for bad in ("price_a", "price_a=pro,price_a=team", "price a=pro", "price_a=gold tier"):
+    for bad, said in (
+        ("price_a", "PRICE_TIERS: expected price_id=tier pairs separated by commas, not 'price_a'"),
+        ("price_a=pro,price_a=team", "PRICE_TIERS: price_a is listed twice"),
+        ("price a=pro", "PRICE_TIERS: expected price_id=tier pairs separated by commas, not 'price a=pro'"),
+        ("price_a=gold tier", "PRICE_TIERS: expected price_id=tier pairs separated by commas, not 'price_a=gold tier'"),
+    ):
         monkeypatch.setenv("PRICE_TIERS", bad)
-        with pytest.raises(ConfigError, match="PRICE_TIERS"):
+        with pytest.raises(ConfigError) as refused:
             create_app(app_config)
+        assert str(refused.value) == said
+    monkeypatch.delenv("PRICE_TIERS")
+    for mapping, said in (({"not a price": "pro"}, "PRICE_TIERS: 'not a price' is not a Stripe price id"),
+                          ({"price_a": "gold tier"}, "PRICE_TIERS: the tier of price_a ('gold tier') is not a valid tier")):
+        with pytest.raises(ConfigError) as refused:
+            create_app({**app_config, "PRICE_TIERS": mapping})
+        assert str(refused.value) == said
     monkeypatch.setenv("PRICE_TIERS", "")
     assert create_app(app_config).extensions["payments_price_tiers"] is None
 
