@@ -72,10 +72,10 @@ bench: $(VENV)/.dev system-deps
 	$(BIN)/python -m bench $(BENCH)
 
 ## mutation: mutmut over kamiyo/payments/, webhooks/inbox.py and webhooks/verify.py; prints the
-## surviving mutants. Not in CI: hours on a small machine. One module: MUTANTS='kamiyo.webhooks.verify*'
+## surviving mutants. Not in CI: hours on a small machine. One module: MUTANTS='kamiyo.webhooks.verify*'.
+## Results stay in mutants/ (a changed function's are redone); `make clean` drops them.
 mutation: $(VENV)/.dev system-deps
 	$(BIN)/pip install --quiet --disable-pip-version-check mutmut==3.8.1
-	rm -rf mutants
 	$(BIN)/mutmut run $(MUTANTS) || true
 	$(BIN)/mutmut results
 
