@@ -17,6 +17,28 @@ def _schema(spec: dict, method: str, path: str, status: int) -> dict:
     return {**schema, "components": spec["components"]}  # its $refs point into the document
 
 
+def _body_schema(spec: dict, path: str) -> dict:
+    schema = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    return {**schema, "components": spec["components"]}
+
+
+def _valid(schema: dict, instance) -> list[str]:
+    return [e.message for e in Draft202012Validator(schema).iter_errors(instance)]
+
+
+def test_the_document_takes_the_bodies_the_api_takes_and_refuses_what_it_refuses(make_app, plan_id):
+    spec = make_app().test_client().get("/api/v1/openapi.json").get_json()
+    customers, subscriptions = _body_schema(spec, f"{API}/customers"), _body_schema(spec, f"{API}/subscriptions")
+    assert _valid(customers, {"user_id": "u-1", "email": "u@example.com"}) == []
+    assert _valid(customers, {"user_id": "u-1", "email": "u@example.com", "name": "Ada"}) == []
+    assert _valid(subscriptions, {"customer_id": 1, "price_id": plan_id, "tier": "pro",
+                                  "payment_method": "pm_card_visa"}) == []
+    assert _valid(customers, {"user_id": "u-1"}) == ["'email' is a required property"]
+    assert _valid(customers, {"user_id": "u-1", "email": "u@example.com", "colour": "red"}) == [
+        "Additional properties are not allowed ('colour' was unexpected)"]
+    assert _valid(customers, ["user_id", "email"]) == ["['user_id', 'email'] is not of type 'object'"]
+
+
 def test_each_success_answer_matches_the_document(make_app, proxy, plan_id):
     app = make_app(STRIPE_API_BASE=proxy.url, **FAST_RETRIES)
     headers, client = make_key(app), app.test_client()
