@@ -25,11 +25,12 @@ def _as_from_a_terminal() -> None:
 
 
 def start_runner(instance: Path, port: int, stripe_port: int, proxy_port: int, workers: int = 1,
-                 command: list[str] | None = None) -> subprocess.Popen:
-    """The runner in a session of its own; `command` starts it another way (`make run`)."""
+                 command: list[str] | None = None, settings: dict[str, str] | None = None) -> subprocess.Popen:
+    """The runner in a session of its own; `command` starts it another way (`make run`);
+    `settings` are environment variables added for it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "KAMIYO_"))}
     env.update(KAMIYO_INSTANCE_PATH=str(instance), PORT=str(port), DEMO_STRIPE_PORT=str(stripe_port),
-               DEMO_STRIPE_PROXY_PORT=str(proxy_port), WEB_CONCURRENCY=str(workers))
+               DEMO_STRIPE_PROXY_PORT=str(proxy_port), WEB_CONCURRENCY=str(workers), **(settings or {}))
     proc = subprocess.Popen(
         command or [sys.executable, "-m", "devtools.run"], cwd=ROOT, env=env, start_new_session=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=_as_from_a_terminal,

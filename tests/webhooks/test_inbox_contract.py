@@ -13,6 +13,7 @@ import logging
 import uuid
 
 import pytest
+import time_machine
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
@@ -345,14 +346,15 @@ def test_the_purge_deletes_what_is_older_than_the_retention_and_says_so(make_app
             assert inbox.purge_expired_events(now) == 1
         assert sorted(db.session.scalars(select(WebhookEvent.event_id))) == ["evt_edge", "evt_young"]
         assert "purged 1 webhook events from before 2027-01-03T12:00:00+00:00" in inbox_log(caplog, logging.INFO)
-        # Without a time: now.
-        long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=8)
+        # Without a time: the clock's now (held at the same instant, whatever the run's clock).
+        long_ago = now - dt.timedelta(days=8)
         db.session.add(WebhookEvent(event_id="evt_long_ago", type="customer.updated", api_version=None,
                                     livemode=False, object_id=None, created=long_ago, received_at=long_ago,
                                     processed_at=long_ago, status="processed", attempts=1, last_error=None,
                                     payload="{}"))
         db.session.commit()
-        assert inbox.purge_expired_events() == 1
+        with time_machine.travel(now, tick=False):
+            assert inbox.purge_expired_events() == 1
         assert sorted(db.session.scalars(select(WebhookEvent.event_id))) == ["evt_edge", "evt_young"]
 
 
